@@ -60,6 +60,19 @@ class ServingError(AccelError):
     """A service could not be deployed, reached or stopped."""
 
 
+class ImageError(AccelError):
+    """Bytes that cannot be scored as a picture (empty, not an image, corrupt or too large).
+
+    ``kind`` lets the server pick the status without parsing the message: ``"too_large"``
+    maps to RESOURCE_EXHAUSTED (the request asked for more memory than allowed), every other
+    kind to INVALID_ARGUMENT (the request itself is wrong).
+    """
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class ScoringError(AccelError):
     """A scoring call failed; ``code`` is the gRPC status name when there is one."""
 

@@ -88,7 +88,10 @@ def as_reporter(
 
 
 class EventLog(list):
-    """A list that records events: the test adapter (``events = EventLog(); f(progress=events)``)."""
+    """A list that records events: the test adapter.
+
+    ``events = EventLog(); build_model(..., progress=events)``, then assert on ``events``.
+    """
 
     def __call__(self, event: ProgressEvent) -> None:
         self.append(event)
@@ -124,7 +127,7 @@ class TerminalProgress:
             bar = bar.ljust(self.width)
             pct = "  ? "
         else:
-            filled = int(round(event.fraction * self.width))
+            filled = round(event.fraction * self.width)
             bar = "#" * filled + "-" * (self.width - filled)
             pct = f"{event.fraction * 100:3.0f}%"
         line = f"{event.step:<10} [{bar}] {pct} {elapsed:5.1f}s  {event.message}"

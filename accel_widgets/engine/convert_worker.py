@@ -1,0 +1,324 @@
+"""The child process side of conversion: TensorFlow -> ONNX -> validation -> INT8.
+
+It runs as ``python -m accel_widgets.engine.convert_worker JOB.json`` so that TensorFlow's
+and tf2onnx's memory goes back to the operating system when it ends, an out-of-memory kill
+cannot take the user's kernel with it, and no user script is re-imported (as
+multiprocessing's ``spawn`` would do). It answers on stdout with JSON lines that start with
+:data:`MARK`: ``["event", step, fraction, message]``, ``["result", dict]`` or
+``["error", kind, message]``; anything else on stdout or stderr is TensorFlow's chatter and
+goes to the log.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OPSET = 17
+ONNX_INPUT = "pixels"
+ONNX_OUTPUT = "output_alias"
+MARK = "@@accel-widgets@@ "
+
+
+class _Channel:
+    """Writes protocol lines to the real stdout, whatever TensorFlow does to ``sys.stdout``."""
+
+    def __init__(self) -> None:
+        self._out = os.fdopen(os.dup(1), "w", buffering=1)
+
+    def put(self, message: list[Any] | tuple[Any, ...]) -> None:
+        self._out.write(MARK + json.dumps(list(message)) + "\n")
+        self._out.flush()
+
+
+class _Emitter:
+    def __init__(self, queue) -> None:
+        self.queue = queue
+
+    def __call__(self, step: str, fraction: float | None, message: str) -> None:
+        self.queue.put(("event", step, fraction, message))
+
+
+class _LogForwarder(logging.Handler):
+    """tf2onnx logs what it does; forward those lines as live progress."""
+
+    def __init__(self, emit: _Emitter, step: str) -> None:
+        super().__init__(level=logging.INFO)
+        self.emit_event = emit
+        self.step = step
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage().strip().splitlines()[0][:160] if record.msg else ""
+        if message:
+            self.emit_event(self.step, None, message)
+
+
+def _patch_tf2onnx_memory() -> None:
+    """Free each optimizer pass's deep copy at once (VGG-16: out of memory -> 13.6 GB peak).
+
+    tf2onnx deep-copies the graph before every optimizer pass and the copies live until the
+    garbage collector's next generation-2 sweep; collecting after each pass frees them.
+    """
+    from tf2onnx.optimizer.optimizer_base import GraphOptimizerBase
+
+    if getattr(GraphOptimizerBase.optimize, "_accel_patched", False):
+        return
+    original = GraphOptimizerBase.optimize
+
+    def optimize(self, graph, iteration):
+        try:
+            return original(self, graph, iteration)
+        finally:
+            gc.collect()
+
+    optimize._accel_patched = True  # type: ignore[attr-defined]
+    GraphOptimizerBase.optimize = optimize
+
+
+def rename_io(model, inputs: dict[str, str], outputs: dict[str, str]) -> None:
+    """Give the ONNX graph's inputs and outputs the names the rest of the kit uses."""
+    mapping = {**inputs, **outputs}
+    graph = model.graph
+    for value in [*graph.input, *graph.output]:
+        if value.name in mapping:
+            value.name = mapping[value.name]
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in mapping:
+                node.input[i] = mapping[name]
+        for i, name in enumerate(node.output):
+            if name in mapping:
+                node.output[i] = mapping[name]
+
+
+def convert_saved_model(saved_model: Path, onnx_path: Path, size: int, emit: _Emitter) -> None:
+    """tf2onnx on the SavedModel's ``predict_pixels`` function, written to ``onnx_path``."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    _patch_tf2onnx_memory()
+    emit("convert", 0.05, "loading the SavedModel")
+    loaded = tf.saved_model.load(str(saved_model))
+    function = loaded.predict_pixels
+    spec = [tf.TensorSpec([None, size, size, 3], tf.float32, name=ONNX_INPUT)]
+    handler = _LogForwarder(emit, "convert")
+    logger = logging.getLogger("tf2onnx")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        emit("convert", 0.1, f"converting to ONNX (opset {OPSET}) with tf2onnx")
+        model_proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=OPSET)
+    finally:
+        logger.removeHandler(handler)
+    del loaded, function
+    gc.collect()
+    rename_io(
+        model_proto,
+        {model_proto.graph.input[0].name: ONNX_INPUT},
+        {model_proto.graph.output[0].name: ONNX_OUTPUT},
+    )
+    emit("convert", 0.8, "checking and saving the ONNX model")
+    onnx.checker.check_model(model_proto)
+    onnx.save(model_proto, str(onnx_path))
+
+
+def validate_against_tf(
+    saved_model: Path, onnx_path: Path, job: dict[str, Any], emit: _Emitter
+) -> dict[str, Any]:
+    """Compare TF and ONNX Runtime on real photos: same pixels, and JPEG end to end."""
+    import tensorflow as tf
+
+    from accel_widgets.engine.timing import measure_interleaved
+    from accel_widgets.engine.validate import compare, file_mb, onnx_session, photo_inputs
+    from accel_widgets.preprocess import Preprocessing
+
+    photos = _photos(job)
+    pre = Preprocessing.from_dict(job["preprocessing"])
+    emit("validate", 0.1, f"running TensorFlow and ONNX Runtime on {len(photos)} photos")
+    loaded = tf.saved_model.load(str(saved_model))
+    pixel_fn = loaded.signatures["predict_pixels"]
+    serve_fn = loaded.signatures["serving_default"]
+    session = onnx_session(onnx_path)
+    inputs = photo_inputs(photos, pre)
+    tf_out = [next(iter(pixel_fn(pixels=tf.constant(x)).values())).numpy() for x in inputs]
+    ort_out = [session.run(None, {ONNX_INPUT: x})[0] for x in inputs]
+    emit("validate", 0.5, "comparing with the SavedModel's own JPEG decoding")
+    tf_e2e = [serve_fn(images=tf.constant([p.data]))["output_alias"].numpy() for p in photos]
+    emit("validate", 0.7, "timing ONNX Runtime against TensorFlow, batch 1")
+    x = inputs[0]
+    constant = tf.constant(x)
+    timings = measure_interleaved(
+        {
+            "onnxruntime": lambda: session.run(None, {ONNX_INPUT: x}),
+            "tensorflow": lambda: pixel_fn(pixels=constant),
+        },
+        runs=int(job.get("timing_runs", 15)),
+    )
+    report = {
+        "precision": "fp32",
+        "format": "onnx",
+        "opset": OPSET,
+        "size_mb": file_mb(onnx_path),
+        "photos": [p.name for p in photos],
+        "vs_tensorflow": compare(tf_out, ort_out),
+        "vs_tensorflow_jpeg": compare(tf_e2e, ort_out),
+        "latency": timings,
+        "latency_ratio_ort_vs_tf": round(
+            timings["onnxruntime"]["p50_ms"] / timings["tensorflow"]["p50_ms"], 3
+        ),
+        "predictions": [int(np.argmax(o)) for o in ort_out],
+    }
+    emit("validate", 1.0, _summary(report))
+    return report
+
+
+def quantize_and_validate(
+    fp32_path: Path, int8_path: Path, job: dict[str, Any], emit: _Emitter
+) -> dict[str, Any]:
+    """INT8 from ``fp32_path`` calibrated on real photos, then compared with fp32."""
+    from accel_widgets.engine.quantize import quantize_static_int8
+    from accel_widgets.engine.samples import photos_from_folder, sample_photos
+    from accel_widgets.engine.timing import measure_interleaved
+    from accel_widgets.engine.validate import compare, file_mb, onnx_session, photo_inputs
+    from accel_widgets.preprocess import Preprocessing
+
+    pre = Preprocessing.from_dict(job["preprocessing"])
+    folder = job.get("calibration")
+    calibration = photos_from_folder(folder) if folder else sample_photos()
+    calibration_inputs = photo_inputs(calibration, pre)
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        emit(
+            "quantize",
+            0.1 + 0.6 * done[0] / len(calibration_inputs),
+            f"calibrating on image {done[0]}/{len(calibration_inputs)}",
+        )
+
+    emit("quantize", 0.05, f"quantizing to INT8 with {len(calibration)} calibration photos")
+    quantize_static_int8(fp32_path, int8_path, calibration_inputs, tick=tick)
+    emit("quantize", 0.75, "comparing INT8 with fp32 on real photos")
+    photos = _photos(job)
+    inputs = photo_inputs(photos, pre)
+    fp32 = onnx_session(fp32_path)
+    int8 = onnx_session(int8_path)
+    name = fp32.get_inputs()[0].name
+    fp32_out = [fp32.run(None, {name: x.astype(np.float32)})[0] for x in inputs]
+    int8_out = [int8.run(None, {name: x.astype(np.float32)})[0] for x in inputs]
+    x = inputs[0].astype(np.float32)
+    timings = measure_interleaved(
+        {"int8": lambda: int8.run(None, {name: x}), "fp32": lambda: fp32.run(None, {name: x})},
+        runs=int(job.get("timing_runs", 15)),
+    )
+    report = {
+        "precision": "int8",
+        "format": "onnx",
+        "quantization": "static QDQ, uint8 activations, int8 weights, per tensor, MinMax",
+        "calibration": folder or "bundled sample photos",
+        "calibration_images": len(calibration),
+        "size_mb": file_mb(int8_path),
+        "fp32_size_mb": file_mb(fp32_path),
+        "photos": [p.name for p in photos],
+        "vs_fp32": compare(fp32_out, int8_out),
+        "latency": timings,
+        "latency_ratio_int8_vs_fp32": round(
+            timings["int8"]["p50_ms"] / timings["fp32"]["p50_ms"], 3
+        ),
+        "predictions": [int(np.argmax(o)) for o in int8_out],
+    }
+    emit("quantize", 1.0, _summary(report))
+    return report
+
+
+def _photos(job: dict[str, Any]):
+    from accel_widgets.engine.samples import photos_from_folder, sample_photos
+
+    folder = job.get("validation")
+    return photos_from_folder(folder) if folder else sample_photos()
+
+
+def _summary(report: dict[str, Any]) -> str:
+    if report["precision"] == "int8":
+        cmp = report["vs_fp32"]
+        return (
+            f"INT8 {report['size_mb']} MB, {report['latency_ratio_int8_vs_fp32']:.2f}x fp32 "
+            f"latency, top-1 agrees with fp32 on {cmp['top1_agree_count']}/{cmp['n_images']}"
+        )
+    cmp = report["vs_tensorflow"]
+    return (
+        f"max |TF - ONNX| {cmp['max_abs_diff']:.2e}, top-1 agrees on "
+        f"{cmp['top1_agree_count']}/{cmp['n_images']}, ONNX Runtime "
+        f"{report['latency']['onnxruntime']['p50_ms']:.1f} ms p50"
+    )
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run(job: dict[str, Any], queue: _Channel) -> None:
+    """Do the job; never raises, always answers on ``queue``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    emit = _Emitter(queue)
+    started = time.monotonic()
+    try:
+        out = Path(job["out_dir"])
+        result: dict[str, Any] = {}
+        if job["kind"] == "convert":
+            fp32_dir = out / "fp32"
+            fp32_dir.mkdir(parents=True, exist_ok=True)
+            fp32_path = fp32_dir / "model.onnx"
+            convert_saved_model(Path(job["saved_model"]), fp32_path, job["size"], emit)
+            result["convert_seconds"] = round(time.monotonic() - started, 1)
+            result["convert_peak_rss_bytes"] = peak_rss_bytes()
+            gc.collect()
+            report = validate_against_tf(Path(job["saved_model"]), fp32_path, job, emit)
+            report["convert_seconds"] = result["convert_seconds"]
+            report["convert_peak_rss_gib"] = round(result["convert_peak_rss_bytes"] / 2**30, 2)
+            (fp32_dir / "report.json").write_text(json.dumps(report, indent=2))
+            result["fp32"] = report
+        else:
+            fp32_path = Path(job["fp32_onnx"])
+        if job.get("quantize"):
+            int8_dir = out / "int8"
+            int8_dir.mkdir(parents=True, exist_ok=True)
+            source = fp32_path
+            if job.get("upcast_fp16"):
+                from accel_widgets.engine.quantize import upcast_fp16
+
+                emit("quantize", 0.02, "float16 model: upcasting to float32 for calibration")
+                source = out / "upcast-fp32.onnx"
+                upcast_fp16(fp32_path, source)
+            report = quantize_and_validate(source, int8_dir / "model.onnx", job, emit)
+            if source != fp32_path:
+                source.unlink()
+            (int8_dir / "report.json").write_text(json.dumps(report, indent=2))
+            result["int8"] = report
+        result["seconds"] = round(time.monotonic() - started, 1)
+        result["peak_rss_bytes"] = peak_rss_bytes()
+        queue.put(("result", result))
+    except MemoryError:
+        queue.put(("error", "memory", "ran out of memory"))
+    except Exception as exc:
+        from accel_widgets.errors import AccelError
+
+        kind = "accel" if isinstance(exc, AccelError) else type(exc).__name__
+        queue.put(("error", kind, f"{exc}\n{traceback.format_exc(limit=6)}"))
+
+
+if __name__ == "__main__":
+    channel = _Channel()
+    sys.stdout = sys.stderr  # stray prints must not look like protocol lines
+    run(json.loads(Path(sys.argv[1]).read_text()), channel)
