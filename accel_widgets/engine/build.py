@@ -249,7 +249,7 @@ def build_model(
     """
     report = as_reporter(progress, cancel)
     spec = get_spec(model)
-    name = check_name(name or spec.base_name)
+    name = check_name(spec.base_name if name is None else name)
     workspace = workspace or Workspace()
     report("build", 0.0, f"loading TensorFlow to build {spec.title}")
     _, keras = _import_tf()

@@ -180,6 +180,9 @@ def convert(
             "timing_runs": timing_runs,
         }
         result = _run_child(job, report, "conversion")
+        for precision in ("fp32", "int8"):  # every artifact says what pixels it takes
+            if precision in result:
+                result[precision]["preprocessing"] = dict(job["preprocessing"])
         report("register", 0.5, "registering the converted model")
         artifacts = [
             workspace.add_artifact(model, staged / "fp32", precision="fp32", report=result["fp32"])
@@ -237,6 +240,8 @@ def quantize_model(
             "timing_runs": timing_runs,
         }
         result = _run_child(job, report, "quantization")
+        # An upcast float16 model's INT8 version takes float32 pixels.
+        result["int8"]["preprocessing"] = {**job["preprocessing"], "dtype": "float32"}
         result["int8"]["process_peak_rss_gib"] = round(result["peak_rss_bytes"] / 2**30, 2)
         artifact = workspace.add_artifact(
             model, staged / "int8", precision="int8", report=result["int8"]

@@ -85,7 +85,9 @@ def quantize_static_int8(
             "give a folder with 8 or more typical photos"
         )
     graph = onnx.load(str(fp32_path), load_external_data=False).graph
-    input_name = graph.input[0].name
+    # Old models (IR < 4) list their weights among the graph inputs too.
+    weights = {init.name for init in graph.initializer}
+    input_name = next(i.name for i in graph.input if i.name not in weights)
     # Softmax outputs of a 1000-class model sit near 1e-3: 8 bits of [0, 1] flatten them to
     # zero and every image gets class 0. Softmax is cheap, so it stays in float.
     keep_float = [node.name for node in graph.node if node.op_type == "Softmax" and node.name]

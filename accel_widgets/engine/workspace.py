@@ -109,7 +109,7 @@ def check_name(name: str, what: str = "model") -> str:
     They become folder names, gRPC route segments and Kubernetes object names, so the rule
     is checked once here with an error that shows a valid spelling.
     """
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         suggestion = re.sub(r"[^a-z0-9_-]+", "-", str(name).lower()).strip("-_") or "my-model"
         if not suggestion[0].isalpha():
             suggestion = f"m-{suggestion}"
@@ -577,7 +577,7 @@ class Workspace:
             artifacts = [a for a in artifacts if a.precision == precision]
         if not artifacts:
             have = ", ".join(a.precision for a in self.list_artifacts(model)) or "none"
-            wanted = f"a {precision} artifact" if precision else "a converted artifact"
+            wanted = f"{precision} artifact" if precision else "converted artifact"
             raise NotFoundError(
                 f"model {model.ref} has no {wanted} (it has: {have}); convert it first "
                 f"(`accel-widgets convert {name}`)"
@@ -746,10 +746,10 @@ class Workspace:
             changes["info"] = json.dumps(dict(changes["info"]))
         if changes.get("log_path") is not None:
             changes["log_path"] = str(changes["log_path"])
-        sets = ", ".join(f"{k} = ?" for k in changes)
+        sets = "".join(f"{k} = ?, " for k in changes)
         with self._write() as db:
             cur = db.execute(
-                f"UPDATE services SET {sets}, updated_at = ? WHERE name = ?",
+                f"UPDATE services SET {sets}updated_at = ? WHERE name = ?",
                 (*changes.values(), time.time(), name),
             )
             if cur.rowcount == 0:

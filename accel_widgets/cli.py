@@ -1,0 +1,343 @@
+"""The ``accel-widgets`` command: the same engine calls as the widgets, from a terminal.
+
+Each command is a small function registered in :data:`COMMANDS`; engine modules are imported
+only when a command runs, so ``accel-widgets models`` answers without loading TensorFlow.
+Every :class:`~accel_widgets.errors.AccelError` becomes one clear line on stderr and exit
+code 1; Ctrl-C cancels the running step and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from accel_widgets.errors import AccelError, CancelledError
+from accel_widgets.progress import CancelToken, TerminalProgress
+
+SUCCESS, ERROR, USAGE, INTERRUPTED = 0, 1, 2, 130
+
+
+def _table(rows: Sequence[Sequence[Any]]) -> str:
+    """Plain aligned columns; the first row is the header."""
+    text = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in text) for i in range(len(text[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in text]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _workspace(args: argparse.Namespace):
+    from accel_widgets.engine.workspace import Workspace
+
+    return Workspace(args.workspace)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the model catalog, one line a model."""
+    from accel_widgets.engine.catalog import list_specs
+
+    rows: list[list[Any]] = [["name", "task", "input", "classes", "precision", "MB", "ms here"]]
+    for spec in list_specs():
+        latency = spec.expected_latency_ms
+        rows.append(
+            [
+                spec.name + ("" if spec.graph_ready else " (spec only)"),
+                spec.task,
+                f"{spec.input_size}px",
+                spec.num_classes,
+                spec.precision,
+                f"{spec.file_mb:g}",
+                f"{latency:g}" if latency else "-",
+            ]
+        )
+    print(_table(rows))
+    return SUCCESS
+
+
+def cmd_quota(args: argparse.Namespace) -> int:
+    """Check the capacity a deployment needs: this machine, or an Azure region and VM family."""
+    from accel_widgets.engine.quota import check_quota
+
+    progress = TerminalProgress()
+    report = check_quota(
+        args.target,
+        region=args.region,
+        family=args.family,
+        needed=args.needed,
+        subscription_id=args.subscription,
+        workspace_dir=args.workspace,
+        progress=progress,
+    )
+    progress.close()
+    print(_table(report.to_table()))
+    models = report.details.get("models") or {}
+    if models:
+        print()
+        rows = [["model", "fits here", "why not"]]
+        rows += [
+            [name, "yes" if m["ok"] else "no", m.get("reason", "")] for name, m in models.items()
+        ]
+        print(_table(rows))
+    print()
+    print(("ENOUGH: " if report.verdict else "NOT ENOUGH: ") + report.advice)
+    return SUCCESS if report.verdict else ERROR
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Build a catalog model (or take a registered one), convert it to ONNX, validate, quantize."""
+    from accel_widgets.engine.catalog import CATALOG, get_spec
+    from accel_widgets.engine.convert import convert
+
+    workspace = _workspace(args)
+    cancel = CancelToken()
+    progress = TerminalProgress()
+    quantize = args.quantize
+    try:
+        if args.model.lower() in CATALOG or workspace.find_model(args.model) is None:
+            from accel_widgets.engine.build import build_model
+
+            spec = get_spec(args.model)
+            if spec.quantized and quantize is None:
+                quantize = "int8"
+            record = build_model(
+                spec.name,
+                weights=args.weights,
+                name=args.name,
+                workspace=workspace,
+                progress=progress,
+                cancel=cancel,
+            )
+        else:
+            record = workspace.get_model(args.model)
+        artifacts = convert(
+            record.name,
+            version=record.version,
+            quantize=quantize,
+            workspace=workspace,
+            calibration=args.calibration,
+            progress=progress,
+            cancel=cancel,
+        )
+    except KeyboardInterrupt:
+        cancel.cancel()
+        raise
+    finally:
+        progress.close()
+    for artifact in artifacts:
+        _print_report(artifact)
+    return SUCCESS
+
+
+def _print_report(artifact) -> None:
+    r = artifact.report
+    print(
+        f"\n{artifact.model_name}:{artifact.model_version} {artifact.precision}  "
+        f"{artifact.size_bytes / 2**20:.1f} MB  {artifact.file}"
+    )
+    if "vs_tensorflow" in r:
+        same, jpeg = r["vs_tensorflow"], r["vs_tensorflow_jpeg"]
+        lat = r["latency"]
+        print(
+            f"  vs TensorFlow, same pixels : max |diff| {same['max_abs_diff']:.2e}, "
+            f"top-1 {same['top1_agree_count']}/{same['n_images']}"
+        )
+        print(
+            f"  vs TensorFlow, JPEG in     : max |diff| {jpeg['max_abs_diff']:.2e}, "
+            f"top-1 {jpeg['top1_agree_count']}/{jpeg['n_images']}"
+        )
+        print(
+            f"  latency p50, batch 1       : ONNX Runtime {lat['onnxruntime']['p50_ms']:.1f} ms,"
+            f" TensorFlow {lat['tensorflow']['p50_ms']:.1f} ms "
+            f"({r['latency_ratio_ort_vs_tf']:.2f}x)"
+        )
+        print(
+            f"  conversion                 : {r['convert_seconds']} s, peak "
+            f"{r['convert_peak_rss_gib']} GiB"
+        )
+    if "vs_fp32" in r:
+        cmp, lat = r["vs_fp32"], r["latency"]
+        print(
+            f"  vs fp32                    : top-1 {cmp['top1_agree_count']}/{cmp['n_images']},"
+            f" max |diff| {cmp['max_abs_diff']:.2e}"
+        )
+        print(
+            f"  latency p50, batch 1       : int8 {lat['int8']['p50_ms']:.1f} ms, fp32 "
+            f"{lat['fp32']['p50_ms']:.1f} ms ({r['latency_ratio_int8_vs_fp32']:.2f}x)"
+        )
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """Register a model of your own: an ONNX file, a Keras file or a SavedModel folder."""
+    from pathlib import Path
+
+    from accel_widgets.engine import register
+
+    workspace = _workspace(args)
+    progress = TerminalProgress()
+    preprocessing = json.loads(args.preprocessing) if args.preprocessing else None
+    path = Path(args.path)
+    common = {
+        "workspace": workspace,
+        "progress": progress,
+        "labels": args.labels,
+        "preprocessing": preprocessing,
+    }
+    if path.suffix == ".onnx":
+        record = register.register_onnx(path, args.name, postprocess=args.postprocess, **common)
+    elif path.is_dir():
+        record = register.register_saved_model(path, args.name, **common)
+    else:
+        record = register.register_keras(str(path), args.name, **common)
+    progress.close()
+    print(f"registered {record.ref} ({record.kind}) in {workspace.root}")
+    return SUCCESS
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Models, versions and converted artifacts in the workspace, with their reports."""
+    workspace = _workspace(args)
+    models = workspace.list_models()
+    if not models:
+        print(f"The workspace {workspace.root} is empty: try `accel-widgets convert resnet50`.")
+        return SUCCESS
+    rows: list[list[Any]] = [["model", "kind", "artifacts", "check", "created"]]
+    import time
+
+    for model in models:
+        artifacts = workspace.list_artifacts(model)
+        checks = []
+        for a in artifacts:
+            cmp = a.report.get("vs_tensorflow") or a.report.get("vs_fp32")
+            if cmp:
+                checks.append(f"{a.precision}: top-1 {cmp['top1_agree_count']}/{cmp['n_images']}")
+        rows.append(
+            [
+                model.ref,
+                model.kind,
+                ", ".join(f"{a.precision} {a.size_bytes / 2**20:.1f} MB" for a in artifacts) or "-",
+                "; ".join(checks) or "-",
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(model.created_at)),
+            ]
+        )
+    print(_table(rows))
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "model": m.ref,
+                        "artifacts": [
+                            {"precision": a.precision, "path": str(a.file), "report": a.report}
+                            for a in workspace.list_artifacts(m)
+                        ],
+                    }
+                    for m in models
+                ],
+                indent=2,
+            )
+        )
+    return SUCCESS
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """Delete a service, an image or a model (in that order: services first)."""
+    workspace = _workspace(args)
+    if args.kind == "model":
+        deleted = workspace.delete_model(args.name, args.version)
+        print("deleted " + ", ".join(m.ref for m in deleted))
+    elif args.kind == "image":
+        deleted_images = workspace.delete_image(args.name, args.version)
+        print("deleted " + ", ".join(f"{i.name}:{i.version}" for i in deleted_images))
+    else:
+        from accel_widgets.engine.targets import delete_service
+
+        service = delete_service(args.name, workspace=workspace)
+        print(f"deleted service {service.name}")
+    return SUCCESS
+
+
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[Handler, str]] = {
+    "models": (cmd_models, "List the model catalog."),
+    "quota": (cmd_quota, "Check capacity (local machine or an Azure region)."),
+    "convert": (cmd_convert, "Build, register, convert to ONNX, validate and quantize a model."),
+    "register": (cmd_register, "Register your own ONNX, Keras or SavedModel model."),
+    "list": (cmd_list, "List workspace models and converted artifacts."),
+    "delete": (cmd_delete, "Delete a service, image or model."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="accel-widgets",
+        description="Deploy image models as ultra-low-latency gRPC services.",
+    )
+    parser.add_argument(
+        "--workspace",
+        help="workspace folder (default: $ACCEL_WIDGETS_WORKSPACE "
+        "or ~/.local/share/accel-widgets/workspace)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parsers = {
+        name: sub.add_parser(name, help=summary, description=handler.__doc__)
+        for name, (handler, summary) in COMMANDS.items()
+    }
+
+    p = parsers["quota"]
+    p.add_argument("--target", default="local", help="local (default) or azure")
+    p.add_argument("--region", default="eastus")
+    p.add_argument("--family", default="standardPBSFamily")
+    p.add_argument("--needed", type=int, default=6, help="vCPUs a deployment needs (azure)")
+    p.add_argument("--subscription", help="Azure subscription id ($AZURE_SUBSCRIPTION_ID)")
+
+    p = parsers["convert"]
+    p.add_argument("model", help="catalog name (see `models`) or a registered model")
+    p.add_argument(
+        "--weights", default="imagenet", help="imagenet (default), random, or a Keras weights file"
+    )
+    p.add_argument("--name", help="workspace name (default: the catalog name)")
+    p.add_argument("--quantize", choices=["int8"], help="also make a static INT8 model")
+    p.add_argument("--calibration", help="folder of typical images for INT8 calibration")
+
+    p = parsers["register"]
+    p.add_argument("path", help="an .onnx file, a .keras/.h5 file or a SavedModel folder")
+    p.add_argument("name", help="workspace name (lowercase)")
+    p.add_argument("--labels", default="imagenet", help="imagenet, voc or a labels file")
+    p.add_argument("--preprocessing", help='JSON, e.g. \'{"channel_order": "BGR"}\'')
+    p.add_argument("--postprocess", default="flatten", choices=["flatten", "softmax", "none"])
+
+    p = parsers["list"]
+    p.add_argument("--json", action="store_true", help="also print the full reports as JSON")
+
+    p = parsers["delete"]
+    p.add_argument("kind", choices=["service", "image", "model"])
+    p.add_argument("name")
+    p.add_argument("--version", type=int, help="one version only (images and models)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return USAGE
+    handler = COMMANDS[args.command][0]
+    try:
+        return handler(args)
+    except CancelledError as exc:
+        print(f"\ncancelled: {exc}", file=sys.stderr)
+        return INTERRUPTED
+    except KeyboardInterrupt:
+        print("\ncancelled by the user", file=sys.stderr)
+        return INTERRUPTED
+    except AccelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
