@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh machine, then run lint and the whole suite.
+# Usage: bash scripts/test.sh [extra pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet -e ".[all,test]"
+
+echo "== ruff"
+ruff check accel_widgets tests bench
+ruff format --check accel_widgets tests bench
+
+echo "== pytest"
+export ACCEL_WIDGETS_WEIGHTS_DIR="${ACCEL_WIDGETS_WEIGHTS_DIR:-$(cd .. && pwd)/shared/weights}"
+python -m pytest -q --timeout=900 "$@"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine, then walk the whole path on the local target:
+# capacity -> catalog -> build + convert + validate + INT8 -> workspace listing.
+# (JupyterLab opens on notebooks/walkthrough.ipynb once the widgets land.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet -e ".[all]"
+
+export ACCEL_WIDGETS_WEIGHTS_DIR="${ACCEL_WIDGETS_WEIGHTS_DIR:-$(cd .. && pwd)/shared/weights}"
+WEIGHTS="${ACCEL_WIDGETS_DEMO_WEIGHTS:-random}"  # 'imagenet' when you are online
+
+# quota exits 1 when capacity is short; the walk goes on so you can see the rest.
+accel-widgets quota --target local || echo "(continuing the walk anyway)"
+accel-widgets models
+accel-widgets convert resnet50 --weights "$WEIGHTS" --quantize int8
+accel-widgets list
