@@ -170,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     t = latency["timings"]
     print(
-        f"ResNet-50 p50: TF {t['tensorflow_fp32']['p50_ms']:.1f} ms, ORT fp32 "
-        f"{t['onnxruntime_fp32']['p50_ms']:.1f} ms, ORT int8 {t['onnxruntime_int8']['p50_ms']:.1f} ms"
+        f"ResNet-50 p50: TF {t['tensorflow_fp32']['p50_ms']:.1f} ms, "
+        f"ORT fp32 {t['onnxruntime_fp32']['p50_ms']:.1f} ms, "
+        f"ORT int8 {t['onnxruntime_int8']['p50_ms']:.1f} ms"
     )
     print(
         f"ratios: ORT fp32 / TF = {latency['ort_fp32_vs_tf']} (target <= 0.7); "
