@@ -42,6 +42,12 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    last INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+);
 CREATE TABLE IF NOT EXISTS models (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -329,6 +335,23 @@ class Workspace:
                     if kind == "models" and artifacts.is_dir():
                         yield from artifacts.iterdir()
 
+    @staticmethod
+    def _next_version(db: sqlite3.Connection, kind: str, name: str) -> int:
+        """One more than any version ``name`` ever had: a deleted version is never reused,
+        so ``resnet50:3`` always means the same model (as versions did in Azure ML)."""
+        row = db.execute(
+            f"SELECT MAX(COALESCE((SELECT last FROM versions WHERE kind = ? AND name = ?), 0), "
+            f"COALESCE((SELECT MAX(version) FROM {kind} WHERE name = ?), 0)) AS v",
+            (kind, name, name),
+        ).fetchone()
+        version = int(row["v"]) + 1
+        db.execute(
+            "INSERT INTO versions (kind, name, last) VALUES (?, ?, ?) "
+            "ON CONFLICT (kind, name) DO UPDATE SET last = excluded.last",
+            (kind, name, version),
+        )
+        return version
+
     def _place(self, staged: Path, rel: str) -> None:
         target = self.root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -360,10 +383,7 @@ class Workspace:
         if not staged.is_dir():
             raise WorkspaceError(f"nothing staged at {staged}: write the model files first")
         with self._write() as db:
-            row = db.execute(
-                "SELECT COALESCE(MAX(version), 0) AS v FROM models WHERE name = ?", (name,)
-            ).fetchone()
-            version = int(row["v"]) + 1
+            version = self._next_version(db, "models", name)
             rel = f"models/{name}/{version}"
             db.execute(
                 "INSERT INTO models (name, version, kind, description, tags, spec, path, "
@@ -620,10 +640,7 @@ class Workspace:
                 is None
             ):
                 raise NotFoundError(f"artifact {artifact.id} was deleted; convert the model again")
-            row = db.execute(
-                "SELECT COALESCE(MAX(version), 0) AS v FROM images WHERE name = ?", (name,)
-            ).fetchone()
-            version = int(row["v"]) + 1
+            version = self._next_version(db, "images", name)
             rel = f"images/{name}/{version}"
             db.execute(
                 "INSERT INTO images (name, version, artifact_id, path, info, created_at) "
@@ -686,6 +703,8 @@ class Workspace:
                 db.execute("DELETE FROM images WHERE id = ?", (image.id,))
             for image in targets:
                 shutil.rmtree(image.path, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    image.path.parent.rmdir()  # only when no version is left
         return targets
 
     # -- services ----------------------------------------------------------------------
@@ -709,6 +728,14 @@ class Workspace:
         check_name(name, "service")
         now = time.time()
         with self._write() as db:
+            if (
+                db.execute("SELECT 1 FROM artifacts WHERE id = ?", (artifact.id,)).fetchone()
+                is None
+            ):
+                raise NotFoundError(
+                    f"the {artifact.precision} artifact of {artifact.model_name}:"
+                    f"{artifact.model_version} was deleted meanwhile; convert the model again"
+                )
             if db.execute("SELECT 1 FROM services WHERE name = ?", (name,)).fetchone():
                 raise WorkspaceError(
                     f"a service named {name!r} already exists; delete it first "
@@ -753,7 +780,10 @@ class Workspace:
                 (*changes.values(), time.time(), name),
             )
             if cur.rowcount == 0:
-                raise NotFoundError(f"no service {name!r}")
+                names = [r["name"] for r in db.execute("SELECT name FROM services ORDER BY name")]
+                raise NotFoundError(
+                    f"no service {name!r}; services: {', '.join(names) or 'none running'}"
+                )
         return self.get_service(name)
 
     def _service_from_row(self, row: sqlite3.Row) -> ServiceRecord:
