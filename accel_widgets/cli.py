@@ -259,6 +259,107 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return SUCCESS
 
 
+def _mask(key: str | None) -> str:
+    return "-" if not key else f"{key[:4]}...{key[-4:]}"
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Deploy a converted model as a gRPC service and wait until it answers."""
+    from accel_widgets.engine.targets import deploy
+
+    progress = TerminalProgress()
+    try:
+        service = deploy(
+            args.model,
+            version=args.version,
+            precision=args.precision,
+            name=args.name,
+            target=args.target,
+            host=args.host,
+            port=args.port,
+            auth=args.auth,
+            workspace=_workspace(args),
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    print(f"service   {service.name} ({service.target})")
+    print(f"address   {service.address}:{service.port}  (gRPC, TF Serving PredictionService)")
+    if service.info.get("rest_port"):
+        print(
+            f"REST      http://{service.address}:{service.info['rest_port']}"
+            f"/v1/models/{args.model}:predict"
+        )
+    print(
+        f"key       {service.key if args.show_key else _mask(service.key)}"
+        + ("  (--show-key prints it)" if service.key and not args.show_key else "")
+    )
+    print(f"ready in  {service.info.get('ready_seconds')} s")
+    print(f"score it  accel-widgets score {service.name} path/to/image.jpg")
+    return SUCCESS
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score an image with a deployed service: top labels, confidences and latency."""
+    import time
+
+    from accel_widgets.engine.client import client_from_service
+    from accel_widgets.engine.labels import load_labels, top_k
+
+    workspace = _workspace(args)
+    service = workspace.get_service(args.service)
+    artifact = workspace.get_artifact_by_id(service.artifact_id)
+    model = workspace.get_model(artifact.model_name, artifact.model_version)
+    labels_name = model.spec.get("labels")
+    labels = load_labels(labels_name) if labels_name else None
+    with client_from_service(service) as client:
+        started = time.perf_counter()
+        scores = client.score_file(args.image)
+        first_ms = (time.perf_counter() - started) * 1000
+        timings = []
+        for _ in range(max(0, args.repeat - 1)):
+            started = time.perf_counter()
+            client.score_file(args.image)
+            timings.append((time.perf_counter() - started) * 1000)
+    rows: list[list[Any]] = [["rank", "class", "label", "confidence"]]
+    for rank, (index, label, score) in enumerate(top_k(scores, labels, k=args.top), 1):
+        rows.append([rank, index, label, f"{score:.4f}"])
+    print(_table(rows))
+    line = f"latency: {first_ms:.1f} ms (first call, includes connecting)"
+    if timings:
+        timings.sort()
+        line += f"; p50 {timings[len(timings) // 2]:.1f} ms over {len(timings)} more calls"
+    print(line)
+    return SUCCESS
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    """What runs, where, and whether it is healthy (checked now)."""
+    from accel_widgets.engine.targets import list_services
+
+    workspace = _workspace(args)
+    statuses = list_services(workspace)
+    if not statuses:
+        print("No services. Deploy one: accel-widgets deploy MODEL")
+        return SUCCESS
+    rows: list[list[Any]] = [["service", "model", "target", "address", "state", "key"]]
+    for status in statuses:
+        s = status.service
+        artifact = workspace.get_artifact_by_id(s.artifact_id)
+        rows.append(
+            [
+                s.name,
+                f"{artifact.model_name}:{artifact.model_version} {artifact.precision}",
+                s.target,
+                f"{s.address}:{s.port}" if s.port else "-",
+                status.live,
+                s.key if args.show_keys else _mask(s.key),
+            ]
+        )
+    print(_table(rows))
+    return SUCCESS
+
+
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Handler, str]] = {
     "models": (cmd_models, "List the model catalog."),
@@ -266,6 +367,9 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "convert": (cmd_convert, "Build, register, convert to ONNX, validate and quantize a model."),
     "register": (cmd_register, "Register your own ONNX, Keras or SavedModel model."),
     "list": (cmd_list, "List workspace models and converted artifacts."),
+    "deploy": (cmd_deploy, "Deploy a converted model as a gRPC service."),
+    "score": (cmd_score, "Score an image with a deployed service."),
+    "services": (cmd_services, "List services and their health."),
     "delete": (cmd_delete, "Delete a service, image or model."),
 }
 
@@ -311,6 +415,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = parsers["list"]
     p.add_argument("--json", action="store_true", help="also print the full reports as JSON")
+
+    p = parsers["deploy"]
+    p.add_argument("model", help="a workspace model with a converted artifact")
+    p.add_argument("--target", default="local", help="local (default)")
+    p.add_argument("--name", help="service name (default: the model name)")
+    p.add_argument("--version", type=int, help="model version (default: latest)")
+    p.add_argument(
+        "--precision",
+        choices=["int8", "fp32", "fp16"],
+        help="which artifact (default: int8 when there is one)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=0, help="gRPC port (default: a free one)")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--auth",
+        dest="auth",
+        action="store_true",
+        default=None,
+        help="require an API key (always on beyond loopback)",
+    )
+    auth.add_argument("--no-auth", dest="auth", action="store_false")
+    p.add_argument("--show-key", action="store_true", help="print the whole API key")
+
+    p = parsers["score"]
+    p.add_argument("service", help="a service name (see `services`)")
+    p.add_argument("image", help="a JPEG or PNG file")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=1, help="score N times and report p50")
+
+    p = parsers["services"]
+    p.add_argument("--show-keys", action="store_true", help="print whole API keys")
 
     p = parsers["delete"]
     p.add_argument("kind", choices=["service", "image", "model"])

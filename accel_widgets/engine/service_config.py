@@ -1,0 +1,70 @@
+"""What a serving process needs to know about a workspace artifact, as a server config.
+
+One place turns the workspace's view (model spec, artifact report, tensor names, labels)
+into :class:`~accel_widgets.serving.config.ServerConfig`, so the local target, container
+images and tests all serve a model the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from accel_widgets.engine.labels import labels_path
+from accel_widgets.engine.workspace import ArtifactRecord, Workspace
+from accel_widgets.preprocess import Preprocessing
+from accel_widgets.serving.config import ModelConfig, OutputConfig, ServerConfig, TlsConfig
+
+#: What the converter names the ONNX graph's input and output (convert_worker.py).
+CONVERTED_INPUT = "pixels"
+CONVERTED_OUTPUT = "output_alias"
+
+
+def model_config_for(workspace: Workspace, artifact: ArtifactRecord) -> ModelConfig:
+    """The server's view of one artifact: file, pixels it takes, names clients may use."""
+    model = workspace.get_model(artifact.model_name, artifact.model_version)
+    spec = model.spec
+    tensors = spec.get("tensors", {})
+    onnx_names = spec.get("onnx", {})
+    onnx_input = onnx_names.get("input", CONVERTED_INPUT)
+    onnx_output = onnx_names.get("output", CONVERTED_OUTPUT)
+    pre = artifact.report.get("preprocessing") or spec["preprocessing"]["server"]
+    input_names = [tensors.get("legacy_input"), tensors.get("input_tensor"), onnx_input]
+    output_names = [*tensors.get("legacy_outputs", []), tensors.get("output_tensor")]
+    labels = spec.get("labels")
+    return ModelConfig(
+        name=model.name,
+        onnx=artifact.file,
+        version=model.version,
+        precision=artifact.precision,
+        preprocessing=Preprocessing.from_dict(dict(pre)),
+        input_alias=tensors.get("input_alias", "images"),
+        input_names=tuple(dict.fromkeys(n for n in input_names if n and n != "images")),
+        outputs=(
+            OutputConfig(
+                alias=tensors.get("output_alias", "output_alias"),
+                onnx_output=onnx_output,
+                names=tuple(dict.fromkeys(n for n in output_names if n and n != "output_alias")),
+                postprocess=spec.get("postprocess", "flatten"),
+            ),
+        ),
+        labels=labels_path(labels) if labels else None,
+    )
+
+
+def server_config_for(
+    workspace: Workspace,
+    artifact: ArtifactRecord,
+    service_name: str,
+    *,
+    keys_file: str | os.PathLike[str] | None = None,
+    tls: tuple[str, str] | None = None,
+) -> ServerConfig:
+    """A one-model server config for ``artifact`` (the model answers to an empty name too)."""
+    model = model_config_for(workspace, artifact)
+    return ServerConfig(
+        models=(model,),
+        default_model=model.name,
+        api_keys_file=Path(keys_file) if keys_file else None,
+        tls=TlsConfig(Path(tls[0]), Path(tls[1])) if tls else None,
+    )

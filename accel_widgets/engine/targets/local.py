@@ -1,0 +1,258 @@
+"""The local target: a serving process on this machine, the embedded default.
+
+``deploy`` starts ``python -m accel_widgets.serving`` in its own session (so a kernel restart
+or Ctrl-C in the notebook does not take it down), waits until it has loaded and warmed up
+the model and written its ready file, and records it in the workspace. Later calls find it
+again through the workspace and check that the recorded pid is still *our* server before
+trusting or signalling it (pids get reused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from accel_widgets.engine.service_config import server_config_for
+from accel_widgets.engine.workspace import ArtifactRecord, ServiceRecord, Workspace, check_name
+from accel_widgets.errors import ServingError
+from accel_widgets.progress import Reporter
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _who_listens(port: int) -> str:
+    """The program holding ``port``, when this user may see it (for the error message)."""
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            listening = conn.status == psutil.CONN_LISTEN and conn.laddr
+            if listening and conn.laddr.port == port and conn.pid:
+                return f" by {psutil.Process(conn.pid).name()} (pid {conn.pid})"
+    return ""
+
+
+def is_our_server(pid: int | None, config_path: Path | None = None) -> bool:
+    """True when ``pid`` is alive and is an accel-widgets server (for this config, if given)."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmdline = " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    if "accel_widgets.serving" not in cmdline:
+        return False
+    return config_path is None or str(config_path) in cmdline
+
+
+def _tail(path: Path | None, lines: int = 15) -> str:
+    if path is None or not path.is_file():
+        return ""
+    text = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(text)
+
+
+def deploy_local(
+    workspace: Workspace,
+    artifact: ArtifactRecord,
+    name: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    auth: bool | None = None,
+    key: str | None = None,
+    tls: tuple[str, str] | None = None,
+    ready_timeout: float = 120.0,
+    report: Reporter,
+) -> ServiceRecord:
+    """Start a server for ``artifact`` and wait until it is ready; see :func:`targets.deploy`."""
+    check_name(name, "service")
+    existing = {s.name: s for s in workspace.list_services()}
+    if name in existing:
+        state = local_status(workspace, existing[name])
+        raise ServingError(
+            f"a service named {name!r} already exists ({state}); delete it first "
+            f"(`accel-widgets delete service {name}`) or choose another name"
+        )
+    if port and not _port_free(host, port):
+        raise ServingError(
+            f"port {port} on {host} is already in use{_who_listens(port)}. Choose another port, "
+            "or leave the port out and a free one is picked."
+        )
+    if auth is None:
+        auth = host not in LOOPBACK
+    if not auth and host not in LOOPBACK:
+        raise ServingError(
+            f"a service bound to {host} is reachable from other machines: keep authentication "
+            "on (auth=True), or bind to 127.0.0.1"
+        )
+    folder = workspace.root / "services" / name
+    if folder.exists():  # left by a service whose row was removed by hand
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    keys_file = None
+    if auth:
+        key = key or secrets.token_urlsafe(32)
+        keys_file = folder / "keys"
+        fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+    else:
+        key = None
+    config = server_config_for(workspace, artifact, name, keys_file=keys_file, tls=tls)
+    config_path = config.write(folder / "config.json")
+    ready_file = folder / "ready.json"
+    log_path = folder / "server.log"
+    report("deploy", 0.05, f"starting the server for {name} on {host}")
+    started = time.monotonic()
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "accel_widgets.serving",
+                "--config",
+                str(config_path),
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--ready-file",
+                str(ready_file),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the kernel's restart and Ctrl-C
+            close_fds=True,
+        )
+    service = workspace.add_service(
+        name,
+        artifact,
+        target="local",
+        state="starting",
+        address=host,
+        port=port or None,
+        pid=process.pid,
+        key=key,
+        log_path=log_path,
+        info={"config": str(config_path), "tls": bool(tls), "auth": auth},
+    )
+    try:
+        ready = _wait_ready(process, ready_file, log_path, ready_timeout, report, started)
+    except BaseException:
+        _stop_process(process.pid, grace=2.0)
+        workspace.remove_service(name)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    seconds = round(time.monotonic() - started, 2)
+    report("deploy", 1.0, f"{name} ready on {host}:{ready['port']} in {seconds:.1f} s")
+    return workspace.update_service(
+        name,
+        state="running",
+        port=int(ready["port"]),
+        info={**service.info, "ready_seconds": seconds, "rest_port": ready.get("rest_port")},
+    )
+
+
+def _wait_ready(
+    process: subprocess.Popen,
+    ready_file: Path,
+    log_path: Path,
+    timeout: float,
+    report: Reporter,
+    started: float,
+) -> dict[str, Any]:
+    """Poll for the ready file; explain a server that died or never became ready."""
+    deadline = started + timeout
+    while True:
+        report.check()
+        if ready_file.is_file():
+            with contextlib.suppress(ValueError):
+                return json.loads(ready_file.read_text())
+        code = process.poll()
+        if code is not None:
+            raise ServingError(
+                f"the server stopped while starting (exit code {code}). Its log says:\n"
+                f"{_tail(log_path)}"
+            )
+        if time.monotonic() > deadline:
+            raise ServingError(
+                f"the server was not ready after {timeout:.0f} s (loading and warming up the "
+                f"model). Its log so far:\n{_tail(log_path)}"
+            )
+        elapsed = time.monotonic() - started
+        report("deploy", None, f"loading and warming up the model ({elapsed:.1f} s)")
+        time.sleep(0.05)
+
+
+def _stop_process(pid: int | None, grace: float = 10.0) -> bool:
+    """SIGTERM (the server drains in-flight requests), then SIGKILL after ``grace`` seconds."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    except psutil.NoSuchProcess:
+        return False
+    return True
+
+
+def local_status(workspace: Workspace, service: ServiceRecord) -> str:
+    """``running`` (process alive and answering health checks), ``unhealthy`` or ``dead``."""
+    config = Path(service.info["config"]) if service.info.get("config") else None
+    if not is_our_server(service.pid, config):
+        return "dead"
+    if service.state == "starting":
+        return "starting"
+    from accel_widgets.engine.client import PredictionClient
+
+    with PredictionClient(
+        service.address,
+        service.port,
+        use_ssl=service.use_ssl,
+        access_token=service.key,
+        service_name=service.name,
+        timeout=2.0,
+    ) as client:
+        return "running" if client.is_ready() else "unhealthy"
+
+
+def delete_local(workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
+    """Stop the process (if it is still ours) and forget the service."""
+    config = Path(service.info["config"]) if service.info.get("config") else None
+    if is_our_server(service.pid, config):
+        _stop_process(service.pid)
+    removed = workspace.remove_service(service.name)
+    folder = workspace.root / "services" / service.name
+    shutil.rmtree(folder, ignore_errors=True)
+    return removed

@@ -1,0 +1,101 @@
+"""``python -m accel_widgets.serving``: serve the models a config file names.
+
+    python -m accel_widgets.serving --config CONFIG.json [--host 127.0.0.1] [--port 0]
+        [--rest-port 0 | --no-rest] [--ready-file PATH] [--log-level info]
+        [--grace-seconds 10] [--insecure-no-auth]
+
+Port 0 picks a free port; the ports bound are logged and written to the ready file. In a
+container, ``ACCEL_WIDGETS_PORT`` and ``ACCEL_WIDGETS_REST_PORT`` set the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from accel_widgets.errors import ServingError
+
+
+def _env_port(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else default
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m accel_widgets.serving",
+        description="Serve ONNX image models over TF Serving's gRPC and REST APIs.",
+    )
+    parser.add_argument("--config", required=True, type=Path, help="server config JSON file")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; anything else needs api_keys_file "
+        "in the config or --insecure-no-auth)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=_env_port("ACCEL_WIDGETS_PORT", 0),
+        help="gRPC port; 0 picks a free one",
+    )
+    parser.add_argument(
+        "--rest-port",
+        type=int,
+        default=_env_port("ACCEL_WIDGETS_REST_PORT", 0),
+        help="REST port; 0 picks a free one",
+    )
+    parser.add_argument("--no-rest", action="store_true", help="do not open the REST port")
+    parser.add_argument(
+        "--ready-file", type=Path, help="write {port, rest_port, pid} here once serving"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, how long requests in flight may take to finish",
+    )
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow serving beyond loopback without API keys",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    log = logging.getLogger("accel_widgets.serving")
+    # Imported after logging is set up, so import-time problems are logged the same way.
+    from accel_widgets.serving.config import ServerConfig
+    from accel_widgets.serving.server import ServeOptions, serve
+
+    try:
+        config = ServerConfig.load(args.config)
+    except ServingError as exc:
+        log.error("%s", exc)
+        return 1
+    options = ServeOptions(
+        host=args.host,
+        port=args.port,
+        rest_port=None if args.no_rest else args.rest_port,
+        ready_file=args.ready_file,
+        insecure_no_auth=args.insecure_no_auth,
+        grace_seconds=args.grace_seconds,
+    )
+    return serve(config, options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""ONNX Runtime session settings for the server: threads, spinning and providers.
+
+Decision: **intra-op threads = the CPUs this process may use, spinning off**, one inter-op
+thread, sequential execution. Measured on this project's 2-core machines while other
+processes kept them busy (as a laptop running a notebook, a client and a conversion would):
+configurations compared in interleaved blocks with idle gaps so the background load fell on
+all of them alike, JPEG decode + preprocessing + ``run`` per request, p50 ms (p90 ms).
+
+In one process, calling ``run`` directly from 1 or 4 threads:
+
+=================================  ==================  ===================  ===============
+configuration                       SqueezeNet c=1      ResNet-50 c=1        c=4 req/s S / R
+=================================  ==================  ===================  ===============
+2 threads, spinning (ORT default)   14.3 (22.7)         140 (186)            91 / 10.5
+2 threads, no spinning               9.3 (13.3)          85 (152)           117 / 13.0
+1 thread, no spinning                9.7 (12.6)          74 (88)            101 / 12.8
+=================================  ==================  ===================  ===============
+
+End to end through this server over gRPC on loopback, the client on the same machine
+(``PredictionClient.score_image``; c = concurrent clients):
+
+=================================  ===========  ==========  ===========  ===========
+configuration                       Squeeze c=1  Squeeze c=4  ResNet c=1   ResNet c=4
+=================================  ===========  ==========  ===========  ===========
+2 threads, spinning                 14.6 (34)    44.5 (80)   176 (324)    403 (557)
+2 threads, no spinning               9.7 (15)    31.7 (54)   101 (190)    339 (668)
+1 thread, no spinning (other run)   10.1 (20)    37.1 (59)   115 (161)    416 (518)
+2 threads, no spinning (same run)   10.1 (12)    32.4 (55)   106 (155)    383 (476)
+=================================  ===========  ==========  ===========  ===========
+
+* **Spinning off.** ORT's pool threads spin after each run waiting for the next one; on a
+  CPU that the client, the notebook and other work share, that burns the core someone else
+  needs: 1.5-1.75x slower at concurrency 1 and 25-40 % slower under load (FINDINGS saw the
+  same interference between two sessions).
+* **Intra-op threads = available CPUs.** Without spinning, all cores came out equal to or
+  better than one thread end to end (p50 and throughput), while in-process under heavy
+  background load one thread had the better ResNet tail; on an idle machine, the usual case
+  for a batch-1 demo where the client just waits for the answer, the cores split one image's
+  work (FINDINGS: ResNet-50 40-51 ms with 2 threads). Concurrent requests share the
+  session's one pool (callers join it) rather than multiplying threads.
+* ``inter_op_num_threads = 1`` and sequential execution: image models are chains, so a
+  parallel executor has nothing to overlap and only adds threads.
+
+The config's ``threads`` overrides the intra-op count (for a container given fewer cores
+than its affinity mask shows, say).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+log = logging.getLogger("accel_widgets.serving")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, which containers and taskset narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Session options chosen by the measurement in the module docstring."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or available_cpus()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: ORT's warnings are noise in service logs
+    return options
+
+
+def providers(model_path: Path, precision: str) -> list[str | tuple[str, dict[str, str]]]:
+    """GPU execution providers first when this ONNX Runtime build has them, CPU last.
+
+    TensorRT compiles an engine for the model at first load (minutes for a large model), so
+    its engines are cached next to the model and reused by every later start.
+    """
+    available = set(ort.get_available_providers())
+    chosen: list[str | tuple[str, dict[str, str]]] = []
+    if "TensorrtExecutionProvider" in available:
+        cache = model_path.parent / f".{model_path.stem}.trt-cache"
+        chosen.append(
+            (
+                "TensorrtExecutionProvider",
+                {
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": str(cache),
+                    "trt_fp16_enable": "True" if precision == "fp16" else "False",
+                    "trt_int8_enable": "True" if precision == "int8" else "False",
+                },
+            )
+        )
+    if "CUDAExecutionProvider" in available:
+        chosen.append("CUDAExecutionProvider")
+    chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def create_session(
+    model_path: Path, precision: str = "fp32", threads: int | None = None
+) -> ort.InferenceSession:
+    """Load a model with the measured options; fall back to CPU if a GPU provider fails."""
+    options = session_options(threads)
+    wanted = providers(model_path, precision)
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=wanted)
+    except Exception as exc:
+        if len(wanted) == 1:
+            raise
+        log.warning("GPU providers failed for %s (%s); falling back to CPU", model_path, exc)
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
