@@ -76,6 +76,8 @@ def test_catalog_classifier_converts_and_matches_tensorflow(catalog_workspace, n
         assert int8.size_bytes <= 0.3 * fp32.size_bytes
         assert int8.report["vs_fp32"]["n_images"] == 6
         assert "quantize" in events.steps()
+        # Converting and quantizing run in one child process: its peak must fit the catalog too.
+        assert int8.report["process_peak_rss_gib"] <= spec.convert_gib, int8.report
         assert catalog_workspace.get_artifact(name).precision == "int8"
 
 

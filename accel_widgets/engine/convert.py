@@ -171,6 +171,10 @@ def convert(
         job = {
             "kind": "convert",
             "saved_model": str(saved_model),
+            "network": str(model.path / network)
+            if (network := model.spec.get("network"))
+            else None,
+            "graph": model.spec["preprocessing"].get("graph"),
             "out_dir": str(staged),
             "size": size,
             "preprocessing": model.spec["preprocessing"]["server"],

@@ -202,16 +202,28 @@ class ModelNeeds:
     disk_mib: float
 
 
-DEFAULT_MODEL_NEEDS: Mapping[str, ModelNeeds] = MappingProxyType(
-    {
-        "resnet50": ModelNeeds(convert_gib=3.0, serve_gib=0.4, disk_mib=250),
-        "resnet152": ModelNeeds(convert_gib=5.5, serve_gib=0.8, disk_mib=600),
-        "densenet121": ModelNeeds(convert_gib=1.6, serve_gib=0.3, disk_mib=90),
-        "vgg16": ModelNeeds(convert_gib=8.0, serve_gib=1.2, disk_mib=1200),
-        "ssd_vgg": ModelNeeds(convert_gib=4.0, serve_gib=0.8, disk_mib=400),
-    }
-)
-"""Estimates for the catalog models, used when ``check_quota`` is given no ``models``."""
+def catalog_needs() -> Mapping[str, ModelNeeds]:
+    """What each catalog model needs, from the catalog's measured figures.
+
+    Disk: the SavedModel, the Keras network kept for the converter, and the fp32 and INT8
+    ONNX files.
+    """
+    from accel_widgets.engine.catalog import list_specs
+
+    return MappingProxyType(
+        {
+            spec.name: ModelNeeds(
+                convert_gib=spec.convert_gib,
+                serve_gib=spec.serve_gib,
+                disk_mib=3 * spec.fp32_mb + spec.int8_mb,
+            )
+            for spec in list_specs(include_quantized=False)
+        }
+    )
+
+
+DEFAULT_MODEL_NEEDS: Mapping[str, ModelNeeds] = catalog_needs()
+"""The catalog models' needs, used when ``check_quota`` is given no ``models``."""
 
 LOCAL_NEEDS: Mapping[str, float] = MappingProxyType({"cores": 2, "memory_gib": 1, "disk_gib": 1})
 """What the local rows need free: enough to serve one small model next to a notebook."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from accel_widgets.engine.build import make_serving_module, save_serving_module
+from accel_widgets.engine.build import make_serving_module, save_network, save_serving_module
 from accel_widgets.engine.catalog import LEGACY_INPUT
 from accel_widgets.engine.workspace import ModelRecord, Workspace, check_name
 from accel_widgets.errors import BuildError, ConversionError
@@ -326,7 +326,16 @@ def register_saved_model(
 
 
 def _save_and_register(
-    module, name, pre, labels, kind, description, tags, workspace: Workspace, report: Reporter
+    module,
+    name,
+    pre,
+    labels,
+    kind,
+    description,
+    tags,
+    workspace: Workspace,
+    report: Reporter,
+    network=None,
 ) -> ModelRecord:
     with workspace.staging() as staged:
         report("build", 0.6, "saving the SavedModel")
@@ -336,6 +345,7 @@ def _save_and_register(
             "preprocessing": pre,
             "tensors": names.to_dict(),
             "labels": labels,
+            "network": save_network(network, staged) if network is not None else None,
         }
         (staged / "model.json").write_text(json.dumps(spec, indent=2))
         record = workspace.register_model(

@@ -111,45 +111,12 @@ def deploy_local(
             "on (auth=True), or bind to 127.0.0.1"
         )
     folder = workspace.root / "services" / name
-    if folder.exists():  # left by a service whose row was removed by hand
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    keys_file = None
-    if auth:
-        key = key or secrets.token_urlsafe(32)
-        keys_file = folder / "keys"
-        fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(key + "\n")
-    else:
-        key = None
-    config = server_config_for(workspace, artifact, name, keys_file=keys_file, tls=tls)
-    config_path = config.write(folder / "config.json")
+    config_path = folder / "config.json"
     ready_file = folder / "ready.json"
     log_path = folder / "server.log"
-    report("deploy", 0.05, f"starting the server for {name} on {host}")
-    started = time.monotonic()
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "accel_widgets.serving",
-                "--config",
-                str(config_path),
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--ready-file",
-                str(ready_file),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the kernel's restart and Ctrl-C
-            close_fds=True,
-        )
+    key = (key or secrets.token_urlsafe(32)) if auth else None
+    # The row reserves the name (one writer at a time) before the folder or a process is
+    # touched: of two deploys of one name at once, the second stops here and starts nothing.
     service = workspace.add_service(
         name,
         artifact,
@@ -157,15 +124,51 @@ def deploy_local(
         state="starting",
         address=host,
         port=port or None,
-        pid=process.pid,
         key=key,
         log_path=log_path,
         info={"config": str(config_path), "tls": bool(tls), "auth": auth},
     )
+    process: subprocess.Popen | None = None
     try:
+        if folder.exists():  # left by a service whose row was removed by hand
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        keys_file = None
+        if key is not None:
+            keys_file = folder / "keys"
+            fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key + "\n")
+        config = server_config_for(workspace, artifact, name, keys_file=keys_file, tls=tls)
+        config.write(config_path)
+        report("deploy", 0.05, f"starting the server for {name} on {host}")
+        started = time.monotonic()
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "accel_widgets.serving",
+                    "--config",
+                    str(config_path),
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--ready-file",
+                    str(ready_file),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # survives the kernel's restart and Ctrl-C
+                close_fds=True,
+            )
+        service = workspace.update_service(name, pid=process.pid)
         ready = _wait_ready(process, ready_file, log_path, ready_timeout, report, started)
     except BaseException:
-        _stop_process(process.pid, grace=2.0)
+        if process is not None:
+            _stop_process(process.pid, grace=2.0)
         workspace.remove_service(name)
         shutil.rmtree(folder, ignore_errors=True)
         raise
