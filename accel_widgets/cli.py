@@ -312,14 +312,27 @@ def cmd_score(args: argparse.Namespace) -> int:
     model = workspace.get_model(artifact.model_name, artifact.model_version)
     labels_name = model.spec.get("labels")
     labels = load_labels(labels_name) if labels_name else None
+    if args.sample:
+        from accel_widgets.engine.samples import sample_photos
+
+        data = sample_photos([args.sample])[0].data
+    elif args.image:
+        from pathlib import Path
+
+        path = Path(args.image)
+        if not path.is_file():
+            raise AccelError(f"no image file at {path}")
+        data = path.read_bytes()
+    else:
+        raise AccelError("give an image file, or --sample chelsea (a bundled cat photo)")
     with client_from_service(service) as client:
         started = time.perf_counter()
-        scores = client.score_file(args.image)
+        scores = client.score_image(data)
         first_ms = (time.perf_counter() - started) * 1000
         timings = []
         for _ in range(max(0, args.repeat - 1)):
             started = time.perf_counter()
-            client.score_file(args.image)
+            client.score_image(data)
             timings.append((time.perf_counter() - started) * 1000)
     rows: list[list[Any]] = [["rank", "class", "label", "confidence"]]
     for rank, (index, label, score) in enumerate(top_k(scores, labels, k=args.top), 1):
@@ -441,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = parsers["score"]
     p.add_argument("service", help="a service name (see `services`)")
-    p.add_argument("image", help="a JPEG or PNG file")
+    p.add_argument("image", nargs="?", help="a JPEG or PNG file")
+    p.add_argument("--sample", help="a bundled photo instead: chelsea (cat), coffee, rocket...")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--repeat", type=int, default=1, help="score N times and report p50")
 

@@ -16,3 +16,13 @@ accel-widgets quota --target local || echo "(continuing the walk anyway)"
 accel-widgets models
 accel-widgets convert resnet50 --weights "$WEIGHTS" --quantize int8
 accel-widgets list
+
+# Deploy the real pretrained SqueezeNet from the shared weights and score a cat photo.
+# (With random weights ResNet-50's labels mean nothing; its service works the same way.)
+accel-widgets delete service walkthrough >/dev/null 2>&1 || true  # left by an earlier run
+accel-widgets register "$ACCEL_WIDGETS_WEIGHTS_DIR/SqueezeNet_fp16.onnx" squeezenet \
+    --preprocessing '{"channel_order": "BGR"}'
+accel-widgets deploy squeezenet --name walkthrough
+accel-widgets score walkthrough --sample chelsea --repeat 50
+accel-widgets services
+accel-widgets delete service walkthrough

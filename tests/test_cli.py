@@ -1,0 +1,102 @@
+"""The `accel-widgets` command as a user types it (in-process `main`, and one real subprocess)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from accel_widgets.cli import main
+from accel_widgets.engine.catalog import CATALOG
+
+
+def run(workspace, *args: str) -> int:
+    return main(["--workspace", str(workspace.root), *args])
+
+
+def test_models_lists_the_whole_catalog_one_line_each(workspace, capsys):
+    assert run(workspace, "models") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 + len(CATALOG)  # header, rule, one line a model
+    body = "\n".join(lines)
+    for name in CATALOG:
+        assert name in body
+    assert "ssd_vgg (spec only)" in body
+
+
+def test_models_answers_without_loading_tensorflow(tmp_path):
+    code = (
+        "import sys; from accel_widgets.cli import main; main(['models']); "
+        "assert 'tensorflow' not in sys.modules, 'models imported TensorFlow'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"ACCEL_WIDGETS_WORKSPACE": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "resnet50" in done.stdout
+
+
+def test_local_quota_prints_rows_and_per_model_verdicts(workspace, capsys):
+    code = run(workspace, "quota", "--target", "local")
+    out = capsys.readouterr().out
+    assert code in (0, 1)
+    for word in ("cores", "memory", "disk", "vgg16", "fits here"):
+        assert word in out
+    assert ("ENOUGH:" in out) == (code == 0)
+
+
+def test_list_on_an_empty_workspace_says_what_to_do(workspace, capsys):
+    assert run(workspace, "list") == 0
+    assert "accel-widgets convert resnet50" in capsys.readouterr().out
+
+
+def test_register_then_list_shows_the_model_and_its_artifact(workspace, weights_dir, capsys):
+    code = run(
+        workspace,
+        "register",
+        str(weights_dir / "SqueezeNet_fp16.onnx"),
+        "squeezenet",
+        "--preprocessing",
+        '{"channel_order": "BGR"}',
+    )
+    assert code == 0
+    assert "registered squeezenet:1 (onnx)" in capsys.readouterr().out
+    assert run(workspace, "list") == 0
+    out = capsys.readouterr().out
+    assert "squeezenet:1" in out and "fp16" in out
+
+
+def test_bad_preprocessing_json_field_is_named(workspace, weights_dir, capsys):
+    code = run(
+        workspace,
+        "register",
+        str(weights_dir / "SqueezeNet_fp16.onnx"),
+        "squeezenet",
+        "--preprocessing",
+        '{"channel_order": "BRG"}',
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "channel_order" in err and "RGB" in err and "BGR" in err
+    assert workspace.list_models() == []
+
+
+def test_delete_of_an_unknown_model_names_it(workspace, capsys):
+    assert run(workspace, "delete", "model", "nothing-here") == 1
+    assert "no model 'nothing-here'" in capsys.readouterr().err
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "convert" in capsys.readouterr().out
+
+
+def test_unknown_command_is_a_usage_error():
+    with pytest.raises(SystemExit) as caught:
+        main(["deplyo"])
+    assert caught.value.code == 2
