@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e ".[all,test]"
+# The official TF Serving client, for tests/test_tf_serving_client.py. --no-deps: it declares the
+# full `tensorflow` wheel, which would replace tensorflow-cpu; the protos it needs come from either.
+python -m pip install --quiet --no-deps "tensorflow-serving-api>=2.16"
 
 echo "== ruff"
 ruff check accel_widgets tests bench

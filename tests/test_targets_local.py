@@ -427,9 +427,7 @@ def test_two_deploys_of_one_name_at_once_start_exactly_one_server(ws, photos):
 # -- authentication ------------------------------------------------------------------------
 
 
-def test_service_with_auth_refuses_callers_without_the_key_and_never_logs_it(
-    ws, photos, capsys
-):
+def test_service_with_auth_refuses_callers_without_the_key_and_never_logs_it(ws, photos, capsys):
     service = _deploy(ws, auth=True)
     folder = ws.root / "services" / "squeezenet"
 
@@ -465,9 +463,7 @@ def test_service_with_auth_refuses_callers_without_the_key_and_never_logs_it(
         assert wrong not in text
 
 
-def test_binding_beyond_loopback_without_auth_is_refused_before_anything_starts(
-    ws, monkeypatch
-):
+def test_binding_beyond_loopback_without_auth_is_refused_before_anything_starts(ws, monkeypatch):
     def no_process(*args, **kwargs):
         raise AssertionError(f"a server process was started: {args}")
 

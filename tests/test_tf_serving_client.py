@@ -156,9 +156,7 @@ def test_official_client_gets_the_same_scores_as_our_client(official, our_scores
     assert int(np.argmax(named["scores"])) in CAT_CLASSES
 
 
-def test_official_client_with_an_empty_model_name_reaches_the_served_model(
-    official, our_scores
-):
+def test_official_client_with_an_empty_model_name_reaches_the_served_model(official, our_scores):
     unnamed = official["empty_name"]
 
     assert unnamed["model"] == "squeezenet"
