@@ -90,7 +90,7 @@ class FakeServer:
             "inputs": {"images": {"name": "Placeholder:0", "dtype": "DT_STRING", "shape": [-1]}},
             "outputs": {"output_alias": {"name": "out:0", "dtype": "DT_FLOAT", "shape": [-1, 5]}},
         }
-        response.metadata["signature_def"].Pack(signature_def_map(signature))
+        response.metadata["signature_def"].Pack(signature_def_map({"serving_default": signature}))
         return response
 
     def stop(self) -> None:
@@ -205,11 +205,14 @@ def test_the_stub_is_replaceable(client):
 
 def test_metadata_is_a_plain_dict(client):
     meta = client.metadata()
+    inputs = {"images": {"name": "Placeholder:0", "dtype": "DT_STRING", "shape": [-1]}}
+    outputs = {"output_alias": {"name": "out:0", "dtype": "DT_FLOAT", "shape": [-1, 5]}}
     assert meta == {
         "model": "fake",
         "version": 3,
-        "inputs": {"images": {"name": "Placeholder:0", "dtype": "DT_STRING", "shape": [-1]}},
-        "outputs": {"output_alias": {"name": "out:0", "dtype": "DT_FLOAT", "shape": [-1, 5]}},
+        "inputs": inputs,
+        "outputs": outputs,
+        "signatures": {"serving_default": {"inputs": inputs, "outputs": outputs}},
     }
 
 

@@ -110,8 +110,11 @@ def test_metadata_lists_inputs_and_outputs(client):
         "dtype": "DT_STRING",
         "shape": [-1],
     }
-    assert meta["inputs"]["data_0"]["shape"] == [1, 3, 224, 224]
-    assert meta["inputs"]["data_0"]["dtype"] == "DT_HALF"
+    # The preprocessed tensor is an alternative, so it has a signature of its own: a TF
+    # Serving client reading serving_default must not think it has to send both.
+    assert list(meta["inputs"]) == ["images"]
+    pixels = meta["signatures"]["predict_pixels"]["inputs"]["data_0"]
+    assert pixels["shape"] == [1, 3, 224, 224] and pixels["dtype"] == "DT_HALF"
     assert meta["outputs"]["output_alias"]["shape"] == [-1, 1000]
 
 

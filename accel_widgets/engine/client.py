@@ -247,14 +247,16 @@ class PredictionClient:
             return False
 
     def metadata(self, model_name: str = "", timeout: float | None = None) -> dict[str, Any]:
-        """The model's signature: name, version, and inputs/outputs with dtype and shape."""
+        """The model's default signature (name, version, inputs/outputs with dtype and shape).
+
+        ``signatures`` holds every signature, e.g. ``predict_pixels`` for a preprocessed tensor.
+        """
         request = protocol.GetModelMetadataRequest()
         request.model_spec.name = model_name
         request.metadata_field.append(protocol.SIGNATURE_DEF_FIELD)
         response = self._call(self.stub.GetModelMetadata, request, timeout)
         signatures = protocol.SignatureDefMap()
         response.metadata[protocol.SIGNATURE_DEF_FIELD].Unpack(signatures)
-        definition = signatures.signature_def[protocol.DEFAULT_SIGNATURE]
 
         def describe(infos: Any) -> dict[str, Any]:
             return {
@@ -266,11 +268,17 @@ class PredictionClient:
                 for key, info in infos.items()
             }
 
+        described = {
+            name: {"inputs": describe(d.inputs), "outputs": describe(d.outputs)}
+            for name, d in signatures.signature_def.items()
+        }
+        default = described.get(protocol.DEFAULT_SIGNATURE, {"inputs": {}, "outputs": {}})
         return {
             "model": response.model_spec.name,
             "version": response.model_spec.version.value,
-            "inputs": describe(definition.inputs),
-            "outputs": describe(definition.outputs),
+            "inputs": default["inputs"],
+            "outputs": default["outputs"],
+            "signatures": described,
         }
 
     # -- scoring ---------------------------------------------------------------------------

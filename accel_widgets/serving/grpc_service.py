@@ -144,7 +144,7 @@ class PredictionService:
             response = GetModelMetadataResponse()
             response.model_spec.name = model.name
             response.model_spec.version.value = model.version
-            response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map(model.signature()))
+            response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map(model.signatures()))
             return response.SerializeToString()
         except RequestError as exc:
             return self._fail(context, exc.code, exc.message)
@@ -163,16 +163,17 @@ def _input_value(tensor: Any, max_elements: int) -> Any:
         raise RequestError("INVALID_ARGUMENT", f"input tensor: {exc}") from None
 
 
-def signature_def_map(signature: dict[str, Any]) -> Any:
-    """``SignatureDefMap`` with one ``serving_default`` built from a model's signature dict."""
+def signature_def_map(signatures: dict[str, dict[str, Any]]) -> Any:
+    """``SignatureDefMap`` built from a model's signatures (name -> inputs/outputs dicts)."""
     result = SignatureDefMap()
-    definition = result.signature_def[DEFAULT_SIGNATURE]
-    definition.method_name = PREDICT_METHOD_NAME
-    for side in ("inputs", "outputs"):
-        for key, info in signature[side].items():
-            entry = getattr(definition, side)[key]
-            entry.name = info["name"]
-            entry.dtype = DATA_TYPES[info["dtype"]]
-            for size in info["shape"]:
-                entry.tensor_shape.dim.add(size=size)
+    for signature_name, signature in signatures.items():
+        definition = result.signature_def[signature_name]
+        definition.method_name = PREDICT_METHOD_NAME
+        for side in ("inputs", "outputs"):
+            for key, info in signature[side].items():
+                entry = getattr(definition, side)[key]
+                entry.name = info["name"]
+                entry.dtype = DATA_TYPES[info["dtype"]]
+                for size in info["shape"]:
+                    entry.tensor_shape.dim.add(size=size)
     return result

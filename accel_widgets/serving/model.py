@@ -329,24 +329,15 @@ class LoadedModel:
 
     # -- metadata --------------------------------------------------------------------------
 
-    def signature(self) -> dict[str, Any]:
-        """Inputs and outputs as TF Serving's signature describes them (for metadata).
+    def signatures(self) -> dict[str, dict[str, Any]]:
+        """TF Serving signatures for metadata: one per way of calling the model.
 
-        The alias takes ``DT_STRING`` images, the ONNX input name the preprocessed tensor.
+        ``serving_default`` takes ``DT_STRING`` images (the original service's contract);
+        ``predict_pixels`` takes the preprocessed tensor under the ONNX input name. They are
+        alternatives: a signature lists only inputs that are all required together, so
+        listing both under one signature would tell TF Serving clients to send both.
         """
         numeric = [-1 if d is None else d for d in self.input_shape]
-        inputs = {
-            self.config.input_alias: {
-                "name": (self.config.input_names or (self.config.input_alias,))[0],
-                "dtype": "DT_STRING",
-                "shape": [-1],
-            },
-            self.onnx_input: {
-                "name": self.onnx_input,
-                "dtype": _dt_name(self.input_dtype),
-                "shape": numeric,
-            },
-        }
         outputs = {
             b.config.alias: {
                 "name": (b.config.names or (b.config.onnx_output,))[0],
@@ -355,7 +346,16 @@ class LoadedModel:
             }
             for b in self.outputs
         }
-        return {"inputs": inputs, "outputs": outputs}
+        images = {
+            "name": (self.config.input_names or (self.config.input_alias,))[0],
+            "dtype": "DT_STRING",
+            "shape": [-1],
+        }
+        pixels = {"name": self.onnx_input, "dtype": _dt_name(self.input_dtype), "shape": numeric}
+        return {
+            "serving_default": {"inputs": {self.config.input_alias: images}, "outputs": outputs},
+            "predict_pixels": {"inputs": {self.onnx_input: pixels}, "outputs": outputs},
+        }
 
 
 def _converts_exactly(array: np.ndarray, dtype: np.dtype) -> bool:

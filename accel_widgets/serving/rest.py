@@ -285,7 +285,7 @@ def _metadata(model: Any) -> dict[str, Any]:
     return {
         "model_spec": {"name": model.name, "version": str(model.version), "signature_name": ""},
         "metadata": {
-            "signature_def": {"signature_def": {"serving_default": model.signature()}},
+            "signature_def": {"signature_def": model.signatures()},
             "precision": model.config.precision,
             "preprocessing": model.config.preprocessing.to_dict(),
             "labels": len(model.labels) if model.labels is not None else None,
