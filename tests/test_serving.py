@@ -24,7 +24,7 @@ from serving_fixtures import (
 from accel_widgets.engine.client import PredictionClient
 from accel_widgets.errors import ScoringError
 from accel_widgets.serving import protocol
-from accel_widgets.serving.tensors import make_tensor_proto
+from accel_widgets.serving.tensors import make_tensor_proto, tensor_to_numpy
 
 
 @pytest.fixture(scope="module")
@@ -332,3 +332,17 @@ def test_a_message_above_the_limit_is_refused_and_serving_goes_on(raw_predict, c
     code, _ = _status(raw_predict, big)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert int(np.argmax(client.score_image(jpeg_bytes()))) in CAT_CLASSES
+
+
+def test_predict_pixels_signature_accepts_the_preprocessed_tensor(client):
+    """The signature metadata advertises must also be accepted by Predict."""
+    from accel_widgets.preprocess import Preprocessing, prepare
+
+    pre = Preprocessing(channel_order="BGR", layout="NCHW", dtype="float16")
+    tensor = prepare(jpeg_bytes(), pre)
+    request = protocol.PredictRequest()
+    request.model_spec.signature_name = "predict_pixels"
+    request.inputs["data_0"].CopyFrom(make_tensor_proto(tensor))
+    response = client.predict(request)
+    scores = tensor_to_numpy(response.outputs["output_alias"]).reshape(-1)
+    assert int(scores.argmax()) in CAT_CLASSES

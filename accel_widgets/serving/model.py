@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,12 +82,26 @@ class LoadedModel:
     """A model ready to score: built by :meth:`load`, used by many gRPC threads at once.
 
     ONNX Runtime's ``run`` is thread-safe, and everything else here is read-only after
-    loading, so no lock is held while a request runs.
+    loading. Decoding runs fully in parallel; ``session.run`` is gated to ``max_runs``
+    concurrent calls. The session already uses every core it was given, so more concurrent
+    runs only fight over them: on 2 cores, 8 gRPC workers running ResNet-50 at once gave no
+    more throughput, a p50 that grew with the number of clients, and ONNX Runtime's arena
+    grew to hold 8 runs' activations (INT8 server RSS 160 -> 240 MB).
     """
 
-    def __init__(self, config: ModelConfig, session: Any, *, max_pixels: int, max_batch: int):
+    def __init__(
+        self,
+        config: ModelConfig,
+        session: Any,
+        *,
+        max_pixels: int,
+        max_batch: int,
+        max_runs: int | None = None,
+    ):
         self.config = config
         self.session = session
+        self.max_runs = max_runs or runtime.concurrent_runs(session)
+        self._run_gate = threading.BoundedSemaphore(self.max_runs)
         self.max_pixels = max_pixels
         self.max_batch = max_batch
         model_input = session.get_inputs()
@@ -306,7 +321,8 @@ class LoadedModel:
 
     def _run_once(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
         try:
-            return self.session.run(names, {self.onnx_input: batch})
+            with self._run_gate:
+                return self.session.run(names, {self.onnx_input: batch})
         except Exception as exc:
             # ORT's InvalidArgument / Fail carry a readable reason (a shape it cannot take).
             raise RequestError(

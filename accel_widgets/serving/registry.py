@@ -19,6 +19,9 @@ from accel_widgets.serving.model import LoadedModel
 from accel_widgets.serving.protocol import DEFAULT_SIGNATURE
 from accel_widgets.serving.status import RequestError
 
+#: The signatures every model has (see ``LoadedModel.signatures``).
+SIGNATURES = (DEFAULT_SIGNATURE, "predict_pixels")
+
 log = logging.getLogger("accel_widgets.serving")
 
 
@@ -81,11 +84,12 @@ class ModelRegistry:
 
     @staticmethod
     def check_signature(signature_name: str) -> None:
-        if signature_name not in ("", DEFAULT_SIGNATURE):
+        """Both signatures take either input (images or pixels): the name only has to exist."""
+        if signature_name not in ("", *SIGNATURES):
             raise RequestError(
                 "INVALID_ARGUMENT",
-                f"no signature '{signature_name}'; this server has '{DEFAULT_SIGNATURE}' "
-                "(or leave signature_name empty)",
+                f"no signature '{signature_name}'; this server has "
+                f"{', '.join(repr(s) for s in SIGNATURES)} (or leave signature_name empty)",
             )
 
     def predict(

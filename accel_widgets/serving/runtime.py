@@ -77,6 +77,19 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
+def concurrent_runs(session: ort.InferenceSession) -> int:
+    """How many ``run`` calls may overlap: one per set of cores the session's pool uses.
+
+    On the CPU the intra-op pool already takes every core, so overlapping runs only share
+    them (see ``LoadedModel``); a GPU session gets 2, so one run's host work overlaps the
+    other's device work.
+    """
+    if session.get_providers()[0] != "CPUExecutionProvider":
+        return 2
+    threads = int(session.get_session_options().intra_op_num_threads) or available_cpus()
+    return max(1, available_cpus() // threads)
+
+
 def providers(model_path: Path, precision: str) -> list[str | tuple[str, dict[str, str]]]:
     """GPU execution providers first when this ONNX Runtime build has them, CPU last.
 
