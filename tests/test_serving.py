@@ -285,7 +285,8 @@ def test_rest_errors_follow_tf_serving(server):
     assert status == 400 and "instances" in body["error"]
 
 
-def test_rest_model_status_metadata_and_metrics(server):
+def test_rest_model_status_metadata_and_metrics(server, client):
+    client.score_image(jpeg_bytes())  # at least one gRPC request for the counters to show
     status, body = _rest(server, "/v1/models/squeezenet")
     assert status == 200
     assert body["model_version_status"][0]["state"] == "AVAILABLE"
