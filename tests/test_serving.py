@@ -304,9 +304,10 @@ def test_rest_model_status_metadata_and_metrics(server, client):
 # -- load ------------------------------------------------------------------------------------
 
 
-def test_sixteen_concurrent_clients_see_no_errors(server):
+def test_sixteen_concurrent_clients_for_twenty_seconds_see_no_errors(server):
+    """The issue's load test: 16 clients, 20 s, loopback, every answer a cat, zero errors."""
     image = jpeg_bytes("chelsea")
-    stop = time.monotonic() + 8.0
+    stop = time.monotonic() + 20.0
     counts, errors = [0] * 16, []
 
     def worker(index: int) -> None:
