@@ -11,6 +11,7 @@ goes to the log.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -19,6 +20,7 @@ import resource
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,19 @@ class _LogForwarder(logging.Handler):
         message = record.getMessage().strip().splitlines()[0][:160] if record.msg else ""
         if message:
             self.emit_event(self.step, None, message)
+
+
+@contextlib.contextmanager
+def _forward_tf2onnx_logs(emit: _Emitter) -> Iterator[None]:
+    """While converting, tf2onnx's log lines become live "convert" progress events."""
+    handler = _LogForwarder(emit, "convert")
+    logger = logging.getLogger("tf2onnx")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _patch_tf2onnx_memory() -> None:
@@ -112,15 +127,9 @@ def convert_saved_model(saved_model: Path, onnx_path: Path, size: int, emit: _Em
     loaded = tf.saved_model.load(str(saved_model))
     function = loaded.predict_pixels
     spec = [tf.TensorSpec([None, size, size, 3], tf.float32, name=ONNX_INPUT)]
-    handler = _LogForwarder(emit, "convert")
-    logger = logging.getLogger("tf2onnx")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with _forward_tf2onnx_logs(emit):
         emit("convert", 0.1, f"converting to ONNX (opset {OPSET}) with tf2onnx")
         model_proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=OPSET)
-    finally:
-        logger.removeHandler(handler)
     del loaded, function
     gc.collect()
     rename_io(
@@ -152,17 +161,11 @@ def convert_keras_network(
     network = keras.models.load_model(network_path, compile=False)
     model = pixel_model(network, graph, size)
     spec = [tf.TensorSpec([None, size, size, 3], tf.float32, name=ONNX_INPUT)]
-    handler = _LogForwarder(emit, "convert")
-    logger = logging.getLogger("tf2onnx")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with _forward_tf2onnx_logs(emit):
         emit("convert", 0.1, f"converting to ONNX (opset {OPSET}), weights kept out of the graph")
         stats = convert_keras_lowmem(
             model, str(onnx_path), opset=OPSET, input_signature=spec, output_names=[ONNX_OUTPUT]
         )
-    finally:
-        logger.removeHandler(handler)
     emit(
         "convert",
         0.8,

@@ -236,18 +236,7 @@ def register_keras(
             f"the Keras model's input shape is {shape}; an image model here takes "
             "(None, H, W, 3) with H == W (add a Resizing layer or re-export it)"
         )
-    size = int(shape[1])
-    options = dict(preprocessing or {})
-    graph = {
-        "scale": float(options.pop("scale", 1.0)),
-        "mean": list(options.pop("mean", (0.0, 0.0, 0.0))),
-        "std": list(options.pop("std", (1.0, 1.0, 1.0))),
-        "to_bgr": bool(options.pop("to_bgr", False)),
-    }
-    server = Preprocessing.from_dict(
-        {"size": size, "short_side": max(256, size), **options}
-    ).to_dict()
-    pre = {"server": server, "graph": graph}
+    pre = _split_preprocessing(preprocessing, int(shape[1]))
     report("build", 0.3, "adding JPEG decoding and preprocessing")
     module = make_serving_module(model, pre)
     return _save_and_register(
@@ -307,22 +296,26 @@ def register_saved_model(
     def network(x, training=False):
         return function(**{key: x})[outputs[0]]
 
-    options = dict(preprocessing or {})
+    pre = _split_preprocessing(preprocessing, int(shape[1]))
+    module = make_serving_module(network, pre)
+    module.original = loaded  # keep the variables tracked so they are saved again
+    return _save_and_register(
+        module, name, pre, labels, "savedmodel", description, tags, workspace, report
+    )
+
+
+def _split_preprocessing(options: dict[str, Any] | None, size: int) -> dict[str, Any]:
+    """A user's preprocessing dict -> what the graph does (scale, mean, std, to_bgr) and what
+    the server does (the rest: size, resize, short_side...), checked."""
+    options = dict(options or {})
     graph = {
         "scale": float(options.pop("scale", 1.0)),
         "mean": list(options.pop("mean", (0.0, 0.0, 0.0))),
         "std": list(options.pop("std", (1.0, 1.0, 1.0))),
         "to_bgr": bool(options.pop("to_bgr", False)),
     }
-    server = Preprocessing.from_dict(
-        {"size": int(shape[1]), "short_side": max(256, int(shape[1])), **options}
-    ).to_dict()
-    pre = {"server": server, "graph": graph}
-    module = make_serving_module(network, pre)
-    module.original = loaded  # keep the variables tracked so they are saved again
-    return _save_and_register(
-        module, name, pre, labels, "savedmodel", description, tags, workspace, report
-    )
+    server = _as_preprocessing(None, size=size, short_side=max(256, size), **options)
+    return {"server": server.to_dict(), "graph": graph}
 
 
 def _save_and_register(
