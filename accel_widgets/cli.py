@@ -304,14 +304,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     import time
 
     from accel_widgets.engine.client import client_from_service
-    from accel_widgets.engine.labels import load_labels, top_k
+    from accel_widgets.engine.labels import top_k
+    from accel_widgets.engine.scoring import service_labels
 
     workspace = _workspace(args)
     service = workspace.get_service(args.service)
-    artifact = workspace.get_artifact_by_id(service.artifact_id)
-    model = workspace.get_model(artifact.model_name, artifact.model_version)
-    labels_name = model.spec.get("labels")
-    labels = load_labels(labels_name) if labels_name else None
+    labels = service_labels(service, workspace)
     if args.sample:
         from accel_widgets.engine.samples import sample_photos
 

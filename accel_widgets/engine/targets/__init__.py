@@ -121,3 +121,49 @@ def delete_service(name: str, workspace: Workspace | None = None) -> ServiceReco
     """Stop a service and remove it from the workspace (first step of clean-up)."""
     workspace = workspace or Workspace()
     return delete_local(workspace, workspace.get_service(name))
+
+
+def deploy_or_reuse(
+    model: str,
+    *,
+    version: int | None = None,
+    precision: str | None = None,
+    name: str | None = None,
+    target: str = "local",
+    auth: bool | None = None,
+    workspace: Workspace | None = None,
+    progress: Progress | Reporter | None = None,
+    cancel: CancelToken | None = None,
+    **deploy_options,
+) -> tuple[ServiceRecord, bool]:
+    """Deploy, unless a healthy service of that name already serves the same artifact.
+
+    A re-run notebook must not stop a working service and start it again, nor fail on
+    "already exists". A dead service, or one serving another artifact or with another auth
+    setting, is replaced. Returns ``(service, reused)``.
+    """
+    report = as_reporter(progress, cancel)
+    workspace = workspace or Workspace()
+    artifact = workspace.get_artifact(model, version, precision)
+    name = name or artifact.model_name
+    existing = {s.name: s for s in workspace.list_services()}.get(name)
+    if existing is not None:
+        same = existing.artifact_id == artifact.id and existing.target == target
+        same = same and (auth is None or bool(existing.key) == auth)
+        if same and service_status(name, workspace).healthy:
+            report("deploy", 1.0, f"service {name} already serves {artifact.model_name}; reusing")
+            return existing, True
+        report("deploy", 0.0, f"replacing the earlier service {name} ({existing.state})")
+        delete_service(name, workspace)
+    service = deploy(
+        artifact.model_name,
+        version=artifact.model_version,
+        precision=artifact.precision,
+        name=name,
+        target=target,
+        auth=auth,
+        workspace=workspace,
+        progress=report,
+        **deploy_options,
+    )
+    return service, False

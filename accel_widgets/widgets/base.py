@@ -1,0 +1,233 @@
+"""What every step widget shares: a locked/busy/done life cycle, live progress, errors in words.
+
+A step runs its engine call on a background thread when a button is clicked, so the kernel
+keeps handling messages (the Cancel click, other widgets) while a model converts. Tests and
+the headless notebook call the same work synchronously through ``run()`` methods, or click
+and then :meth:`Step.wait`.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+import traitlets
+
+from accel_widgets.errors import AccelError, CancelledError
+from accel_widgets.progress import CancelToken, ProgressEvent
+
+_LOG_LINES = 200
+
+
+def error_text(exc: BaseException) -> str:
+    """What the user reads: our errors as they are, anything else named with its type."""
+    if isinstance(exc, AccelError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class ProgressPanel(widgets.VBox):
+    """One bar per engine step (build, convert, validate, ...) and a live log below them.
+
+    Events with a fraction move their step's bar; events without one (a tf2onnx pass, a
+    server warming up) put the bar in its "working" style; every event is a log line.
+    """
+
+    updates = traitlets.Int(0, help="events received so far: tests watch it move")
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._bars: dict[str, widgets.FloatProgress] = {}
+        self._bar_box = widgets.VBox()
+        self._lines: list[str] = []
+        self.log_box = widgets.Textarea(
+            value="",
+            disabled=True,
+            layout=widgets.Layout(width="100%", height="8em", display="none"),
+        )
+        self.log_box.add_class("accel-log")
+        super().__init__([self._bar_box, self.log_box], **kwargs)
+        self.add_class("accel-progress")
+
+    def reset(self) -> None:
+        self._bars.clear()
+        self._bar_box.children = ()
+        self._lines = []
+        self.log_box.value = ""
+        self.log_box.layout.display = "none"
+
+    def bar(self, step: str) -> widgets.FloatProgress:
+        """The bar of ``step`` (created on first use)."""
+        if step not in self._bars:
+            bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description=step)
+            bar.add_class(f"accel-progress-{step}")
+            self._bars[step] = bar
+            self._bar_box.children = (*self._bar_box.children, bar)
+        return self._bars[step]
+
+    def __call__(self, event: ProgressEvent) -> None:
+        bar = self.bar(event.step)
+        if event.fraction is None:
+            bar.bar_style = "info"
+        else:
+            bar.value = event.fraction
+            bar.bar_style = "success" if event.fraction >= 1.0 else ""
+        stamp = time.strftime("%H:%M:%S")
+        self._lines = [*self._lines[-_LOG_LINES + 1 :], f"{stamp} {event.step}: {event.message}"]
+        self.log_box.value = "\n".join(self._lines)
+        self.log_box.layout.display = ""
+        self.updates += 1
+
+    def finish(self, ok: bool) -> None:
+        """Bars of an interrupted run turn red; a finished run's bars read full."""
+        for bar in self._bars.values():
+            if ok:
+                bar.value = 1.0
+                bar.bar_style = "success"
+            elif bar.value < 1.0:
+                bar.bar_style = "danger"
+
+
+class Step(widgets.VBox):
+    """A step of the walk.
+
+    Traits: ``locked`` (the step before is not done: controls are disabled and a hint says
+    so), ``busy`` (work is running), ``done`` (the step has its result), ``error`` (the last
+    failure, in words; shown in red, never as a traceback).
+    """
+
+    title = traitlets.Unicode("")
+    locked = traitlets.Bool(False)
+    busy = traitlets.Bool(False)
+    done = traitlets.Bool(False)
+    error = traitlets.Unicode("")
+    status = traitlets.Unicode("")
+
+    #: the CSS class of the step's box, for notebooks, Voila and browser tests
+    css_name = "step"
+
+    def __init__(self, children: list[widgets.Widget], **kwargs: Any) -> None:
+        self.header = widgets.HTML()
+        self.lock_hint = widgets.HTML()
+        self.status_line = widgets.HTML()
+        self.status_line.add_class(f"accel-{self.css_name}-status")
+        self.error_box = widgets.HTML()
+        self.error_box.add_class("accel-error")
+        self._thread: threading.Thread | None = None
+        self._cancel: CancelToken | None = None
+        super().__init__(
+            [self.header, self.lock_hint, *children, self.status_line, self.error_box], **kwargs
+        )
+        self.add_class("accel-step")
+        self.add_class(f"accel-step-{self.css_name}")
+        self._render_header()
+        self._render_lock()
+
+    # -- what the user sees -------------------------------------------------------------
+
+    @traitlets.observe("title", "done")
+    def _render_header(self, change: Any = None) -> None:
+        mark = " &#10003;" if self.done else ""
+        self.header.value = f"<h3 style='margin:0.4em 0'>{html.escape(self.title)}{mark}</h3>"
+
+    @traitlets.observe("locked")
+    def _render_lock(self, change: Any = None) -> None:
+        self.lock_hint.value = (
+            "<i>Finish the step above first.</i>" if self.locked and not self.done else ""
+        )
+        self._set_enabled(not self.locked and not self.busy)
+
+    @traitlets.observe("busy")
+    def _render_busy(self, change: Any) -> None:
+        self._set_enabled(not self.locked and not self.busy)
+
+    @traitlets.observe("error")
+    def _render_error(self, change: Any) -> None:
+        self.error_box.value = (
+            f"<div style='color:#b00020;white-space:pre-wrap'>{html.escape(self.error)}</div>"
+            if self.error
+            else ""
+        )
+
+    @traitlets.observe("status")
+    def _render_status(self, change: Any) -> None:
+        self.status_line.value = html.escape(self.status)
+
+    def _set_enabled(self, enabled: bool) -> None:
+        """Subclasses disable their inputs and action buttons here."""
+
+    # -- running work ---------------------------------------------------------------------
+
+    def _guarded(self, work: Callable[[], Any]) -> Any:
+        """Run ``work`` with busy/error bookkeeping; errors become the step's error text."""
+        if self.locked:
+            self.error = "Finish the step above first."
+            return None
+        self.error = ""
+        self.busy = True
+        try:
+            return work()
+        except CancelledError as exc:
+            self.error = f"Cancelled: {exc}"
+        except AccelError as exc:
+            self.error = error_text(exc)
+        except Exception as exc:  # a bug: say what happened, keep the kernel and the walk alive
+            self.error = error_text(exc) + "\n" + traceback.format_exc(limit=3)
+        finally:
+            self.busy = False
+        return None
+
+    def _start(self, work: Callable[[], Any]) -> None:
+        """Run ``work`` on a background thread (one at a time) so the UI stays live."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        if self.locked:
+            self.error = "Finish the step above first."
+            return
+        self.busy = True  # at once, so a second click cannot start a second run
+        self._thread = threading.Thread(
+            target=self._guarded, args=(work,), daemon=True, name=f"accel-{self.css_name}"
+        )
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a clicked action to finish; True when it did (whatever the outcome)."""
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _new_cancel(self) -> CancelToken:
+        self._cancel = CancelToken()
+        return self._cancel
+
+    def cancel(self) -> None:
+        """Ask the running work to stop at its next progress event."""
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+
+def button(description: str, css: str, style: str = "", icon: str = "") -> widgets.Button:
+    """A button with a stable CSS class (``accel-<css>``) for Voila and browser tests."""
+    b = widgets.Button(description=description, button_style=style, icon=icon)
+    b.add_class(f"accel-{css}")
+    return b
+
+
+def html_table(header: list[str], rows: list[list[Any]], css: str = "", row_css: str = "") -> str:
+    """A small HTML table with escaped cells (widget HTML is not sanitised for us)."""
+    head = "".join(
+        f"<th style='text-align:left;padding:2px 8px'>{html.escape(h)}</th>" for h in header
+    )
+    body = "".join(
+        f"<tr class='{row_css}'>"
+        + "".join(f"<td style='padding:2px 8px'>{html.escape(str(c))}</td>" for c in row)
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table class='{css}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -1,0 +1,95 @@
+"""Step 6, clean up: services, images and models, each deletable in dependency order."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as widgets
+
+from accel_widgets.engine.cleanup import CleanupItem, cleanup_plan, delete_item
+from accel_widgets.engine.workspace import Workspace
+from accel_widgets.widgets.base import Step, button
+
+
+class CleanupWidget(Step):
+    """The workspace as rows with Delete buttons; every delete asks for a confirmation.
+
+    A row that something else still uses (a model a service runs) names what to delete
+    first, and its button stays disabled: the order service -> image -> model is kept.
+    """
+
+    css_name = "cleanup"
+
+    def __init__(self, workspace: Workspace | None = None, **kwargs: Any) -> None:
+        self.workspace = workspace
+        self.items: list[CleanupItem] = []
+        self.refresh_button = button("Refresh", "cleanup-refresh", "", "refresh")
+        self.rows = widgets.VBox()
+        self.rows.add_class("accel-cleanup-rows")
+        self.confirm_box = widgets.HBox()
+        self.confirm_box.add_class("accel-confirm")
+        super().__init__([self.refresh_button, self.rows, self.confirm_box], **kwargs)
+        self.title = "6. Clean up"
+        self.refresh_button.on_click(lambda _: self.refresh())
+
+    def _set_enabled(self, enabled: bool) -> None:
+        self.refresh_button.disabled = not enabled
+        for row in getattr(self, "rows", widgets.VBox()).children:
+            delete = row.children[-1]
+            delete.disabled = not enabled or bool(getattr(delete, "_blocked", False))
+
+    def refresh(self) -> list[CleanupItem]:
+        """Read the workspace again (services' health is checked now)."""
+        result = self._guarded(self._refresh)
+        return result if result is not None else self.items
+
+    def _refresh(self) -> list[CleanupItem]:
+        from accel_widgets.engine.targets import list_services
+
+        list_services(self.workspace)  # marks services whose process died as dead
+        self.items = cleanup_plan(self.workspace)
+        self.confirm_box.children = ()
+        rows = []
+        for item in self.items:
+            text = f"<b>{html.escape(item.label)}</b> &mdash; {html.escape(item.detail)}"
+            if item.blocked_by:
+                text += f" <i>(delete first: {html.escape(', '.join(item.blocked_by))})</i>"
+            delete = button("Delete", "delete", "danger", "trash")
+            delete._blocked = bool(item.blocked_by)  # type: ignore[attr-defined]
+            delete.disabled = delete._blocked or self.locked  # type: ignore[attr-defined]
+            delete.on_click(lambda _, item=item: self.ask(item))
+            label = widgets.HTML(text, layout=widgets.Layout(width="36em"))
+            row = widgets.HBox([label, delete])
+            row.add_class(f"accel-cleanup-{item.kind}")
+            rows.append(row)
+        self.rows.children = rows
+        self.status = (
+            f"{len(self.items)} item(s) in the workspace"
+            if self.items
+            else ("the workspace is empty")
+        )
+        self.done = True
+        return self.items
+
+    def ask(self, item: CleanupItem) -> None:
+        """Show "Delete <item>? [Yes, delete] [Keep it]"."""
+        yes = button("Yes, delete", "confirm-delete", "danger")
+        no = button("Keep it", "keep", "")
+        yes.on_click(lambda _: self._start(lambda: self._delete(item)))
+        no.on_click(lambda _: setattr(self.confirm_box, "children", ()))
+        question = widgets.HTML(f"Delete <b>{html.escape(item.label)}</b>? This cannot be undone.")
+        self.confirm_box.children = (question, yes, no)
+
+    def delete(self, item: CleanupItem) -> None:
+        """Delete without asking (for code); the rows are read again afterwards."""
+        self._guarded(lambda: self._delete(item))
+
+    def _delete(self, item: CleanupItem) -> None:
+        self.confirm_box.children = ()
+        self.status = f"deleting {item.label}..."
+        try:
+            delete_item(item, self.workspace)
+        finally:
+            self._refresh()
+        self.status = f"deleted {item.label}; " + self.status

@@ -1,0 +1,109 @@
+"""Step 3, build and convert: build -> save -> register -> convert -> quantize, with a report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as widgets
+import traitlets
+
+from accel_widgets.engine.choices import prepare_choice
+from accel_widgets.engine.reports import REPORT_COLUMNS, report_row
+from accel_widgets.engine.workspace import Workspace
+from accel_widgets.errors import AccelError
+from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table
+
+
+class ConvertWidget(Step):
+    """Get the selected model converted (or find it already converted in the workspace).
+
+    ``selection`` comes from the Model step; ``model`` and ``artifacts`` are the result, read
+    by the Deploy step. A model the workspace already holds is reused, not converted again.
+    """
+
+    css_name = "convert"
+    selection = traitlets.Dict(allow_none=True, default_value=None)
+    model = traitlets.Any(None, allow_none=True, help="the registered ModelRecord")
+    artifacts = traitlets.List(help="its ArtifactRecords (fp32, and int8 when asked)")
+
+    def __init__(self, workspace: Workspace | None = None, **kwargs: Any) -> None:
+        self.workspace = workspace
+        self.summary = widgets.HTML("<i>Choose a model above.</i>")
+        self.convert_button = button("Convert", "convert", "primary", "cogs")
+        self.cancel_button = button("Cancel", "cancel", "warning", "stop")
+        self.cancel_button.disabled = True
+        self.progress = ProgressPanel()
+        self.report_table = widgets.HTML()
+        self.report_table.add_class("accel-convert-report")
+        super().__init__(
+            [
+                self.summary,
+                widgets.HBox([self.convert_button, self.cancel_button]),
+                self.progress,
+                self.report_table,
+            ],
+            **kwargs,
+        )
+        self.title = "3. Build and convert"
+        self.convert_button.on_click(lambda _: self._start(self.run))
+        self.cancel_button.on_click(lambda _: self.cancel())
+
+    @traitlets.observe("selection")
+    def _on_selection(self, change: Any) -> None:
+        selection = change["new"]
+        self.done = False
+        self.model = None
+        self.artifacts = []
+        self.report_table.value = ""
+        self.status = ""
+        if not selection:
+            self.summary.value = "<i>Choose a model above.</i>"
+            return
+        choice = selection["choice"]
+        steps = {
+            "catalog": "build with TensorFlow, save, register, convert to ONNX, validate",
+            "sample": "register the ONNX file as it is and check it on real photos",
+            "onnx": "register the ONNX file as it is and check it on real photos",
+        }[choice.kind]
+        if selection["quantize"]:
+            steps += ", quantize to INT8 with real calibration photos"
+        self.summary.value = f"<b>{choice.title}</b>: {steps}."
+
+    def _set_enabled(self, enabled: bool) -> None:
+        self.convert_button.disabled = not enabled
+        self.cancel_button.disabled = not self.busy
+
+    def run(self) -> list | None:
+        """Convert (synchronously); the report table shows the validation figures."""
+        return self._guarded(self._convert)
+
+    def _convert(self) -> list:
+        if not self.selection:
+            raise AccelError("choose a model in the step above and click 'Use this model'")
+        choice = self.selection["choice"]
+        self.progress.reset()
+        self.status = f"working on {choice.title}..."
+        try:
+            model, artifacts, reused = prepare_choice(
+                choice,
+                weights=self.selection["weights"],
+                quantize=self.selection["quantize"],
+                workspace=self.workspace,
+                progress=self.progress,
+                cancel=self._new_cancel(),
+            )
+        except BaseException:
+            self.progress.finish(False)
+            self.status = "not converted"
+            raise
+        self.progress.finish(True)
+        self.report_table.value = html_table(
+            REPORT_COLUMNS, [report_row(a) for a in artifacts], css="accel-report-rows"
+        )
+        self.model = model
+        self.artifacts = list(artifacts)
+        verb = "reusing" if reused else "converted"
+        precisions = ", ".join(a.precision for a in artifacts)
+        self.status = f"{verb} {model.ref} ({precisions}); ready to deploy"
+        self.done = True
+        return self.artifacts

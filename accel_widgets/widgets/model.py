@@ -1,0 +1,152 @@
+"""Step 2, the model: a catalog model, the real pretrained sample, or a file of your own."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as widgets
+import traitlets
+
+from accel_widgets.engine.choices import ModelChoice, get_choice, model_choices
+from accel_widgets.errors import AccelError
+from accel_widgets.widgets.base import Step, button
+
+_OWN = "__own__"
+
+
+class ModelWidget(Step):
+    """Pick what to deploy and how: weights source, float or INT8.
+
+    ``selection`` holds the confirmed choice as a dict ``{"choice", "weights", "quantize"}``
+    once "Use this model" is clicked; the Convert step reads it.
+    """
+
+    css_name = "model"
+    selection = traitlets.Dict(allow_none=True, default_value=None)
+
+    def __init__(self, model: str | None = None, **kwargs: Any) -> None:
+        self.choices = model_choices()
+        options = [(c.label, c.key) for c in self.choices]
+        options.append(("Your own ONNX file...", _OWN))
+        default = model if model in {c.key for c in self.choices} else options[0][1]
+        self.choice = widgets.Dropdown(options=options, value=default, description="model")
+        self.choice.layout.width = "32em"
+        self.choice.add_class("accel-model-choice")
+        self.path = widgets.Text(placeholder="/path/to/model.onnx", description="file")
+        self.path.add_class("accel-model-path")
+        self.weights = widgets.ToggleButtons(
+            options=[("ImageNet", "imagenet"), ("Random (dry run)", "random"), ("File", "file")],
+            value="imagenet",
+            description="weights",
+        )
+        self.weights.add_class("accel-weights")
+        self.weights_file = widgets.Text(placeholder="/path/to/weights.h5", description="file")
+        self.precision = widgets.ToggleButtons(
+            options=[("Float (FP32)", "fp32"), ("Quantized (INT8)", "int8")],
+            value="fp32",
+            description="precision",
+        )
+        self.precision.add_class("accel-precision")
+        self.facts = widgets.HTML()
+        self.facts.add_class("accel-model-facts")
+        self.use_button = button("Use this model", "use-model", "primary", "check")
+        super().__init__(
+            [
+                self.choice,
+                self.path,
+                self.weights,
+                self.weights_file,
+                self.precision,
+                self.facts,
+                self.use_button,
+            ],
+            **kwargs,
+        )
+        self.title = "2. Model"
+        if model and model not in {c.key for c in self.choices}:
+            self.choice.value = _OWN
+            self.path.value = model
+        for control in (self.choice, self.weights):
+            control.observe(self._refresh, "value")
+        self.precision.observe(self._unconfirm, "value")
+        self.path.observe(self._unconfirm, "value")
+        self.weights_file.observe(self._unconfirm, "value")
+        self.use_button.on_click(lambda _: self.confirm())
+        self._refresh()
+
+    def _current(self) -> ModelChoice | None:
+        key = self.choice.value
+        if key == _OWN:
+            return None
+        return next(c for c in self.choices if c.key == key)
+
+    def _refresh(self, change: Any = None) -> None:
+        choice = self._current()
+        own = choice is None
+        catalog = choice is not None and choice.kind == "catalog"
+        self.path.layout.display = "" if own else "none"
+        self.weights.layout.display = "" if catalog else "none"
+        file_weights = catalog and self.weights.value == "file"
+        self.weights_file.layout.display = "" if file_weights else "none"
+        if choice is not None and choice.quantized:
+            self.precision.value = "int8"
+        if own:
+            self.facts.value = "Registered as it is; it takes the picture size it declares."
+        else:
+            latency = (
+                f"about {choice.latency_ms:.0f} ms per picture on 2 CPU cores"
+                if choice.latency_ms
+                else "latency measured when it is converted"
+            )
+            where = {
+                "sample": "real pretrained weights from the shared weights folder",
+                "catalog": "built with TensorFlow, converted to ONNX and checked against it",
+            }[choice.kind]
+            self.facts.value = html.escape(
+                f"{choice.input_size} x {choice.input_size} pixels, {choice.file_mb:.0f} MB, "
+                f"{latency}; {where}."
+            )
+        self._unconfirm()
+
+    def _unconfirm(self, change: Any = None) -> None:
+        """Changing anything after confirming asks for a new confirmation."""
+        if self.done:
+            self.done = False
+            self.selection = None
+            self.status = "changed: click 'Use this model' again"
+
+    def _set_enabled(self, enabled: bool) -> None:
+        for control in (
+            self.choice,
+            self.path,
+            self.weights,
+            self.weights_file,
+            self.precision,
+            self.use_button,
+        ):
+            control.disabled = not enabled
+
+    def confirm(self) -> dict[str, Any] | None:
+        """Check the inputs and fix the selection (synchronous: it only reads files' sizes)."""
+        return self._guarded(self._confirm)
+
+    def _confirm(self) -> dict[str, Any]:
+        if self.choice.value == _OWN:
+            if not self.path.value.strip():
+                raise AccelError("give the path of your .onnx file")
+            choice = get_choice(self.path.value.strip())
+        else:
+            choice = get_choice(self.choice.value)
+        weights = self.weights.value if choice.kind == "catalog" else "imagenet"
+        if weights == "file":
+            weights = self.weights_file.value.strip()
+            if not weights:
+                raise AccelError("give the path of the weights file, or pick ImageNet")
+        quantize = "int8" if self.precision.value == "int8" else None
+        self.selection = {"choice": choice, "weights": weights, "quantize": quantize}
+        self.status = f"{choice.title}, {self.precision.value}" + (
+            f", {weights} weights" if choice.kind == "catalog" else ""
+        )
+        self.done = True
+        return self.selection

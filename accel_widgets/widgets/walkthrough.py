@@ -1,0 +1,86 @@
+"""The whole walk in one widget: each step opens when the one before it is done.
+
+Steps pass their results forward with traitlets links (model choice -> convert -> deploy ->
+score), so there is no hand-written refresh code, and each step stays usable on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as widgets
+import traitlets
+
+from accel_widgets.engine.workspace import Workspace
+from accel_widgets.errors import AccelError
+from accel_widgets.widgets.cleanup import CleanupWidget
+from accel_widgets.widgets.convert import ConvertWidget
+from accel_widgets.widgets.deploy import DeployWidget
+from accel_widgets.widgets.model import ModelWidget
+from accel_widgets.widgets.quota import QuotaWidget
+from accel_widgets.widgets.score import ScoreWidget
+
+
+class Walkthrough(widgets.VBox):
+    """Capacity -> model -> convert -> deploy -> score -> clean up, in order.
+
+    Parameters
+    ----------
+    model:
+        The model to preselect: ``"squeezenet"`` (the real pretrained sample), a catalog name,
+        or the path of an ``.onnx`` file.
+    workspace:
+        Where models and services are recorded (default: the user's workspace).
+    """
+
+    def __init__(
+        self,
+        model: str | None = "squeezenet",
+        workspace: Workspace | None = None,
+        **kwargs: Any,
+    ) -> None:
+        workspace = workspace or Workspace()
+        self.workspace = workspace
+        self.quota = QuotaWidget()
+        self.model = ModelWidget(model=model)
+        self.convert = ConvertWidget(workspace=workspace)
+        self.deploy = DeployWidget(workspace=workspace)
+        self.score = ScoreWidget(workspace=workspace)
+        self.cleanup = CleanupWidget(workspace=workspace)
+        self.steps = [self.quota, self.model, self.convert, self.deploy, self.score, self.cleanup]
+        # Results flow forward...
+        traitlets.dlink((self.model, "selection"), (self.convert, "selection"))
+        traitlets.dlink((self.convert, "model"), (self.deploy, "model"))
+        traitlets.dlink((self.convert, "artifacts"), (self.deploy, "artifacts"))
+        traitlets.dlink((self.deploy, "service"), (self.score, "service"))
+        # ...and each step opens when the one before it is done (clean-up opens with scoring
+        # or at once when the workspace already holds something to clean).
+        for before, after in zip(self.steps, self.steps[1:], strict=False):
+            after.locked = not before.done
+            traitlets.dlink((before, "done"), (after, "locked"), transform=lambda d: not d)
+        super().__init__(self.steps, **kwargs)
+        self.add_class("accel-walkthrough")
+        self.score.observe(self._refresh_cleanup, "done")
+
+    def _refresh_cleanup(self, change: Any) -> None:
+        if change["new"]:
+            self.cleanup.refresh()
+
+    def run_all(self) -> None:
+        """Do every step with the current settings, stopping at the first error.
+
+        What a click-through does, for headless runs of the notebook (and for impatient
+        presenters). Clean-up only lists what is there: deleting stays a human decision.
+        """
+        actions = [
+            (self.quota, self.quota.run),
+            (self.model, self.model.confirm),
+            (self.convert, self.convert.run),
+            (self.deploy, self.deploy.run),
+            (self.score, self.score.run),
+            (self.cleanup, self.cleanup.refresh),
+        ]
+        for step, action in actions:
+            action()
+            if step.error or not step.done:
+                raise AccelError(f"{step.title}: {step.error or 'not done'}")
