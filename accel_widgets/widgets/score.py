@@ -13,7 +13,7 @@ from accel_widgets.engine.client import client_from_service
 from accel_widgets.engine.samples import sample_photos
 from accel_widgets.engine.scoring import ScoreResult, score, service_labels
 from accel_widgets.engine.workspace import Workspace
-from accel_widgets.errors import AccelError, ImageError
+from accel_widgets.errors import AccelError, ImageError, ScoringError
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table
 from accel_widgets.widgets.charts import latency_histogram, top_k_chart
 
@@ -39,7 +39,7 @@ class ScoreWidget(Step):
         self._client = None
         self._labels: list[str] | None = None
         self.sample = widgets.Dropdown(
-            options=list(self._photos), value="chelsea", description="photo"
+            options=[(name, name) for name in self._photos], value="chelsea", description="photo"
         )
         self.sample.add_class("accel-sample")
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload")
@@ -104,7 +104,7 @@ class ScoreWidget(Step):
             return
         first = files[0]
         self._uploaded = (first["name"], bytes(first["content"]))
-        options = [o for o in self.sample.options if o != _UPLOADED]
+        options = [(name, name) for name in self._photos]
         self.sample.options = [*options, (f"uploaded: {first['name']}", _UPLOADED)]
         self.sample.value = _UPLOADED
 
@@ -137,7 +137,7 @@ class ScoreWidget(Step):
         self.status = f"scoring {name}..."
         try:
             result = score(client, data, self._labels, k=5)
-        except ImageError as exc:
+        except (ImageError, ScoringError) as exc:
             self.status = ""
             raise AccelError(f"{name} could not be scored: {exc}") from exc
         rows = [[label, f"{value:.3f}"] for _, label, value in result.top]

@@ -1,0 +1,274 @@
+"""The widgets, driven through their own API (values set, buttons clicked) like a user would.
+
+Real engine underneath: the real SqueezeNet from the shared weights is registered, deployed as
+a real server process and scores scikit-image's cat photo. Assertions read what the user sees:
+status lines, table cells, chart images, error text.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+import psutil
+import pytest
+
+from accel_widgets.engine.targets import delete_service
+from accel_widgets.progress import ProgressEvent
+from accel_widgets.widgets import ModelWidget, QuotaWidget, ScoreWidget, Walkthrough
+from accel_widgets.widgets.base import ProgressPanel
+
+CATS = {"Egyptian cat", "tabby", "tiger cat", "Persian cat", "Siamese cat", "lynx"}
+CLICK_TIMEOUT_S = 300
+
+
+def text(html_value: str) -> str:
+    """What the browser shows for an HTML widget's value (tags dropped)."""
+    flat = re.sub(r"<[^>]+>", "", re.sub(r"<(br|/tr|/td|/th|/p|/div)\b[^>]*>", " ", html_value))
+    return re.sub(r"\s+", " ", html.unescape(flat)).strip()
+
+
+def cells(html_value: str, row_class: str = "") -> list[list[str]]:
+    """The body rows of an HTML table as lists of cell texts."""
+    pattern = rf"<tr class='{row_class}'>(.*?)</tr>" if row_class else r"<tr[^>]*>(.*?)</tr>"
+    rows = re.findall(pattern, html_value, flags=re.S)
+    table = [[text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S)] for r in rows]
+    return [row for row in table if row]  # the header row has <th> cells only
+
+
+def click(step, button) -> None:
+    """Click like a user, then wait for the background work the click started."""
+    button.click()
+    assert step.wait(CLICK_TIMEOUT_S), f"{step.title} still running after {CLICK_TIMEOUT_S} s"
+
+
+@pytest.fixture
+def walk(workspace, weights_dir):
+    """A walkthrough on a fresh workspace; every service it started is stopped afterwards."""
+    walkthrough = Walkthrough(model="squeezenet", workspace=workspace)
+    yield walkthrough
+    for service in workspace.list_services():
+        delete_service(service.name, workspace)
+
+
+def test_steps_open_in_order(walk):
+    """Only the capacity step is open at first; each click opens the next step."""
+    assert not walk.quota.locked
+    assert all(step.locked for step in walk.steps[1:])
+    assert walk.model.use_button.disabled and walk.convert.convert_button.disabled
+    assert "Finish the step above first" in walk.model.lock_hint.value
+
+    click(walk.quota, walk.quota.check_button)
+    assert walk.quota.done and not walk.model.locked
+    assert not walk.model.use_button.disabled
+    assert walk.convert.locked  # still waiting for a model
+
+
+def test_quota_shows_the_capacity_table_and_a_verdict(walk):
+    click(walk.quota, walk.quota.check_button)
+    rows = cells(walk.quota.table.value)
+    resources = [row[0] for row in rows]
+    assert "memory" in " ".join(resources) and len(rows) >= 3
+    assert all(row[-1] in ("yes", "no") for row in rows)
+    verdict = text(walk.quota.verdict.value)
+    assert verdict.startswith(("Enough capacity", "Not enough capacity"))
+    assert "Models that fit here now: " in verdict and "resnet50" in verdict  # 24 GiB here
+    assert walk.quota.progress.updates > 1
+
+
+def test_quota_error_is_shown_in_the_widget(monkeypatch):
+    """Azure without a usable sign-in: the widget says what to do; no traceback escapes."""
+
+    class NoSignIn:
+        def get_token(self, *scopes, **kwargs):
+            from accel_widgets.errors import QuotaError
+
+            raise QuotaError("no Azure credentials found; run `az login`")
+
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
+    quota = QuotaWidget(credential=NoSignIn(), endpoint="http://127.0.0.1:9")
+    quota.target.value = "azure"
+    assert quota.azure_box.layout.display == ""
+    quota.run()
+    assert "az login" in quota.error
+    assert "az login" in text(quota.error_box.value)
+    assert not quota.done
+
+
+def test_the_whole_walk_by_clicks_scores_a_cat(walk, workspace):
+    """Model -> convert -> deploy -> score on the cat photo, each by its button."""
+    click(walk.quota, walk.quota.check_button)
+    assert walk.model.choice.value == "squeezenet"
+    click(walk.model, walk.model.use_button)
+    assert walk.model.done and not walk.convert.locked
+    assert "SqueezeNet" in text(walk.convert.summary.value)
+
+    seen: list[float] = []
+    walk.convert.progress.observe(lambda change: seen.append(change["new"]), "updates")
+    click(walk.convert, walk.convert.convert_button)
+    assert walk.convert.error == ""
+    assert walk.convert.status.startswith("converted squeezenet:1")
+    assert len(seen) > 1, "the progress did not move while the model was registered"
+    report = cells(walk.convert.report_table.value)
+    assert report[0][0] == "fp16" and "registered as is" in report[0][2]
+    assert float(report[0][5]) > 0  # ONNX Runtime latency measured on this machine
+
+    assert walk.deploy.service_name.value == "squeezenet"
+    click(walk.deploy, walk.deploy.deploy_button)
+    assert walk.deploy.error == ""
+    service = walk.deploy.service
+    assert "ready at 127.0.0.1:" in walk.deploy.status
+    details = text(walk.deploy.details.value)
+    assert f"127.0.0.1:{service.port}" in details and "running" in details
+    assert psutil.pid_exists(service.pid)
+
+    assert walk.score.sample.value == "chelsea"
+    click(walk.score, walk.score.score_button)
+    assert walk.score.error == ""
+    top5 = cells(walk.score.top5.value, "accel-top5-row")
+    assert len(top5) == 5
+    assert top5[0][0] in CATS, top5
+    confidences = [float(row[1]) for row in top5]
+    assert confidences == sorted(confidences, reverse=True) and 0 < confidences[0] <= 1
+    assert walk.score.chart.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert walk.score.picture.value[:2] == b"\xff\xd8"  # the photo itself is shown
+    assert re.search(r"\d+\.\d ms", text(walk.score.latency.value))
+
+    walk.score.requests.value = 20
+    click(walk.score, walk.score.benchmark_button)
+    stats = text(walk.score.stats.value)
+    assert re.search(r"p50 \d+\.\d ms, p99 \d+\.\d ms, \d+\.\d requests/s \(20 requests", stats)
+    assert walk.score.histogram.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert walk.score.benchmark.errors == 0
+
+    # Scoring opened clean-up, which lists the service and the model it blocks.
+    assert not walk.cleanup.locked
+    labels = [text(row.children[0].value) for row in walk.cleanup.rows.children]
+    assert labels[0].startswith("service squeezenet")
+    assert (
+        labels[1].startswith("model squeezenet:1")
+        and "delete first: service squeezenet" in labels[1]
+    )
+
+
+def test_clean_up_deletes_in_dependency_order_after_a_confirmation(walk, workspace):
+    walk.run_all()
+    pid = walk.deploy.service.pid
+    service_row, model_row = walk.cleanup.rows.children
+    assert model_row.children[-1].disabled, "a model a service runs must not be deletable"
+
+    service_row.children[-1].click()  # asks first
+    question = walk.cleanup.confirm_box.children
+    assert "Delete service squeezenet?" in text(question[0].value)
+    assert psutil.pid_exists(pid) and workspace.list_services()
+    question[2].click()  # "Keep it"
+    assert walk.cleanup.confirm_box.children == () and workspace.list_services()
+
+    service_row.children[-1].click()
+    yes = walk.cleanup.confirm_box.children[1]
+    click(walk.cleanup, yes)
+    assert walk.cleanup.error == ""
+    assert workspace.list_services() == []
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    (model_row,) = walk.cleanup.rows.children
+    assert not model_row.children[-1].disabled  # the model can go now
+    model_row.children[-1].click()
+    click(walk.cleanup, walk.cleanup.confirm_box.children[1])
+    assert workspace.list_models() == []
+    assert walk.cleanup.status.startswith("deleted model squeezenet:1")
+
+
+def test_running_the_walk_again_reuses_the_model_and_the_service(walk, workspace):
+    walk.run_all()
+    first = walk.deploy.service
+    again = Walkthrough(model="squeezenet", workspace=workspace)
+    again.run_all()
+    assert again.convert.status.startswith("reusing squeezenet:1")
+    assert "already running, reused" in again.deploy.status
+    assert again.deploy.service.port == first.port and again.deploy.service.pid == first.pid
+    assert len(workspace.list_models("squeezenet")) == 1
+    assert cells(again.score.top5.value, "accel-top5-row")[0][0] in CATS
+
+
+def test_a_corrupt_upload_is_an_error_in_the_widget_and_the_service_keeps_serving(walk):
+    walk.run_all()
+    walk.score.use_image(b"\xff\xd8\xff\xe0 this is not really a JPEG", "broken.jpg")
+    assert walk.score.sample.value == "__uploaded__"
+    click(walk.score, walk.score.score_button)
+    assert "broken.jpg could not be scored" in walk.score.error
+    assert "JPEG" in walk.score.error or "image" in walk.score.error.lower()
+    walk.score.sample.value = "chelsea"
+    click(walk.score, walk.score.score_button)
+    assert walk.score.error == ""
+    assert cells(walk.score.top5.value, "accel-top5-row")[0][0] in CATS
+
+
+def test_score_step_without_a_service_says_what_to_do(workspace):
+    score = ScoreWidget(workspace=workspace)
+    score.run()
+    assert score.error == "deploy a service in the step above first"
+    assert not score.done
+
+
+def test_model_step_checks_a_bring_your_own_path(tmp_path):
+    model = ModelWidget()
+    model.choice.value = "__own__"
+    assert model.path.layout.display == "" and model.weights.layout.display == "none"
+    model.path.value = str(tmp_path / "missing.onnx")
+    model.confirm()
+    assert "no ONNX file at" in model.error and not model.done
+
+
+def test_model_step_offers_catalog_weights_and_int8(weights_dir):
+    model = ModelWidget(model="resnet50")
+    assert model.weights.layout.display == ""
+    assert "224 x 224 pixels" in text(model.facts.value)
+    model.weights.value = "random"
+    model.precision.value = "int8"
+    selection = model.confirm()
+    assert selection["choice"].key == "resnet50"
+    assert selection["weights"] == "random" and selection["quantize"] == "int8"
+    model.precision.value = "fp32"  # a change after confirming asks for a new confirmation
+    assert not model.done and model.selection is None
+
+
+def test_progress_panel_moves_one_bar_per_step():
+    panel = ProgressPanel()
+    panel(ProgressEvent("build", 0.25, "loading"))
+    panel(ProgressEvent("build", 0.5, "saving"))
+    panel(ProgressEvent("convert", None, "optimizing"))
+    assert panel.bar("build").value == 0.5
+    assert panel.bar("convert").bar_style == "info"
+    assert panel.updates == 3
+    assert panel.log_box.value.splitlines()[-1].endswith("convert: optimizing")
+    panel.finish(False)
+    assert panel.bar("build").bar_style == "danger"
+
+
+@pytest.mark.slow
+def test_catalog_model_converts_with_a_tensorflow_report_and_can_be_cancelled(walk, workspace):
+    """ResNet-50 with random weights: cancel the first run, then convert for real."""
+    walk.quota.run()
+    walk.model.choice.value = "resnet50"
+    walk.model.weights.value = "random"
+    walk.model.confirm()
+
+    updates: list[int] = []
+    walk.convert.progress.observe(lambda change: updates.append(change["new"]), "updates")
+    walk.convert.convert_button.click()
+    assert not walk.convert.cancel_button.disabled  # Cancel is offered while it runs
+    while not updates and walk.convert.busy:
+        walk.convert.wait(0.05)
+    walk.convert.cancel_button.click()
+    assert walk.convert.wait(CLICK_TIMEOUT_S)
+    assert walk.convert.error.startswith("Cancelled")
+    assert workspace.list_models("resnet50") == [] and not walk.convert.done
+
+    seen: list[float] = []
+    walk.convert.progress.observe(lambda change: seen.append(change["new"]), "updates")
+    click(walk.convert, walk.convert.convert_button)
+    assert walk.convert.error == "" and walk.convert.done
+    assert len(seen) > 5
+    (row,) = cells(walk.convert.report_table.value)
+    assert row[0] == "fp32" and row[2] == "TensorFlow" and row[4] == "6/6 photos"
+    assert float(row[3]) < 1e-3 and float(row[5]) > 0 and float(row[6]) > 0
