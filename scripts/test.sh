@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Browser tests drive Debian's chromium (Playwright's own browser download does not work here).
+if ! command -v chromium >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e ".[all,test]"
 # The official TF Serving client, for tests/test_tf_serving_client.py. --no-deps: it declares the
