@@ -1,0 +1,220 @@
+"""The REST API behind the JupyterLab extension: services and models of the workspace.
+
+Mounted under ``/accel-widgets/api`` by jupyter_server, behind Jupyter's own authentication
+(token or password) and XSRF checks, like the contents API. Every read and change goes
+through the engine (targets, workspace, cleanup, notebooks); there is no SQL here.
+
+Routes
+------
+``GET    /accel-widgets/api/services``              services with live health
+``DELETE /accel-widgets/api/services/<name>``       stop the service and forget it
+``GET    /accel-widgets/api/services/<name>/key``   the API key (for "copy key")
+``POST   /accel-widgets/api/services/<name>/notebook`` ``{"path": folder}``: a scoring notebook
+``GET    /accel-widgets/api/models``                model versions with their artifacts
+``DELETE /accel-widgets/api/models/<name>/<version>`` delete a version (refused while used)
+``POST   /accel-widgets/api/walkthrough``           ``{"path": folder}``: copy the walkthrough
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from accel_widgets.engine.notebooks import copy_walkthrough, scoring_notebook
+from accel_widgets.engine.targets import delete_service, list_services
+from accel_widgets.engine.workspace import Workspace, check_name
+from accel_widgets.errors import (
+    AccelError,
+    DependencyError,
+    NotFoundError,
+)
+
+API = "accel-widgets/api"
+
+
+def _status_for(exc: AccelError) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, DependencyError):
+        return 409
+    return 400
+
+
+class _Handler(APIHandler):
+    """JSON in and out; engine errors become 4xx answers with the engine's own words."""
+
+    def workspace(self) -> Workspace:
+        root = self.settings.get("accel_widgets_workspace")
+        return Workspace(root) if root else Workspace()
+
+    def send(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(payload))
+
+    def fail(self, exc: AccelError) -> None:
+        self.send({"message": str(exc)}, _status_for(exc))
+
+    def folder(self) -> Path:
+        """The ``path`` of the JSON body, a folder inside the server's root, as a real path."""
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except json.JSONDecodeError as exc:
+            raise AccelError('the request body must be JSON like {"path": "folder"}') from exc
+        relative = str(body.get("path", "") or "").strip("/")
+        root = Path(self.settings["server_root_dir"]).expanduser().resolve()
+        folder = (root / relative).resolve()
+        if folder != root and root not in folder.parents:
+            raise AccelError(f"{relative!r} is outside the folder JupyterLab serves")
+        return folder
+
+    def relative(self, path: Path) -> str:
+        root = Path(self.settings["server_root_dir"]).expanduser().resolve()
+        return path.resolve().relative_to(root).as_posix()
+
+
+def _service_json(status) -> dict[str, Any]:
+    service = status.service
+    return {
+        "name": service.name,
+        "target": service.target,
+        "address": f"{service.address}:{service.port}" if service.port else service.address,
+        "state": service.state,
+        "health": status.live,
+        "auth": bool(service.key),
+        "pid": service.pid,
+        "model": service.info.get("model"),
+        "version": service.info.get("version"),
+        "precision": service.info.get("precision"),
+        "ready_seconds": service.info.get("ready_seconds"),
+    }
+
+
+class ServicesHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        workspace = self.workspace()
+        statuses = await asyncio.to_thread(list_services, workspace)
+        artifacts = {}
+        rows = []
+        for status in statuses:
+            row = _service_json(status)
+            artifact_id = status.service.artifact_id
+            if artifact_id not in artifacts:
+                try:
+                    artifacts[artifact_id] = workspace.get_artifact_by_id(artifact_id)
+                except NotFoundError:
+                    artifacts[artifact_id] = None
+            if (artifact := artifacts[artifact_id]) is not None:
+                row.update(
+                    model=artifact.model_name,
+                    version=artifact.model_version,
+                    precision=artifact.precision,
+                )
+            rows.append(row)
+        self.send({"services": rows, "workspace": str(workspace.root)})
+
+
+class ServiceHandler(_Handler):
+    @tornado.web.authenticated
+    async def delete(self, name: str) -> None:
+        try:
+            check_name(name, "service")
+            removed = await asyncio.to_thread(delete_service, name, self.workspace())
+        except AccelError as exc:
+            return self.fail(exc)
+        self.send({"deleted": removed.name})
+
+
+class ServiceKeyHandler(_Handler):
+    @tornado.web.authenticated
+    def get(self, name: str) -> None:
+        try:
+            check_name(name, "service")
+            service = self.workspace().get_service(name)
+        except AccelError as exc:
+            return self.fail(exc)
+        if not service.key:
+            return self.fail(AccelError(f"service {name} has no key: it accepts loopback calls"))
+        self.send({"name": name, "key": service.key})
+
+
+class ServiceNotebookHandler(_Handler):
+    @tornado.web.authenticated
+    def post(self, name: str) -> None:
+        try:
+            check_name(name, "service")
+            self.workspace().get_service(name)
+            path, created = scoring_notebook(name, self.folder())
+        except AccelError as exc:
+            return self.fail(exc)
+        self.send({"path": self.relative(path), "created": created}, 201 if created else 200)
+
+
+class ModelsHandler(_Handler):
+    @tornado.web.authenticated
+    def get(self) -> None:
+        workspace = self.workspace()
+        rows = []
+        for model in workspace.list_models():
+            artifacts = workspace.list_artifacts(model)
+            rows.append(
+                {
+                    "name": model.name,
+                    "version": model.version,
+                    "kind": model.kind,
+                    "description": model.description,
+                    "artifacts": [
+                        {"precision": a.precision, "size_mb": round(a.size_bytes / 2**20, 1)}
+                        for a in artifacts
+                    ],
+                }
+            )
+        self.send({"models": rows})
+
+
+class ModelHandler(_Handler):
+    @tornado.web.authenticated
+    def delete(self, name: str, version: str) -> None:
+        try:
+            check_name(name)
+            deleted = self.workspace().delete_model(name, int(version))
+        except AccelError as exc:
+            return self.fail(exc)
+        self.send({"deleted": [m.ref for m in deleted]})
+
+
+class WalkthroughHandler(_Handler):
+    @tornado.web.authenticated
+    def post(self) -> None:
+        try:
+            path, created = copy_walkthrough(self.folder())
+        except AccelError as exc:
+            return self.fail(exc)
+        self.send({"path": self.relative(path), "created": created}, 201 if created else 200)
+
+
+_NAME = r"([^/]+)"
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    """Register the routes (jupyter_server calls this when the extension is enabled)."""
+    web_app = serverapp.web_app
+    base = url_path_join(web_app.settings["base_url"], API)
+    handlers = [
+        (url_path_join(base, "services") + "/?", ServicesHandler),
+        (url_path_join(base, "services", _NAME, "key"), ServiceKeyHandler),
+        (url_path_join(base, "services", _NAME, "notebook"), ServiceNotebookHandler),
+        (url_path_join(base, "services", _NAME), ServiceHandler),
+        (url_path_join(base, "models") + "/?", ModelsHandler),
+        (url_path_join(base, "models", _NAME, r"(\d+)"), ModelHandler),
+        (url_path_join(base, "walkthrough"), WalkthroughHandler),
+    ]
+    web_app.add_handlers(".*$", handlers)
+    serverapp.log.info("accel-widgets: REST API at %s", base)
