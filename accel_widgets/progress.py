@@ -106,22 +106,38 @@ class EventLog(list):
 
 
 class TerminalProgress:
-    """The command-line adapter: one redrawn line per step on a TTY, plain lines otherwise."""
+    """The command-line adapter: one redrawn line per step on a TTY, plain lines otherwise.
 
-    def __init__(self, stream: TextIO | None = None, width: int = 28) -> None:
+    Plain lines (a pipe, a log file, a notebook cell) are throttled to one a second per
+    step, plus a step's first and last line: a server warming up reports every 50 ms, which
+    would be hundreds of lines in a log.
+    """
+
+    def __init__(
+        self, stream: TextIO | None = None, width: int = 28, min_interval: float = 1.0
+    ) -> None:
         self.stream = stream or sys.stderr
         self.width = width
+        self.min_interval = min_interval
         self._step: str | None = None
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self._started = time.monotonic()
+        self._last_line = float("-inf")
 
     def __call__(self, event: ProgressEvent) -> None:
+        now = time.monotonic()
         if event.step != self._step:
             if self._step is not None and self._tty:
                 self.stream.write("\n")
             self._step = event.step
-            self._started = time.monotonic()
-        elapsed = time.monotonic() - self._started
+            self._started = now
+            self._last_line = float("-inf")
+        if not self._tty:
+            last = event.fraction is not None and event.fraction >= 1.0
+            if not last and now - self._last_line < self.min_interval:
+                return
+            self._last_line = now
+        elapsed = now - self._started
         if event.fraction is None:
             bar = "." * min(self.width, int(elapsed) % (self.width + 1))
             bar = bar.ljust(self.width)
