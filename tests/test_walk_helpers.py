@@ -50,3 +50,43 @@ def test_benchmark_and_cleanup_in_dependency_order(workspace, weights_dir):
         deleted = delete_everything(workspace)
     assert [i.label for i in deleted] == ["service squeezenet", "model squeezenet:1"]
     assert cleanup_plan(workspace) == []
+
+
+def test_model_choices_offer_the_real_sample_first_then_the_catalog(weights_dir):
+    from accel_widgets.engine.choices import get_choice, model_choices
+
+    choices = model_choices()
+    assert choices[0].key == "squeezenet" and choices[0].kind == "sample"
+    assert choices[0].path == weights_dir / "SqueezeNet_fp16.onnx"
+    assert {"resnet50", "quantized-resnet50", "vgg16"} <= {c.key for c in choices}
+    assert "ssd_vgg" not in {c.key for c in choices}  # listed in the catalog, not buildable yet
+    assert get_choice("ResNet50").key == "resnet50"
+
+
+def test_unknown_model_choice_lists_what_there_is():
+    from accel_widgets.engine.choices import get_choice
+    from accel_widgets.errors import CatalogError
+
+    with pytest.raises(CatalogError, match=r"unknown model 'alexnet'; choose one of: .*resnet50"):
+        get_choice("alexnet")
+
+
+def test_missing_sample_model_says_where_it_looked(tmp_path, monkeypatch):
+    from accel_widgets.engine import choices
+    from accel_widgets.errors import WeightsError
+
+    monkeypatch.setattr(choices, "weights_dirs", lambda: [tmp_path])
+    with pytest.raises(WeightsError, match="ACCEL_WIDGETS_WEIGHTS_DIR") as caught:
+        choices.get_choice("squeezenet")
+    assert str(tmp_path) in str(caught.value)
+
+
+def test_walkthrough_copy_never_overwrites_the_users_copy(tmp_path):
+    from accel_widgets.engine.notebooks import WALKTHROUGH, copy_walkthrough
+
+    path, created = copy_walkthrough(tmp_path)
+    assert created and path == tmp_path / WALKTHROUGH
+    assert b"Walkthrough(model=MODEL)" in path.read_bytes()
+    path.write_text("my edits")
+    again, created = copy_walkthrough(tmp_path)
+    assert again == path and not created and path.read_text() == "my edits"
