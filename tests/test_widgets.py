@@ -228,7 +228,7 @@ def test_model_step_offers_catalog_weights_and_int8(weights_dir):
     selection = model.confirm()
     assert selection["choice"].key == "resnet50"
     assert selection["weights"] == "random" and selection["quantize"] == "int8"
-    model.precision.value = "fp32"  # a change after confirming asks for a new confirmation
+    model.precision.value = "float"  # a change after confirming asks for a new confirmation
     assert not model.done and model.selection is None
 
 

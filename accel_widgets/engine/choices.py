@@ -62,7 +62,7 @@ def sample_model_path() -> Path | None:
 def _sample_choice(path: Path) -> ModelChoice:
     return ModelChoice(
         key=SAMPLE_NAME,
-        title="SqueezeNet 1.1, real ImageNet weights (sample)",
+        title="SqueezeNet 1.1 sample, real ImageNet weights",
         kind="sample",
         input_size=224,
         file_mb=round(path.stat().st_size / 2**20, 1),

@@ -31,7 +31,7 @@ class ModelWidget(Step):
         options.append(("Your own ONNX file...", _OWN))
         default = model if model in {c.key for c in self.choices} else options[0][1]
         self.choice = widgets.Dropdown(options=options, value=default, description="model")
-        self.choice.layout.width = "32em"
+        self.choice.layout.width = "46em"
         self.choice.add_class("accel-model-choice")
         self.path = widgets.Text(placeholder="/path/to/model.onnx", description="file")
         self.path.add_class("accel-model-path")
@@ -43,8 +43,8 @@ class ModelWidget(Step):
         self.weights.add_class("accel-weights")
         self.weights_file = widgets.Text(placeholder="/path/to/weights.h5", description="file")
         self.precision = widgets.ToggleButtons(
-            options=[("Float (FP32)", "fp32"), ("Quantized (INT8)", "int8")],
-            value="fp32",
+            options=[("Float", "float"), ("Quantized (INT8)", "int8")],
+            value="float",
             description="precision",
         )
         self.precision.add_class("accel-precision")
@@ -145,7 +145,8 @@ class ModelWidget(Step):
                 raise AccelError("give the path of the weights file, or pick ImageNet")
         quantize = "int8" if self.precision.value == "int8" else None
         self.selection = {"choice": choice, "weights": weights, "quantize": quantize}
-        self.status = f"{choice.title}, {self.precision.value}" + (
+        precision = "quantized to INT8" if quantize else "float"
+        self.status = f"{choice.title}, {precision}" + (
             f", {weights} weights" if choice.kind == "catalog" else ""
         )
         self.done = True

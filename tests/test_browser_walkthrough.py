@@ -1,0 +1,318 @@
+"""The walkthrough in a real browser: JupyterLab and Voilà, clicked through like a person.
+
+The widget tests exercise the Python side; these check what only a browser shows: that the
+notebook opens and runs in a real JupyterLab, that the widgets render and answer clicks in
+JupyterLab and in Voilà, and that the walk from capacity to a scored photo ends with a cat on
+top for scikit-image's cat photo. Screenshots of each step are kept as test artifacts
+(``test-artifacts/screenshots/<test>/`` or ``$ACCEL_WIDGETS_ARTIFACTS/screenshots/``), with
+the server log beside a failure screenshot.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from browser_support import (
+    NOTEBOOKS,
+    LabServer,
+    Sandbox,
+    Screenshots,
+    VoilaServer,
+    delete_services,
+    launch_chromium,
+    require_chromium,
+    start_lab,
+    start_voila,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+NOTEBOOK = "walkthrough.ipynb"
+# The ImageNet classes a photo of a cat may rightly come out as (Chelsea is a tabby); any
+# other label with the word "cat" in it counts too.
+CAT_CLASSES = {"egyptian cat", "tabby", "tiger cat", "persian cat", "siamese cat", "lynx"}
+# Voilà runs the whole notebook before the page loads, and a cold CI machine imports slowly.
+PAGE_LOAD_MS = 120_000
+VIEWPORT = {"width": 1400, "height": 1000}
+
+# One look at everything the test reacts to, in a single round trip: visible error boxes,
+# the action buttons' state, each step's status line, the top 5 table, and tracebacks.
+SNAPSHOT_JS = r"""() => {
+  const visible = (el) => !!(el && el.getClientRects().length);
+  const text = (el) => (el ? el.innerText.trim() : null);
+  const one = (sel) => document.querySelector(sel);
+  const button = (name) => {
+    const b = one('.accel-walkthrough button.accel-' + name);
+    return b ? {disabled: b.disabled, visible: visible(b)} : null;
+  };
+  const names = ['quota-check', 'use-model', 'convert', 'deploy', 'score'];
+  const steps = ['quota', 'model', 'convert', 'deploy', 'score'];
+  const stderr = '[data-mime-type="application/vnd.jupyter.stderr"]';
+  return {
+    walk: visible(one('.accel-walkthrough')),
+    errors: [...document.querySelectorAll('.accel-error')]
+      .filter(visible).map(text).filter((t) => t),
+    buttons: Object.fromEntries(names.map((n) => [n, button(n)])),
+    status: Object.fromEntries(steps.map((s) => [s, text(one('.accel-' + s + '-status'))])),
+    model: (one('.accel-model-choice select') || {}).value || null,
+    latency: text(one('.accel-score-latency')),
+    top5: [...document.querySelectorAll('.accel-top5 tr.accel-top5-row')]
+      .map((tr) => [...tr.cells].map((td) => td.innerText.trim())),
+    tracebacks: [...document.querySelectorAll(stderr)].map(text)
+      .filter((t) => t && /Traceback \(most recent call last\)|^\w*(Error|Exception):/m.test(t)),
+  };
+}"""
+
+
+def snapshot(page) -> dict[str, Any]:
+    """The page state as plain data: one evaluate, no auto-waiting, so polling stays cheap."""
+    return page.evaluate(SNAPSHOT_JS)
+
+
+def describe(snap: dict[str, Any]) -> str:
+    """The page's state in a few lines, for failure messages."""
+    keys = ("status", "buttons", "model", "latency", "top5")
+    return "\n".join(f"  {key}: {snap.get(key)!r}" for key in keys)
+
+
+def wait_for(
+    page, what: str, ready: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any]:
+    """Poll the page until ``ready`` holds; fail at once on an error box or a traceback.
+
+    A red error in the walk is what a user would see instead of the result, so it fails the
+    test with its own words rather than after a long timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = snapshot(page)
+        if snap["errors"]:
+            raise AssertionError(
+                f"the walk shows an error while waiting for {what}:\n"
+                + "\n".join(snap["errors"])
+                + "\n"
+                + describe(snap)
+            )
+        if snap["tracebacks"]:
+            raise AssertionError(
+                f"the notebook shows a traceback while waiting for {what}:\n"
+                + "\n".join(snap["tracebacks"])
+            )
+        if ready(snap):
+            return snap
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{what}: not seen after {timeout:.0f} s; the page shows\n" + describe(snap)
+            )
+        page.wait_for_timeout(300)
+
+
+def enabled(name: str) -> Callable[[dict[str, Any]], bool]:
+    """Button ``accel-<name>`` is shown and clickable: the walk has unlocked its step."""
+
+    def check(snap: dict[str, Any]) -> bool:
+        state = snap["buttons"].get(name)
+        return bool(state and state["visible"] and not state["disabled"])
+
+    return check
+
+
+def status_matches(step: str, pattern: str) -> Callable[[dict[str, Any]], bool]:
+    """The status line under ``step`` says what ``pattern`` looks for (any case)."""
+    return lambda snap: bool(re.search(pattern, snap["status"].get(step) or "", re.IGNORECASE))
+
+
+def is_cat(label: str) -> bool:
+    """True for the ImageNet labels a person would accept for a photo of a cat."""
+    label = label.strip().lower()
+    return label in CAT_CLASSES or re.search(r"\bcat\b", label) is not None
+
+
+def click(page, name: str) -> None:
+    """A real click on a walk button (scrolled into view, checked visible and enabled)."""
+    page.locator(f".accel-walkthrough button.accel-{name}").first.click(timeout=15_000)
+
+
+def walk_to_a_cat(page, shots: Screenshots) -> list[list[str]]:
+    """Capacity -> model -> convert -> deploy -> score chelsea, as a user clicks it.
+
+    Returns the top 5 rows shown on the page.
+    """
+    wait_for(page, "the walkthrough widgets", enabled("quota-check"), 120)
+    click(page, "quota-check")
+    snap = wait_for(page, "the model step to unlock", enabled("use-model"), 60)
+    assert "squeezenet" in (snap["model"] or "").lower(), (
+        f"the walk should preselect the pretrained SqueezeNet, it shows {snap['model']!r}"
+    )
+    click(page, "use-model")
+    wait_for(page, "the convert step to unlock", enabled("convert"), 30)
+    click(page, "convert")
+    wait_for(
+        page,
+        "the model converted (or reused) and deploy unlocked",
+        lambda s: status_matches("convert", r"converted|reusing")(s) and enabled("deploy")(s),
+        150,
+    )
+    page.locator(".accel-convert-status").first.scroll_into_view_if_needed()
+    shots.take(page, "converted")
+    click(page, "deploy")
+    wait_for(
+        page,
+        "the service ready and scoring unlocked",
+        lambda s: status_matches("deploy", r"ready")(s) and enabled("score")(s),
+        120,
+    )
+    page.locator(".accel-deploy-status").first.scroll_into_view_if_needed()
+    shots.take(page, "deployed")
+    page.locator(".accel-sample select").first.select_option("chelsea")
+    click(page, "score")
+    snap = wait_for(
+        page,
+        "the top 5 classes and the latency",
+        lambda s: bool(s["top5"]) and "ms" in (s["latency"] or ""),
+        60,
+    )
+    top5 = page.locator(".accel-top5 tr.accel-top5-row")
+    top5.first.scroll_into_view_if_needed()
+    assert top5.first.is_visible(), "the top 5 table is on the page but not visible"
+    shots.take(page, "scored")
+    return snap["top5"]
+
+
+def assert_cat_first(rows: list[list[str]]) -> None:
+    """Five classes are listed and the best one, on top, is a cat with a real confidence."""
+    assert len(rows) == 5, f"expected 5 classes on the page, got {rows!r}"
+    label, confidence = rows[0][0], rows[0][-1]
+    assert is_cat(label), f"the cat photo came out as {label!r} first; the page shows {rows!r}"
+    assert 0.0 < float(confidence) <= 1.0, f"confidence {confidence!r} of {label!r}"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the module (a new context per test keeps them apart)."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Any]:
+    """A fresh browser context per test: no cookies, storage or tabs carried over."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(30_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def shots(request) -> Screenshots:
+    """Screenshots under a folder named after the test, emptied first."""
+    return Screenshots(request.node.name)
+
+
+@pytest.fixture
+def sandbox(tmp_path) -> Iterator[Sandbox]:
+    """Jupyter folders, a copy of the notebooks and a fresh workspace, all under tmp_path.
+
+    Teardown runs after the servers are stopped: every service the walk deployed is
+    deleted, and a service process that survives fails the test.
+    """
+    if not (NOTEBOOKS / NOTEBOOK).is_file():
+        pytest.fail(f"{NOTEBOOKS / NOTEBOOK} is missing")
+    box = Sandbox(tmp_path / "browser")
+    box.copy_notebooks()
+    yield box
+    deleted = delete_services(box.workspace)
+    if deleted:
+        print(f"deleted services: {', '.join(deleted)}")
+
+
+@pytest.fixture
+def lab(sandbox) -> Iterator[LabServer]:
+    """A JupyterLab on the sandbox's notebook copy; stopped, kernels and all, whatever happens."""
+    server = start_lab(sandbox, sandbox.notebooks)
+    try:
+        yield server
+    finally:
+        server.server.stop()
+    assert not server.server.group_alive(), "jupyter lab left processes behind"
+
+
+@pytest.fixture
+def voila(sandbox) -> Iterator[VoilaServer]:
+    """A Voilà app of the walkthrough copy; stopped, kernels and all, whatever happens."""
+    server = start_voila(sandbox, sandbox.notebooks / NOTEBOOK)
+    try:
+        yield server
+    finally:
+        server.server.stop()
+    assert not server.server.group_alive(), "voila left processes behind"
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_jupyterlab_runs_the_walkthrough_and_scores_a_cat(lab, page, shots):
+    """A user opens the notebook in JupyterLab, runs all cells and clicks through the walk.
+
+    JupyterLab is where the widgets are meant to be used; this is the only check that the
+    front end renders them, that clicks reach the kernel, and that the whole walk ends with
+    the right answer on screen.
+    """
+    with shots.on_failure(page, [lab.server]):
+        page.goto(lab.url(f"/lab/tree/{NOTEBOOK}", reset=""), timeout=PAGE_LOAD_MS)
+        statusbar = page.locator("#jp-main-statusbar")
+        # "| Idle" in the status bar means the kernel is connected (the toolbar says idle
+        # earlier); running cells before that can lose them.
+        statusbar.get_by_text(re.compile(r"\|\s*Idle")).wait_for(timeout=90_000)
+        notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+        assert notebook.locator(".jp-Cell").count() > 0, "the notebook opened with no cells"
+        shots.take(page, "notebook-opened")
+
+        page.locator("#jp-menu-panel, .lm-MenuBar").get_by_role(
+            "menuitem", name="Run", exact=True
+        ).first.click()
+        page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
+        wait_for(page, "the walkthrough widgets", enabled("quota-check"), 120)
+        shots.take(page, "widgets-shown")
+
+        rows = walk_to_a_cat(page, shots)
+        assert_cat_first(rows)
+        news = page.get_by_text(re.compile("notified about official Jupyter news"))
+        assert news.count() == 0, "JupyterLab's news pop-up is covering the notebook"
+
+
+def test_voila_serves_the_walkthrough_and_scores_a_cat(voila, page, shots):
+    """The same walk as a Voilà app: no code on screen, the widgets alone must work.
+
+    Voilà is how the walk is shown to people who never open a notebook; it runs the
+    notebook on its own kernel, so this catches widgets that only work with JupyterLab's
+    front end around them.
+    """
+    with shots.on_failure(page, [voila.server]):
+        page.goto(voila.url(), timeout=PAGE_LOAD_MS)
+        wait_for(page, "the walkthrough widgets", enabled("quota-check"), 120)
+        code = page.locator(".jp-CodeMirrorEditor:visible, .cm-editor:visible")
+        source = page.get_by_text("Walkthrough(model=MODEL)")
+        assert code.count() == 0 and source.count() == 0, (
+            "Voilà shows the notebook's code; it should show only text and widgets"
+        )
+        shots.take(page, "app-opened")
+
+        rows = walk_to_a_cat(page, shots)
+        assert_cat_first(rows)
