@@ -272,3 +272,16 @@ def test_catalog_model_converts_with_a_tensorflow_report_and_can_be_cancelled(wa
     (row,) = cells(walk.convert.report_table.value)
     assert row[0] == "fp32" and row[2] == "TensorFlow" and row[4] == "6/6 photos"
     assert float(row[3]) < 1e-3 and float(row[5]) > 0 and float(row[6]) > 0
+
+
+def test_progress_log_folds_repeated_ticks_into_one_line():
+    """A server warming up reports every 50 ms; the log shows one line that counts up."""
+    panel = ProgressPanel()
+    panel(ProgressEvent("deploy", 0.1, "starting the server"))
+    for tenths in range(1, 30):
+        panel(ProgressEvent("deploy", None, f"loading and warming up the model ({tenths / 10} s)"))
+    panel(ProgressEvent("deploy", 1.0, "ready"))
+    lines = panel.log_box.value.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[1].endswith("(2.9 s)") and lines[2].endswith("deploy: ready")
+    assert panel.updates == 31

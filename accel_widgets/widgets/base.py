@@ -9,6 +9,7 @@ and then :meth:`Step.wait`.
 from __future__ import annotations
 
 import html
+import re
 import threading
 import time
 import traceback
@@ -22,6 +23,12 @@ from accel_widgets.errors import AccelError, CancelledError
 from accel_widgets.progress import CancelToken, ProgressEvent
 
 _LOG_LINES = 200
+_DIGITS = re.compile(r"\d+")
+
+
+def _shape(line: str) -> str:
+    """A log line with its numbers blanked: repeated ticks of one message look alike."""
+    return _DIGITS.sub("#", line)
 
 
 def error_text(exc: BaseException) -> str:
@@ -77,7 +84,11 @@ class ProgressPanel(widgets.VBox):
             bar.value = event.fraction
             bar.bar_style = "success" if event.fraction >= 1.0 else ""
         stamp = time.strftime("%H:%M:%S")
-        self._lines = [*self._lines[-_LOG_LINES + 1 :], f"{stamp} {event.step}: {event.message}"]
+        line = f"{stamp} {event.step}: {event.message}"
+        if self._lines and _shape(self._lines[-1]) == _shape(line):
+            self._lines[-1] = line  # "warming up (0.1 s)", "(0.2 s)"...: one line that counts
+        else:
+            self._lines = [*self._lines[-_LOG_LINES + 1 :], line]
         self.log_box.value = "\n".join(self._lines)
         self.log_box.layout.display = ""
         self.updates += 1
@@ -210,6 +221,18 @@ class Step(widgets.VBox):
         """Ask the running work to stop at its next progress event."""
         if self._cancel is not None:
             self._cancel.cancel()
+
+
+def image(css: str, **layout: str) -> widgets.Image:
+    """An Image widget hidden until it has a picture (an empty one shows a broken icon)."""
+    picture = widgets.Image(format="png", layout=widgets.Layout(display="none", **layout))
+    picture.add_class(f"accel-{css}")
+
+    def show(change: Any) -> None:
+        picture.layout.display = "" if change["new"] else "none"
+
+    picture.observe(show, "value")
+    return picture
 
 
 def button(description: str, css: str, style: str = "", icon: str = "") -> widgets.Button:

@@ -14,7 +14,7 @@ from accel_widgets.engine.samples import sample_photos
 from accel_widgets.engine.scoring import ScoreResult, score, service_labels
 from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError, ImageError, ScoringError
-from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table
+from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, image
 from accel_widgets.widgets.charts import latency_histogram, top_k_chart
 
 _UPLOADED = "__uploaded__"
@@ -45,11 +45,10 @@ class ScoreWidget(Step):
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload")
         self.upload.add_class("accel-upload")
         self.score_button = button("Score", "score", "primary", "play")
-        self.picture = widgets.Image(format="jpeg", layout=widgets.Layout(max_width="300px"))
+        self.picture = image("picture", max_width="300px")
         self.top5 = widgets.HTML()
         self.top5.add_class("accel-top5")
-        self.chart = widgets.Image(format="png")
-        self.chart.add_class("accel-top5-chart")
+        self.chart = image("top5-chart")
         self.latency = widgets.HTML()
         self.latency.add_class("accel-score-latency")
         self.requests = widgets.BoundedIntText(
@@ -58,8 +57,7 @@ class ScoreWidget(Step):
         self.concurrency = widgets.BoundedIntText(value=1, min=1, max=64, description="clients")
         self.benchmark_button = button("Benchmark", "benchmark", "", "tachometer")
         self.progress = ProgressPanel()
-        self.histogram = widgets.Image(format="png")
-        self.histogram.add_class("accel-histogram")
+        self.histogram = image("histogram")
         self.stats = widgets.HTML()
         self.stats.add_class("accel-benchmark-stats")
         super().__init__(
