@@ -285,3 +285,19 @@ def test_progress_log_folds_repeated_ticks_into_one_line():
     assert len(lines) == 3, lines
     assert lines[1].endswith("(2.9 s)") and lines[2].endswith("deploy: ready")
     assert panel.updates == 31
+
+
+def test_imagenet_weights_offline_is_a_clear_error_in_the_convert_step(walk, workspace):
+    """No download here: the step names the weight file and the ways out; nothing is kept."""
+    walk.quota.run()
+    walk.model.choice.value = "resnet50"
+    walk.model.weights.value = "imagenet"
+    walk.model.confirm()
+    click(walk.convert, walk.convert.convert_button)
+    error = walk.convert.error
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels.h5" in error, error
+    assert "random" in error
+    assert "Traceback" not in text(walk.convert.error_box.value)
+    assert walk.convert.status == "not converted" and not walk.convert.done
+    assert workspace.list_models() == []
+    assert walk.deploy.locked
