@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psutil
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
@@ -50,8 +51,8 @@ class _Handler(APIHandler):
     """JSON in and out; engine errors become 4xx answers with the engine's own words."""
 
     def workspace(self) -> Workspace:
-        root = self.settings.get("accel_widgets_workspace")
-        return Workspace(root) if root else Workspace()
+        """The workspace kernels use too: ``$ACCEL_WIDGETS_WORKSPACE`` or the user default."""
+        return Workspace()
 
     def send(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -129,6 +130,9 @@ class ServiceHandler(_Handler):
             removed = await asyncio.to_thread(delete_service, name, self.workspace())
         except AccelError as exc:
             return self.fail(exc)
+        except (psutil.Error, OSError) as exc:  # the process table said no: say so, in JSON
+            message = f"could not stop service {name}: {exc}; see `accel-widgets services`"
+            return self.send({"message": message}, 500)
         self.send({"deleted": removed.name})
 
 

@@ -12,6 +12,14 @@ if ! command -v chromium >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
+# The JupyterLab extension (labextension/) is built by `pip install` with Node.js and npm.
+if ! command -v npm >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e ".[all,test]"
 # The official TF Serving client, for tests/test_tf_serving_client.py. --no-deps: it declares the

@@ -61,7 +61,8 @@ def scoring_notebook(service: str, folder: str | Path) -> tuple[Path, bool]:
             "markdown",
             f"# Score pictures with the service `{service}`\n\n"
             "The service runs outside this kernel: restarting the kernel does not stop it. "
-            "Replace the sample photo with your own file in `client.score_file(...)`.",
+            "To score your own picture, pass its bytes: "
+            '`score(client, open("my.jpg", "rb").read(), labels)`.',
         ),
         _cell(
             "code",

@@ -213,6 +213,32 @@ def _wait_ready(
         time.sleep(0.05)
 
 
+def _exited(proc: psutil.Process) -> bool:
+    """Gone, or a zombie: it has exited and waits for its parent to reap it.
+
+    The parent is whoever deployed it (a kernel, the CLI); when another process stops the
+    service (the Jupyter server, for the sidebar) it sees the zombie, which ``wait()`` cannot
+    tell from a live process.
+    """
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_exit(proc: psutil.Process, timeout: float) -> bool:
+    """Wait for the exit, reaping the process when this process is its parent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(proc.pid, os.WNOHANG)
+        if _exited(proc):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 def _stop_process(pid: int | None, grace: float = 10.0) -> bool:
     """SIGTERM (the server drains in-flight requests), then SIGKILL after ``grace`` seconds."""
     if not pid:
@@ -220,11 +246,12 @@ def _stop_process(pid: int | None, grace: float = 10.0) -> bool:
     try:
         proc = psutil.Process(pid)
         proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except psutil.TimeoutExpired:
+        if not _wait_exit(proc, grace):
             proc.kill()
-            proc.wait(5)
+            if not _wait_exit(proc, 5.0):
+                raise ServingError(
+                    f"the server process {pid} did not exit after SIGKILL; check `ps {pid}`"
+                )
     except psutil.NoSuchProcess:
         return False
     return True

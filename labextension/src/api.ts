@@ -1,0 +1,150 @@
+/**
+ * The REST API of the accel-widgets server extension (`accel_widgets/server_extension.py`).
+ *
+ * Every call goes through `ServerConnection.makeRequest`, which adds Jupyter's token and
+ * XSRF header, so the API is as protected as the contents API.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/** Where the server extension mounts its routes, under the server's base URL. */
+export const API_PATH = 'accel-widgets/api';
+
+/** A service's live state, as the engine checks it on every listing. */
+export type Health = 'running' | 'starting' | 'unhealthy' | 'dead';
+
+export interface IService {
+  name: string;
+  target: string;
+  address: string;
+  state: string;
+  health: Health;
+  auth: boolean;
+  pid: number | null;
+  model: string | null;
+  version: number | null;
+  precision: string | null;
+  ready_seconds: number | null;
+}
+
+export interface IArtifact {
+  precision: string;
+  size_mb: number;
+}
+
+export interface IModel {
+  name: string;
+  version: number;
+  kind: string;
+  description: string;
+  artifacts: IArtifact[];
+}
+
+/** A notebook the server wrote (or found already there: `created` is false). */
+export interface INotebookPath {
+  path: string;
+  created: boolean;
+}
+
+/**
+ * A failed call: the server's own `message` when it sent one, and the HTTP status
+ * (0 when the server could not be reached at all).
+ */
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+async function request<T>(
+  path: string,
+  init: RequestInit = {},
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): Promise<T> {
+  const url = URLExt.join(settings.baseUrl, API_PATH, path);
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ApiError(`the Jupyter server did not answer (${reason})`, 0);
+  }
+  const text = await response.text();
+  let body: unknown = null;
+  if (text) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = null;
+    }
+  }
+  if (!response.ok) {
+    let message =
+      body !== null && typeof body === 'object' && 'message' in body
+        ? String((body as { message: unknown }).message)
+        : `${API_PATH}/${path} answered ${response.status} ${response.statusText}`.trim();
+    if (response.status >= 500) {
+      message += ` (HTTP ${response.status}: the Jupyter server's log has the details)`;
+    }
+    throw new ApiError(message, response.status);
+  }
+  return body as T;
+}
+
+function segment(value: string | number): string {
+  return encodeURIComponent(String(value));
+}
+
+function postJSON(body: unknown): RequestInit {
+  return { method: 'POST', body: JSON.stringify(body) };
+}
+
+export async function listServices(): Promise<IService[]> {
+  const reply = await request<{ services: IService[] }>('services');
+  return reply.services;
+}
+
+export async function listModels(): Promise<IModel[]> {
+  const reply = await request<{ models: IModel[] }>('models');
+  return reply.models;
+}
+
+/** Stop a service and forget it (the server waits until the process is gone). */
+export async function deleteService(name: string): Promise<void> {
+  await request(`services/${segment(name)}`, { method: 'DELETE' });
+}
+
+export async function serviceKey(name: string): Promise<string> {
+  const reply = await request<{ key: string }>(`services/${segment(name)}/key`);
+  return reply.key;
+}
+
+/** Write (or find) `score-<name>.ipynb` in `folder`, relative to the server root. */
+export function scoringNotebook(
+  name: string,
+  folder: string
+): Promise<INotebookPath> {
+  return request<INotebookPath>(
+    `services/${segment(name)}/notebook`,
+    postJSON({ path: folder })
+  );
+}
+
+/** Delete a model version; refused (409) while a service uses it. */
+export async function deleteModel(
+  name: string,
+  version: number
+): Promise<void> {
+  await request(`models/${segment(name)}/${segment(version)}`, {
+    method: 'DELETE'
+  });
+}
+
+/** Copy the walkthrough into `folder` unless a copy is there already. */
+export function copyWalkthrough(folder: string): Promise<INotebookPath> {
+  return request<INotebookPath>('walkthrough', postJSON({ path: folder }));
+}

@@ -1,0 +1,188 @@
+/**
+ * One list item per service and per model version, with its action buttons.
+ *
+ * Buttons only run commands (`commands.ts`), so a button, the palette and the context menu
+ * of a row all do the same thing.
+ */
+import {
+  copyIcon,
+  deleteIcon,
+  LabIcon,
+  linkIcon,
+  notebookIcon,
+  stopIcon
+} from '@jupyterlab/ui-components';
+import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
+
+import { IModel, IService } from './api';
+import { CommandIDs } from './commands';
+import { h } from './dom';
+
+/** Runs a command with its arguments (the panel passes its command registry's). */
+export type Execute = (
+  command: string,
+  args: ReadonlyPartialJSONObject
+) => void;
+
+export function modelId(name: string, version: number | string): string {
+  return `${name}:${version}`;
+}
+
+function actionButton(
+  className: string,
+  icon: LabIcon,
+  label: string,
+  title: string,
+  onClick: () => void,
+  disabled: boolean
+): HTMLButtonElement {
+  const button = h(
+    'button',
+    { class: `accel-sidebar-action ${className}`, title, type: 'button' },
+    icon.element({ tag: 'span', className: 'accel-sidebar-action-icon' }),
+    h('span', { class: 'accel-sidebar-action-label' }, label)
+  );
+  button.disabled = disabled;
+  button.addEventListener('click', event => {
+    event.stopPropagation();
+    onClick();
+  });
+  return button;
+}
+
+/** A service: name, health (word and colour), model, target and address, actions. */
+export function serviceRow(
+  service: IService,
+  busy: string | null,
+  execute: Execute
+): HTMLLIElement {
+  const args = { name: service.name };
+  const run = (command: string) => () => execute(command, args);
+  const disabled = busy !== null;
+  const model = service.model
+    ? `${modelId(service.model, service.version ?? '?')}${service.precision ? ` · ${service.precision}` : ''}`
+    : 'model unknown';
+  const buttons = [
+    actionButton(
+      'accel-service-copy-address',
+      linkIcon,
+      'Address',
+      `Copy the address ${service.address}`,
+      run(CommandIDs.copyAddress),
+      disabled
+    ),
+    service.auth
+      ? actionButton(
+          'accel-service-copy-key',
+          copyIcon,
+          'Key',
+          'Copy the API key clients must send',
+          run(CommandIDs.copyKey),
+          disabled
+        )
+      : null,
+    actionButton(
+      'accel-service-notebook',
+      notebookIcon,
+      'Notebook',
+      `Open a notebook that scores pictures with ${service.name}`,
+      run(CommandIDs.openScoringNotebook),
+      disabled
+    ),
+    actionButton(
+      'accel-service-stop',
+      stopIcon,
+      'Stop',
+      `Stop ${service.name} and remove it from the workspace`,
+      run(CommandIDs.stopService),
+      disabled
+    )
+  ];
+  return h(
+    'li',
+    {
+      class: `accel-service-row${busy ? ' accel-sidebar-busy' : ''}`,
+      dataset: { name: service.name, health: service.health }
+    },
+    h(
+      'div',
+      { class: 'accel-sidebar-row-head' },
+      h('span', { class: 'accel-sidebar-row-name' }, service.name),
+      h(
+        'span',
+        {
+          class: `accel-service-health accel-health-${service.health}`,
+          title: `health: ${service.health}`
+        },
+        service.health
+      )
+    ),
+    h('div', { class: 'accel-sidebar-row-detail accel-service-model' }, model),
+    h(
+      'div',
+      { class: 'accel-sidebar-row-detail' },
+      h('span', { class: 'accel-service-target' }, service.target),
+      ' · ',
+      h('code', { class: 'accel-service-address' }, service.address),
+      service.auth ? ' · key required' : ''
+    ),
+    busy ? h('div', { class: 'accel-sidebar-row-note' }, busy) : null,
+    h('div', { class: 'accel-sidebar-actions' }, ...buttons)
+  );
+}
+
+/** A model version: artifacts, the services using it, and delete. */
+export function modelRow(
+  model: IModel,
+  users: string[],
+  busy: string | null,
+  execute: Execute
+): HTMLLIElement {
+  const id = modelId(model.name, model.version);
+  const artifacts = model.artifacts.length
+    ? model.artifacts.map(a => `${a.precision} ${a.size_mb} MB`).join(' · ')
+    : 'no artifacts';
+  return h(
+    'li',
+    {
+      class: `accel-model-row${busy ? ' accel-sidebar-busy' : ''}`,
+      dataset: { name: model.name, version: String(model.version) },
+      title: model.description || id
+    },
+    h(
+      'div',
+      { class: 'accel-sidebar-row-head' },
+      h('span', { class: 'accel-sidebar-row-name' }, id),
+      h('span', { class: 'accel-sidebar-tag' }, model.kind)
+    ),
+    h(
+      'div',
+      { class: 'accel-sidebar-row-detail accel-model-artifacts' },
+      artifacts
+    ),
+    users.length
+      ? h(
+          'div',
+          { class: 'accel-sidebar-row-detail' },
+          `used by ${users.join(', ')}`
+        )
+      : null,
+    busy ? h('div', { class: 'accel-sidebar-row-note' }, busy) : null,
+    h(
+      'div',
+      { class: 'accel-sidebar-actions' },
+      actionButton(
+        'accel-model-delete',
+        deleteIcon,
+        'Delete',
+        `Delete ${id} and its files`,
+        () =>
+          execute(CommandIDs.deleteModel, {
+            name: model.name,
+            version: model.version
+          }),
+        busy !== null
+      )
+    )
+  );
+}

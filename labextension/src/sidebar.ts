@@ -1,0 +1,237 @@
+/**
+ * The "Deployments" sidebar plugin: the panel in the left area and the commands behind its
+ * buttons, the command palette and the right-click menu of its rows.
+ */
+import {
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import {
+  Clipboard,
+  Dialog,
+  ICommandPalette,
+  Notification,
+  showDialog,
+  showErrorMessage
+} from '@jupyterlab/apputils';
+import { IDocumentManager } from '@jupyterlab/docmanager';
+import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
+import { refreshIcon } from '@jupyterlab/ui-components';
+import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
+
+import {
+  ApiError,
+  deleteModel,
+  deleteService,
+  scoringNotebook,
+  serviceKey
+} from './api';
+import { CommandIDs, PALETTE_CATEGORY } from './commands';
+import { currentFolder } from './files';
+import { deploymentsIcon } from './icons';
+import { DeploymentsPanel } from './panel';
+
+const PANEL_ID = 'accel-widgets-deployments';
+
+/** Copy to the clipboard and say so briefly. */
+function copy(text: string, what: string): void {
+  Clipboard.copyToSystem(text);
+  Notification.success(`Copied ${what}`, { autoClose: 3000 });
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'accel-widgets:deployments',
+  description:
+    'A left sidebar listing deployed model services and model versions.',
+  autoStart: true,
+  requires: [IDocumentManager],
+  optional: [IDefaultFileBrowser, ICommandPalette, ILayoutRestorer],
+  activate: (
+    app: JupyterFrontEnd,
+    docManager: IDocumentManager,
+    browser: IDefaultFileBrowser | null,
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null
+  ) => {
+    const { commands, shell } = app;
+    const panel = new DeploymentsPanel(commands);
+    panel.id = PANEL_ID;
+    panel.title.icon = deploymentsIcon;
+    panel.title.caption = 'Deployments';
+    shell.add(panel, 'left', { rank: 650 });
+    restorer?.add(panel, PANEL_ID);
+
+    /** The row a command is about: its args, or the row right-clicked. */
+    const target = (args: ReadonlyPartialJSONObject, selector: string) => {
+      const row = app.contextMenuHitTest(node => node.matches(selector));
+      return {
+        name:
+          typeof args.name === 'string' ? args.name : (row?.dataset.name ?? ''),
+        version: Number(args.version ?? row?.dataset.version ?? NaN)
+      };
+    };
+    const serviceName = (args: ReadonlyPartialJSONObject) =>
+      target(args, '.accel-service-row').name;
+
+    commands.addCommand(CommandIDs.showDeployments, {
+      label: 'Show deployments',
+      caption: 'Open the sidebar of deployed services and models',
+      execute: () => shell.activateById(PANEL_ID)
+    });
+
+    commands.addCommand(CommandIDs.refresh, {
+      label: 'Refresh deployments',
+      icon: refreshIcon,
+      execute: () => panel.refresh()
+    });
+
+    commands.addCommand(CommandIDs.copyAddress, {
+      label: 'Copy address',
+      caption: 'Copy the host:port clients call',
+      execute: args => {
+        const service = panel.service(serviceName(args));
+        if (service) {
+          copy(
+            service.address,
+            `the address of ${service.name}: ${service.address}`
+          );
+        }
+      }
+    });
+
+    commands.addCommand(CommandIDs.copyKey, {
+      label: 'Copy API key',
+      caption: 'Copy the key clients send in the authorization header',
+      isEnabled: args => panel.service(serviceName(args))?.auth ?? true,
+      execute: async args => {
+        const name = serviceName(args);
+        try {
+          copy(await serviceKey(name), `the API key of ${name}`);
+        } catch (error) {
+          await showErrorMessage(`No key for ${name}`, asError(error));
+        }
+      }
+    });
+
+    commands.addCommand(CommandIDs.openScoringNotebook, {
+      label: 'Open scoring notebook',
+      caption:
+        'Write a notebook that scores pictures with this service and open it',
+      execute: async args => {
+        const name = serviceName(args);
+        try {
+          const { path } = await scoringNotebook(name, currentFolder(browser));
+          return docManager.openOrReveal(path);
+        } catch (error) {
+          await showErrorMessage(
+            `Cannot write a notebook for ${name}`,
+            asError(error)
+          );
+          return undefined;
+        }
+      }
+    });
+
+    commands.addCommand(CommandIDs.stopService, {
+      label: 'Stop and delete service',
+      caption: 'Stop the service process and remove it from the workspace',
+      execute: async args => {
+        const name = serviceName(args);
+        const service = panel.service(name);
+        const result = await showDialog({
+          title: `Stop ${name}?`,
+          body:
+            `The service stops and leaves the workspace; clients calling ` +
+            `${service?.address ?? 'it'} will get errors. The model stays.`,
+          buttons: [
+            Dialog.cancelButton(),
+            Dialog.warnButton({ label: 'Stop and delete' })
+          ]
+        });
+        if (!result.button.accept) {
+          return;
+        }
+        panel.setBusy('service', name, 'stopping…');
+        let failure: unknown = null;
+        try {
+          await deleteService(name);
+        } catch (error) {
+          failure = error;
+        }
+        // The list shows the outcome before any error dialog waits for the user.
+        panel.setBusy('service', name, null);
+        await panel.refresh();
+        if (failure) {
+          await showErrorMessage(`Cannot stop ${name}`, asError(failure));
+        } else {
+          Notification.success(`Stopped ${name}`, { autoClose: 3000 });
+        }
+      }
+    });
+
+    commands.addCommand(CommandIDs.deleteModel, {
+      label: 'Delete model version',
+      caption: 'Delete the model version and its converted files',
+      execute: async args => {
+        const { name, version } = target(args, '.accel-model-row');
+        const id = `${name}:${version}`;
+        const users = panel.usersOf(name, version);
+        const result = await showDialog({
+          title: `Delete ${id}?`,
+          body: users.length
+            ? `${id} is served by ${users.join(', ')}: stop ${users.length > 1 ? 'them' : 'it'} first.`
+            : `The model version and its converted files are deleted from the workspace.`,
+          buttons: [
+            Dialog.cancelButton(),
+            Dialog.warnButton({ label: 'Delete' })
+          ]
+        });
+        if (!result.button.accept) {
+          return;
+        }
+        panel.setBusy('model', id, 'deleting…');
+        let failure: unknown = null;
+        try {
+          await deleteModel(name, version);
+        } catch (error) {
+          failure = error;
+        }
+        panel.setBusy('model', id, null);
+        await panel.refresh();
+        if (failure) {
+          const title =
+            failure instanceof ApiError && failure.status === 409
+              ? `${id} is still in use`
+              : `Cannot delete ${id}`;
+          await showErrorMessage(title, asError(failure));
+        } else {
+          Notification.success(`Deleted ${id}`, { autoClose: 3000 });
+        }
+      }
+    });
+
+    const serviceCommands = [
+      CommandIDs.copyAddress,
+      CommandIDs.copyKey,
+      CommandIDs.openScoringNotebook,
+      CommandIDs.stopService
+    ];
+    serviceCommands.forEach((command, rank) =>
+      app.contextMenu.addItem({ command, selector: '.accel-service-row', rank })
+    );
+    app.contextMenu.addItem({
+      command: CommandIDs.deleteModel,
+      selector: '.accel-model-row',
+      rank: 0
+    });
+
+    for (const command of [CommandIDs.showDeployments, CommandIDs.refresh]) {
+      palette?.addItem({ command, category: PALETTE_CATEGORY });
+    }
+  }
+};
