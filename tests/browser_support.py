@@ -33,6 +33,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -408,3 +409,40 @@ class Screenshots:
                 with contextlib.suppress(OSError):
                     shutil.copy(server.log_path, self.dir / server.log_path.name)
             raise
+
+
+# --------------------------------------------------------------------------- shared fixtures
+# Test modules import these by name (``from browser_support import browser, page, shots``).
+
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium per test module (a new context per test keeps tests apart)."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Any]:
+    """A fresh browser context per test: no cookies, storage or tabs carried over."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(30_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def shots(request) -> Screenshots:
+    """Screenshots under a folder named after the test, emptied first."""
+    return Screenshots(request.node.name)

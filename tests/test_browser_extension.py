@@ -25,10 +25,7 @@ from browser_support import (
     REPO,
     LabServer,
     Sandbox,
-    Screenshots,
     delete_services,
-    launch_chromium,
-    require_chromium,
     start_lab,
 )
 
@@ -40,7 +37,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 BUILT = REPO / "accel_widgets" / "labextension"
 SOURCE = REPO / "labextension"
 SERVER_CONFIG = REPO / "jupyter-config" / "jupyter_server_config.d" / "accel_widgets.json"
-VIEWPORT = {"width": 1400, "height": 900}
 SIDEBAR_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="accel-widgets-deployments"]'
 EMPTY_TEXT = (
     "No services yet: open the Accelerated model walkthrough from the launcher to deploy one."
@@ -147,35 +143,6 @@ def lab(sandbox) -> Iterator[LabServer]:
     finally:
         server.server.stop()
     assert not server.server.group_alive(), "jupyter lab left processes behind"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser) -> Iterator[Any]:
-    """A fresh context per test: no cookies, storage or tabs carried over."""
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(30_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-@pytest.fixture
-def shots(request) -> Screenshots:
-    return Screenshots(request.node.name)
 
 
 @pytest.fixture

@@ -23,8 +23,6 @@ from browser_support import (
     Screenshots,
     VoilaServer,
     delete_services,
-    launch_chromium,
-    require_chromium,
     start_lab,
     start_voila,
 )
@@ -37,7 +35,6 @@ NOTEBOOK = "walkthrough.ipynb"
 CAT_CLASSES = {"egyptian cat", "tabby", "tiger cat", "persian cat", "siamese cat", "lynx"}
 # Voilà runs the whole notebook before the page loads, and a cold CI machine imports slowly.
 PAGE_LOAD_MS = 120_000
-VIEWPORT = {"width": 1400, "height": 1000}
 
 # One look at everything the test reacts to, in a single round trip: visible error boxes,
 # the action buttons' state, each step's status line, the top 5 table, and tracebacks.
@@ -192,37 +189,6 @@ def assert_cat_first(rows: list[list[str]]) -> None:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One Chromium for the module (a new context per test keeps them apart)."""
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser) -> Iterator[Any]:
-    """A fresh browser context per test: no cookies, storage or tabs carried over."""
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(30_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-@pytest.fixture
-def shots(request) -> Screenshots:
-    """Screenshots under a folder named after the test, emptied first."""
-    return Screenshots(request.node.name)
 
 
 @pytest.fixture
