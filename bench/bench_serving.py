@@ -299,8 +299,8 @@ def latency(
             # threads and spinning as the process behind the port.
             config = ServerConfig.load(service.info["config"])
             model = config.models[0]
-            session = create_session(model.onnx, model.precision, config.threads)
-            options = session_options(config.threads)
+            session = create_session(model.onnx, model.precision, config.threads, config.spinning)
+            options = session_options(config.threads, config.spinning)
             input_name = session.get_inputs()[0].name
             output_names = [o.onnx_output for o in model.outputs] or None
             client = client_from_service(service)

@@ -42,6 +42,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
         ({"api_key_file": "/k"}, "unknown key(s) api_key_file"),
         ({"max_message_mb": 0}, "max_message_mb must be an integer from 1"),
         ({"threads": "4"}, "threads must be an integer"),
+        ({"spinning": "no"}, "spinning must be true or false; got 'no'"),
         ({"tls": {"cert": "c.pem"}}, "tls: missing key(s) key"),
     ],
 )
@@ -134,3 +135,17 @@ def test_metrics_render_prometheus_text():
 )
 def test_only_loopback_counts_as_private(host, loopback):
     assert is_loopback(host) is loopback
+
+
+def test_spinning_is_on_unless_the_config_turns_it_off(tmp_path):
+    """A shared, busy machine turns spinning off in the config; the server's session obeys."""
+    from accel_widgets.serving.runtime import session_options
+
+    assert ServerConfig.from_dict({"models": [squeezenet_model()]}).spinning is True
+    config = ServerConfig.from_dict({"models": [squeezenet_model()], "spinning": False})
+    assert not config.spinning
+    again = ServerConfig.load(config.write(tmp_path / "c.json"))
+    assert again.spinning is False
+    options = session_options(spinning=again.spinning)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"

@@ -31,6 +31,7 @@ FILE``. Every key but ``models`` is optional::
       "tls": {"cert": "/abs/cert.pem", "key": "/abs/key.pem"},   # or null
       "max_message_mb": 16,                # gRPC and REST body limit, both directions
       "threads": null,                     # ONNX Runtime intra-op threads; null = measured default
+      "spinning": true,                    # ONNX Runtime pool threads spin between ops (runtime.py)
       "workers": null,                     # gRPC worker threads; null = max(8, 4 x CPUs)
       "max_batch": 32,                     # images (rows) in one request
       "max_pixels": 50000000               # decompression-bomb limit per image
@@ -124,6 +125,7 @@ class ServerConfig:
     tls: TlsConfig | None = None
     max_message_mb: int = 16
     threads: int | None = None
+    spinning: bool = True
     workers: int | None = None
     max_batch: int = 32
     max_pixels: int = MAX_PIXELS
@@ -150,6 +152,7 @@ class ServerConfig:
             "tls": {"cert": str(self.tls.cert), "key": str(self.tls.key)} if self.tls else None,
             "max_message_mb": self.max_message_mb,
             "threads": self.threads,
+            "spinning": self.spinning,
             "workers": self.workers,
             "max_batch": self.max_batch,
             "max_pixels": self.max_pixels,
@@ -218,6 +221,7 @@ class ServerConfig:
             tls=tls,
             max_message_mb=_int(data.get("max_message_mb", 16), "max_message_mb", 1, 2047),
             threads=_optional_int(data.get("threads"), "threads", 1, 256),
+            spinning=_bool(data.get("spinning", True), "spinning"),
             workers=_optional_int(data.get("workers"), "workers", 1, 1024),
             max_batch=_int(data.get("max_batch", 32), "max_batch", 1, 4096),
             max_pixels=_int(data.get("max_pixels", MAX_PIXELS), "max_pixels", 1, 10**10),
@@ -231,6 +235,7 @@ _SERVER_KEYS = (
     "tls",
     "max_message_mb",
     "threads",
+    "spinning",
     "workers",
     "max_batch",
     "max_pixels",
@@ -266,6 +271,12 @@ def _object(value: Any, where: str, allowed: set[str], required: set[str] = froz
 def _int(value: Any, where: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ServingError(f"{where} must be an integer from {low} to {high}; got {value!r}")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ServingError(f"{where} must be true or false; got {value!r}")
     return value
 
 

@@ -145,14 +145,20 @@ class LoadedModel:
 
     @classmethod
     def load(
-        cls, config: ModelConfig, *, threads: int | None, max_pixels: int, max_batch: int
+        cls,
+        config: ModelConfig,
+        *,
+        threads: int | None,
+        max_pixels: int,
+        max_batch: int,
+        spinning: bool = True,
     ) -> LoadedModel:
         """Create the ONNX Runtime session, check the preprocessing fits, and warm up."""
         if not config.onnx.is_file():
             raise ServingError(f"model {config.name!r}: ONNX file {config.onnx} does not exist")
         started = time.perf_counter()
         try:
-            session = runtime.create_session(config.onnx, config.precision, threads)
+            session = runtime.create_session(config.onnx, config.precision, threads, spinning)
         except Exception as exc:
             raise ServingError(
                 f"model {config.name!r}: ONNX Runtime cannot load {config.onnx}: {exc}"

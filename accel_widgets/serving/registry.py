@@ -52,6 +52,7 @@ class ModelRegistry:
             model = LoadedModel.load(
                 model_config,
                 threads=self.config.threads,
+                spinning=self.config.spinning,
                 max_pixels=self.config.max_pixels,
                 max_batch=self.config.max_batch,
             )

@@ -1,12 +1,31 @@
 """ONNX Runtime session settings for the server: threads, spinning and providers.
 
-Decision: **intra-op threads = the CPUs this process may use, spinning off**, one inter-op
-thread, sequential execution. Measured on this project's 2-core machines while other
-processes kept them busy (as a laptop running a notebook, a client and a conversion would):
-configurations compared in interleaved blocks with idle gaps so the background load fell on
-all of them alike, JPEG decode + preprocessing + ``run`` per request, p50 ms (p90 ms).
+Decision: **intra-op threads = the CPUs this process may use, spinning on** (configurable:
+``"spinning": false`` in the server config), one inter-op thread, sequential execution.
 
-In one process, calling ``run`` directly from 1 or 4 threads:
+Spinning, measured twice on this project's 2-core VMs. On an idle machine (the server's
+usual case: requests arrive now and then, the client waits for each answer), ResNet-50 INT8
+with a JPEG, served vs in-process, configurations interleaved with a 30 ms idle gap before
+each call, then load from 1/4/16 client threads (``bench/bench_spinning.py``, 2026-11-24):
+
+=====================  ==========  ============  ========  ==========  ==========  ==========
+configuration           served p50  in-process    ratio     req/s c=1   req/s c=4   req/s c=16
+=====================  ==========  ============  ========  ==========  ==========  ==========
+spinning on, run 1      22.9 ms     21.5 ms       1.065     47.0        52.4        52.6
+spinning off, run 1     29.6 ms     27.6 ms       1.074     46.0        49.0        45.6
+spinning on, run 2      22.0 ms     20.2 ms       1.090     49.2        44.7        50.0
+spinning off, run 2     29.4 ms     27.5 ms       1.070     49.4        48.7        47.6
+=====================  ==========  ============  ========  ==========  ==========  ==========
+
+A request that arrives alone is 25 % faster with spinning; throughput is the same within
+the runs' noise; the ~1.8 ms that gRPC adds does not depend on it.
+Without spinning each of the ~100 fork-joins in one ``run`` has to wake the other core's
+sleeping pool thread, and after an idle gap a halted vCPU wakes slowly: back-to-back calls
+hide it (c=1 load: 21.6 vs 20.7 ms), a request that arrives alone pays about 7 ms.
+
+An earlier measurement with **other processes keeping both cores busy** (a laptop running
+a notebook, a client and a conversion) went the other way, so ``"spinning": false`` stays
+for such shared machines; in-process, calling ``run`` from 1 or 4 threads, p50 ms (p90):
 
 =================================  ==================  ===================  ===============
 configuration                       SqueezeNet c=1      ResNet-50 c=1        c=4 req/s S / R
@@ -16,8 +35,7 @@ configuration                       SqueezeNet c=1      ResNet-50 c=1        c=4
 1 thread, no spinning                9.7 (12.6)          74 (88)            101 / 12.8
 =================================  ==================  ===================  ===============
 
-End to end through this server over gRPC on loopback, the client on the same machine
-(``PredictionClient.score_image``; c = concurrent clients):
+and end to end through this server on loopback under the same background load:
 
 =================================  ===========  ==========  ===========  ===========
 configuration                       Squeeze c=1  Squeeze c=4  ResNet c=1   ResNet c=4
@@ -28,10 +46,6 @@ configuration                       Squeeze c=1  Squeeze c=4  ResNet c=1   ResNe
 2 threads, no spinning (same run)   10.1 (12)    32.4 (55)   106 (155)    383 (476)
 =================================  ===========  ==========  ===========  ===========
 
-* **Spinning off.** ORT's pool threads spin after each run waiting for the next one; on a
-  CPU that the client, the notebook and other work share, that burns the core someone else
-  needs: 1.5-1.75x slower at concurrency 1 and 25-40 % slower under load (FINDINGS saw the
-  same interference between two sessions).
 * **Intra-op threads = available CPUs.** Without spinning, all cores came out equal to or
   better than one thread end to end (p50 and throughput), while in-process under heavy
   background load one thread had the better ResNet tail; on an idle machine, the usual case
@@ -64,14 +78,14 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
     """Session options chosen by the measurement in the module docstring."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or available_cpus()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: ORT's warnings are noise in service logs
     return options
@@ -118,10 +132,10 @@ def providers(model_path: Path, precision: str) -> list[str | tuple[str, dict[st
 
 
 def create_session(
-    model_path: Path, precision: str = "fp32", threads: int | None = None
+    model_path: Path, precision: str = "fp32", threads: int | None = None, spinning: bool = True
 ) -> ort.InferenceSession:
     """Load a model with the measured options; fall back to CPU if a GPU provider fails."""
-    options = session_options(threads)
+    options = session_options(threads, spinning)
     wanted = providers(model_path, precision)
     try:
         return ort.InferenceSession(str(model_path), options, providers=wanted)
