@@ -68,6 +68,9 @@ def _import_tf():
         raise BuildError(
             "building and converting models needs TensorFlow: pip install 'accel-widgets[engine]'"
         ) from exc
+    # TensorFlow's Python logger prints "Assets written to: ..." at INFO on every save; in a
+    # notebook that is noise between the user's own output. Warnings and errors still show.
+    tf.get_logger().setLevel("WARNING")
     return tf, keras
 
 
