@@ -80,7 +80,8 @@ class _Handler(APIHandler):
         return path.resolve().relative_to(root).as_posix()
 
 
-def _service_json(status) -> dict[str, Any]:
+def _service_json(status, artifact) -> dict[str, Any]:
+    """One service for the sidebar: where it listens, what it serves, its health now."""
     service = status.service
     return {
         "name": service.name,
@@ -90,9 +91,9 @@ def _service_json(status) -> dict[str, Any]:
         "health": status.live,
         "auth": bool(service.key),
         "pid": service.pid,
-        "model": service.info.get("model"),
-        "version": service.info.get("version"),
-        "precision": service.info.get("precision"),
+        "model": artifact.model_name,
+        "version": artifact.model_version,
+        "precision": artifact.precision,
         "ready_seconds": service.info.get("ready_seconds"),
     }
 
@@ -102,23 +103,11 @@ class ServicesHandler(_Handler):
     async def get(self) -> None:
         workspace = self.workspace()
         statuses = await asyncio.to_thread(list_services, workspace)
-        artifacts = {}
-        rows = []
-        for status in statuses:
-            row = _service_json(status)
-            artifact_id = status.service.artifact_id
-            if artifact_id not in artifacts:
-                try:
-                    artifacts[artifact_id] = workspace.get_artifact_by_id(artifact_id)
-                except NotFoundError:
-                    artifacts[artifact_id] = None
-            if (artifact := artifacts[artifact_id]) is not None:
-                row.update(
-                    model=artifact.model_name,
-                    version=artifact.model_version,
-                    precision=artifact.precision,
-                )
-            rows.append(row)
+        # A service's artifact cannot be deleted while the service exists (dependency order).
+        rows = [
+            _service_json(status, workspace.get_artifact_by_id(status.service.artifact_id))
+            for status in statuses
+        ]
         self.send({"services": rows, "workspace": str(workspace.root)})
 
 

@@ -90,3 +90,35 @@ def test_walkthrough_copy_never_overwrites_the_users_copy(tmp_path):
     path.write_text("my edits")
     again, created = copy_walkthrough(tmp_path)
     assert again == path and not created and path.read_text() == "my edits"
+
+
+def test_deploy_or_reuse_keeps_a_matching_service_and_replaces_one_on_another_port(
+    workspace, weights_dir
+):
+    import socket
+
+    import psutil
+
+    from accel_widgets.engine.targets import delete_service, deploy_or_reuse
+
+    prepare_onnx(
+        weights_dir / "SqueezeNet_fp16.onnx", "squeezenet", preprocessing=BGR, workspace=workspace
+    )
+    first, reused = deploy_or_reuse("squeezenet", name="sq", workspace=workspace)
+    try:
+        assert not reused
+        again, reused = deploy_or_reuse("squeezenet", name="sq", workspace=workspace)
+        assert reused and (again.pid, again.port) == (first.pid, first.port)
+
+        with socket.socket() as probe:  # a free port that is not the one serving now
+            probe.bind(("127.0.0.1", 0))
+            wanted = probe.getsockname()[1]
+        moved, reused = deploy_or_reuse("squeezenet", name="sq", port=wanted, workspace=workspace)
+        assert not reused and moved.port == wanted and moved.pid != first.pid
+        assert not psutil.pid_exists(first.pid) or (
+            psutil.Process(first.pid).status() == psutil.STATUS_ZOMBIE
+        )
+        assert [s.name for s in workspace.list_services()] == ["sq"]
+    finally:
+        for service in workspace.list_services():
+            delete_service(service.name, workspace)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from accel_widgets.engine.targets import delete_service
+from accel_widgets.engine.targets import delete_service, list_services
 from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
@@ -34,9 +34,13 @@ class CleanupItem:
 
 
 def cleanup_plan(workspace: Workspace | None = None) -> list[CleanupItem]:
-    """Everything in the workspace, services first, then images, then model versions."""
+    """Everything in the workspace, services first, then images, then model versions.
+
+    Services' states are checked live (a health call each), as :func:`list_services` does.
+    """
     workspace = workspace or Workspace()
-    services = workspace.list_services()
+    # Checked now, so a service whose process died reads "dead", not its last recorded state.
+    services = [status.service for status in list_services(workspace)]
     images = workspace.list_images()
     items: list[CleanupItem] = []
     artifact_users: dict[int, list[str]] = {}

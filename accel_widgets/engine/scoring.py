@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from accel_widgets.engine.client import ImageLike, PredictionClient, client_from_service
+from accel_widgets.engine.client import ImageLike, PredictionClient
 from accel_widgets.engine.labels import load_labels, top_k
 from accel_widgets.engine.workspace import ServiceRecord, Workspace
 
@@ -41,15 +41,3 @@ def score(
     scores = client.score_image(image)
     latency_ms = (time.perf_counter() - started) * 1000
     return ScoreResult(top_k(scores, labels, k=k), latency_ms)
-
-
-def score_with_service(
-    service: ServiceRecord,
-    image: ImageLike,
-    k: int = 5,
-    workspace: Workspace | None = None,
-) -> ScoreResult:
-    """One-shot convenience: labels from the workspace, a fresh client, one call."""
-    labels = service_labels(service, workspace)
-    with client_from_service(service) as client:
-        return score(client, image, labels, k)

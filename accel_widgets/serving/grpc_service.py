@@ -104,10 +104,10 @@ class PredictionService:
             request = self._parse(PredictRequest, raw)
             model = self._model(request.model_spec)
             model_name = model.name
-            inputs = {}
-            for name, tensor in request.inputs.items():
-                model.check_input_name(name)
-                inputs[name] = _input_value(tensor, model.max_elements)
+            inputs = {
+                name: _input_value(tensor, model.max_elements)
+                for name, tensor in request.inputs.items()
+            }
             outputs = self.registry.predict(model, inputs, list(request.output_filter))
             response = PredictResponse()
             response.model_spec.name = model.name

@@ -62,18 +62,18 @@ class ModelRegistry:
     def get(self, name: str, version: int | None = None) -> LoadedModel:
         """The model for a request's ``model_spec``; empty name means the default model."""
         name = name or self.config.default_model
-        configured = [m.name for m in self.config.models]
-        if name not in configured:
+        model = self.models.get(name)
+        if model is None:
+            configured = [m.name for m in self.config.models]
+            if name in configured:
+                raise RequestError(
+                    "UNAVAILABLE",
+                    f"model '{name}' is still loading (warming up); retry in a few seconds",
+                )
             raise RequestError(
                 "NOT_FOUND",
                 f"no model '{name}' on this server; models are "
                 + ", ".join(f"'{n}'" for n in configured),
-            )
-        model = self.models.get(name)
-        if model is None:
-            raise RequestError(
-                "UNAVAILABLE",
-                f"model '{name}' is still loading (warming up); retry in a few seconds",
             )
         if version is not None and version != model.version:
             raise RequestError(

@@ -35,9 +35,9 @@ class CleanupWidget(Step):
 
     def _set_enabled(self, enabled: bool) -> None:
         self.refresh_button.disabled = not enabled
-        for row in getattr(self, "rows", widgets.VBox()).children:
-            delete = row.children[-1]
-            delete.disabled = not enabled or bool(getattr(delete, "_blocked", False))
+        # Rows are rebuilt after the items change: zip to the shorter, the rebuild sets the rest.
+        for item, row in zip(self.items, self.rows.children, strict=False):
+            row.children[-1].disabled = not enabled or bool(item.blocked_by)
 
     def refresh(self) -> list[CleanupItem]:
         """Read the workspace again (services' health is checked now)."""
@@ -45,29 +45,24 @@ class CleanupWidget(Step):
         return result if result is not None else self.items
 
     def _refresh(self) -> list[CleanupItem]:
-        from accel_widgets.engine.targets import list_services
-
-        list_services(self.workspace)  # marks services whose process died as dead
-        self.items = cleanup_plan(self.workspace)
+        items = cleanup_plan(self.workspace)
         self.confirm_box.children = ()
         rows = []
-        for item in self.items:
+        for item in items:
             text = f"<b>{html.escape(item.label)}</b> &mdash; {html.escape(item.detail)}"
             if item.blocked_by:
                 text += f" <i>(delete first: {html.escape(', '.join(item.blocked_by))})</i>"
             delete = button("Delete", "delete", "danger", "trash")
-            delete._blocked = bool(item.blocked_by)  # type: ignore[attr-defined]
-            delete.disabled = delete._blocked or self.locked  # type: ignore[attr-defined]
             delete.on_click(lambda _, item=item: self.ask(item))
             label = widgets.HTML(text, layout=widgets.Layout(width="36em"))
             row = widgets.HBox([label, delete])
             row.add_class(f"accel-cleanup-{item.kind}")
             rows.append(row)
+        self.items = items
         self.rows.children = rows
+        self._set_enabled(not self.locked and not self.busy)
         self.status = (
-            f"{len(self.items)} item(s) in the workspace"
-            if self.items
-            else ("the workspace is empty")
+            f"{len(items)} item(s) in the workspace" if items else "the workspace is empty"
         )
         self.done = True
         return self.items

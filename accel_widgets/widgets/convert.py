@@ -17,8 +17,9 @@ from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table
 class ConvertWidget(Step):
     """Get the selected model converted (or find it already converted in the workspace).
 
-    ``selection`` comes from the Model step; ``model`` and ``artifacts`` are the result, read
-    by the Deploy step. A model the workspace already holds is reused, not converted again.
+    ``selection`` comes from the Model step; ``model`` (read by the Deploy step) and
+    ``artifacts`` (shown in the report table) are the result. A model the workspace already
+    holds is reused, not converted again.
     """
 
     css_name = "convert"

@@ -36,7 +36,6 @@ class DeployWidget(Step):
 
     css_name = "deploy"
     model = traitlets.Any(None, allow_none=True, help="ModelRecord from the Convert step")
-    artifacts = traitlets.List()
     service = traitlets.Any(None, allow_none=True, help="the deployed ServiceRecord")
 
     def __init__(self, workspace: Workspace | None = None, **kwargs: Any) -> None:
@@ -78,26 +77,21 @@ class DeployWidget(Step):
             control.disabled = not enabled
         self.health_button.disabled = not enabled or self.service is None
 
-    def _artifact(self):
-        if self.model is None or not self.artifacts:
-            raise AccelError("convert a model in the step above first")
-        by_precision = {a.precision: a for a in self.artifacts}
-        return by_precision.get("int8") or by_precision.get("fp32") or self.artifacts[0]
-
     def run(self):
         """Deploy (synchronously) and show where the service answers."""
         return self._guarded(self._deploy)
 
     def _deploy(self):
-        artifact = self._artifact()
-        name = check_name(self.service_name.value.strip() or artifact.model_name)
+        if self.model is None:
+            raise AccelError("convert a model in the step above first")
+        name = check_name(self.service_name.value.strip() or self.model.name, "service")
         self.progress.reset()
         self.status = f"deploying {name}..."
         try:
+            # No precision: the engine serves INT8 when the model has it, else float.
             service, reused = deploy_or_reuse(
-                artifact.model_name,
-                version=artifact.model_version,
-                precision=artifact.precision,
+                self.model.name,
+                version=self.model.version,
                 name=name,
                 target=self.target.value,
                 auth=self.auth.value,

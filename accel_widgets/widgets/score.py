@@ -173,13 +173,7 @@ class ScoreWidget(Step):
             self.progress.finish(False)
             raise
         self.progress.finish(True)
-        self.stats.value = html.escape(
-            f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-            f"{result.throughput:.1f} requests/s ({len(result.latencies_ms)} requests, "
-            f"{result.concurrency} at a time"
-            + (f", {result.errors} errors" if result.errors else "")
-            + ")"
-        )
+        self.stats.value = html.escape(result.summary())
         self.histogram.value = latency_histogram(result.latencies_ms, result.p50_ms, result.p99_ms)
         self.benchmark = result
         return result

@@ -51,7 +51,6 @@ class Walkthrough(widgets.VBox):
         # Results flow forward...
         traitlets.dlink((self.model, "selection"), (self.convert, "selection"))
         traitlets.dlink((self.convert, "model"), (self.deploy, "model"))
-        traitlets.dlink((self.convert, "artifacts"), (self.deploy, "artifacts"))
         traitlets.dlink((self.deploy, "service"), (self.score, "service"))
         # ...and each step opens when the one before it is done (clean-up opens with scoring
         # or at once when the workspace already holds something to clean).

@@ -130,7 +130,10 @@ def deploy_or_reuse(
     precision: str | None = None,
     name: str | None = None,
     target: str = "local",
+    host: str = "127.0.0.1",
+    port: int = 0,
     auth: bool | None = None,
+    tls: tuple[str, str] | None = None,
     workspace: Workspace | None = None,
     progress: Progress | Reporter | None = None,
     cancel: CancelToken | None = None,
@@ -139,17 +142,23 @@ def deploy_or_reuse(
     """Deploy, unless a healthy service of that name already serves the same artifact.
 
     A re-run notebook must not stop a working service and start it again, nor fail on
-    "already exists". A dead service, or one serving another artifact or with another auth
-    setting, is replaced. Returns ``(service, reused)``.
+    "already exists". A dead service, or one that differs in artifact, target, address,
+    port (when one is asked for), auth or TLS, is replaced. Returns ``(service, reused)``.
     """
     report = as_reporter(progress, cancel)
     workspace = workspace or Workspace()
     artifact = workspace.get_artifact(model, version, precision)
     name = name or artifact.model_name
-    existing = {s.name: s for s in workspace.list_services()}.get(name)
+    existing = next((s for s in workspace.list_services() if s.name == name), None)
     if existing is not None:
-        same = existing.artifact_id == artifact.id and existing.target == target
-        same = same and (auth is None or bool(existing.key) == auth)
+        same = (
+            existing.artifact_id == artifact.id
+            and existing.target == target
+            and existing.address == host
+            and port in (0, existing.port)
+            and (auth is None or bool(existing.key) == auth)
+            and existing.use_ssl == bool(tls)
+        )
         if same and service_status(name, workspace).healthy:
             report("deploy", 1.0, f"service {name} already serves {artifact.model_name}; reusing")
             return existing, True
@@ -161,7 +170,10 @@ def deploy_or_reuse(
         precision=artifact.precision,
         name=name,
         target=target,
+        host=host,
+        port=port,
         auth=auth,
+        tls=tls,
         workspace=workspace,
         progress=report,
         **deploy_options,
