@@ -4,21 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source scripts/prerequisites.sh
 # Browser tests drive Debian's chromium (Playwright's own browser download does not work here).
-if ! command -v chromium >/dev/null 2>&1; then
-    SUDO=""
-    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
-fi
-
-# The JupyterLab extension (labextension/) is built by `pip install` with Node.js and npm.
-if ! command -v npm >/dev/null 2>&1; then
-    SUDO=""
-    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
-fi
+ensure_command chromium chromium
 
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e ".[all,test]"

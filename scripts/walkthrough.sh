@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source scripts/prerequisites.sh
+
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e ".[all]"
 
