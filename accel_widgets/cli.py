@@ -249,8 +249,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
         deleted = workspace.delete_model(args.name, args.version)
         print("deleted " + ", ".join(m.ref for m in deleted))
     elif args.kind == "image":
-        deleted_images = workspace.delete_image(args.name, args.version)
-        print("deleted " + ", ".join(f"{i.name}:{i.version}" for i in deleted_images))
+        from accel_widgets.engine.package import delete_image
+
+        deleted_images = delete_image(args.name, args.version, workspace=workspace)
+        print(
+            "deleted "
+            + ", ".join(f"image {i.ref} ({i.tag or 'not built'})" for i in deleted_images)
+        )
     else:
         from accel_widgets.engine.targets import delete_service
 
@@ -265,8 +270,17 @@ def _mask(key: str | None) -> str:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Deploy a converted model as a gRPC service and wait until it answers."""
-    from accel_widgets.engine.targets import deploy
+    from accel_widgets.engine.targets import deploy, get_target
 
+    target = get_target(args.target)
+    given = {s.name: getattr(args, s.name, None) for s in _target_settings()}
+    unknown = [k for k, v in given.items() if v is not None and k not in target._names()]
+    if unknown:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        offered = ", ".join(s.flag for s in target.settings if s.ui) or "none"
+        raise AccelError(
+            f"{flags} is not a setting of the {target.name} target; its settings: {offered}"
+        )
     progress = TerminalProgress()
     try:
         service = deploy(
@@ -274,12 +288,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             version=args.version,
             precision=args.precision,
             name=args.name,
-            target=args.target,
-            host=args.host,
-            port=args.port,
-            auth=args.auth,
+            target=target.name,
+            image=args.image,
             workspace=_workspace(args),
             progress=progress,
+            **{k: v for k, v in given.items() if v is not None},
         )
     finally:
         progress.close()
@@ -290,12 +303,111 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             f"REST      http://{service.address}:{service.info['rest_port']}"
             f"/v1/models/{args.model}:predict"
         )
+    if service.info.get("image"):
+        print(f"image     {service.info['image']} (container {service.info.get('container')})")
     print(
         f"key       {service.key if args.show_key else _mask(service.key)}"
         + ("  (--show-key prints it)" if service.key and not args.show_key else "")
     )
     print(f"ready in  {service.info.get('ready_seconds')} s")
     print(f"score it  accel-widgets score {service.name} path/to/image.jpg")
+    return SUCCESS
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    """Build a container image holding a converted model (and push or save it)."""
+    from accel_widgets.engine.package import package
+
+    progress = TerminalProgress()
+    cancel = CancelToken()
+    try:
+        image = package(
+            args.model,
+            args.version,
+            args.precision,
+            name=args.name,
+            base=args.base,
+            push=args.push,
+            save=args.save,
+            workspace=_workspace(args),
+            progress=progress,
+            cancel=cancel,
+        )
+    except KeyboardInterrupt:
+        cancel.cancel()
+        raise
+    finally:
+        progress.close()
+    info = image.info
+    print(f"image     {info['tag']}  ({image.ref} in the workspace)")
+    print(f"id        {info['image_id'][:19]}  size {info['size_bytes'] / 1e6:.0f} MB")
+    print(f"base      {info['base']} (Python {info.get('python', '?')})")
+    print(
+        "built in  "
+        + (
+            "reused: the same model on the same base"
+            if info.get("reused")
+            else f"{info['build_seconds']} s"
+        )
+    )
+    for pushed in info.get("pushed", []):
+        print(f"pushed    {pushed['ref']}  {pushed.get('digest', '')}")
+    for saved in info.get("saved", []):
+        print(f"saved     {saved['path']}  ({saved['bytes'] / 1e6:.0f} MB; docker load -i FILE)")
+    print(
+        f"deploy it accel-widgets deploy {info['labels'].get('io.accel-widgets.model', args.model)}"
+        f" --target container --image {image.ref}"
+    )
+    return SUCCESS
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    """Packaged images: tag, id, size, the model they hold, base, and whether Docker has them."""
+    from accel_widgets.engine.package import list_images
+
+    statuses = list_images(_workspace(args))
+    if not statuses:
+        print("No images. Package a converted model: accel-widgets package MODEL")
+        return SUCCESS
+    rows: list[list[Any]] = [["image", "tag", "id", "MB", "model", "base", "in docker", "pushed"]]
+    for status in statuses:
+        info = status.image.info
+        present = {True: "yes", False: "REMOVED", None: "no engine"}[status.present]
+        rows.append(
+            [
+                status.image.ref,
+                info.get("tag") or "-",
+                (info.get("image_id") or "-")[7:19],
+                f"{int(info.get('size_bytes') or 0) / 1e6:.0f}",
+                status.model,
+                info.get("base", "-"),
+                present,
+                ", ".join(p["ref"] for p in info.get("pushed", [])) or "-",
+            ]
+        )
+    print(_table(rows))
+    return SUCCESS
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """The last log lines of a service, wherever it runs."""
+    from accel_widgets.engine.targets import service_logs
+
+    text = service_logs(args.service, lines=args.lines, workspace=_workspace(args))
+    print(text or f"(service {args.service} has no log lines)")
+    return SUCCESS
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    """Where a service can run, and the settings each target takes."""
+    from accel_widgets.engine.targets import targets
+
+    for target in targets():
+        print(f"{target.name:<10} {target.description}")
+        for setting in target.settings:
+            if setting.ui:
+                default = "" if setting.default is None else f" (default {setting.default})"
+                print(f"    {setting.flag:<16} {setting.help}{default}")
     return SUCCESS
 
 
@@ -371,6 +483,49 @@ def cmd_services(args: argparse.Namespace) -> int:
     return SUCCESS
 
 
+def _target_names() -> tuple[str, ...]:
+    from accel_widgets.engine.targets import target_names
+
+    return target_names()
+
+
+def _target_settings() -> list:
+    """Every target's command-line settings, each name once (targets share host, port...)."""
+    from accel_widgets.engine.targets import targets
+
+    seen: dict[str, Any] = {}
+    for target in targets():
+        for setting in target.settings:
+            if setting.ui:
+                seen.setdefault(setting.name, setting)
+    return list(seen.values())
+
+
+def _add_target_settings(parser: argparse.ArgumentParser) -> None:
+    """``deploy`` flags from what the targets declare: a new target needs no edit here."""
+    from accel_widgets.engine.targets import targets
+
+    group = parser.add_argument_group("target settings")
+    for setting in _target_settings():
+        users = [t.name for t in targets() if setting.name in t._names()]
+        help_text = f"{setting.help} [{', '.join(users)}]"
+        if setting.type is bool:
+            flags = group.add_mutually_exclusive_group()
+            flags.add_argument(
+                setting.flag, dest=setting.name, action="store_true", default=None, help=help_text
+            )
+            flags.add_argument("--no-" + setting.flag[2:], dest=setting.name, action="store_false")
+        else:
+            group.add_argument(
+                setting.flag,
+                dest=setting.name,
+                type=setting.type,
+                default=None,
+                choices=setting.choices or None,
+                help=help_text,
+            )
+
+
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Handler, str]] = {
     "models": (cmd_models, "List the model catalog."),
@@ -381,6 +536,10 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "deploy": (cmd_deploy, "Deploy a converted model as a gRPC service."),
     "score": (cmd_score, "Score an image with a deployed service."),
     "services": (cmd_services, "List services and their health."),
+    "logs": (cmd_logs, "Show a service's last log lines."),
+    "package": (cmd_package, "Build a container image holding a converted model."),
+    "images": (cmd_images, "List packaged images."),
+    "targets": (cmd_targets, "List deployment targets and their settings."),
     "delete": (cmd_delete, "Delete a service, image or model."),
 }
 
@@ -429,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = parsers["deploy"]
     p.add_argument("model", help="a workspace model with a converted artifact")
-    p.add_argument("--target", default="local", help="local (default)")
+    p.add_argument("--target", default="local", help=f"where it runs: {', '.join(_target_names())}")
     p.add_argument("--name", help="service name (default: the model name)")
     p.add_argument("--version", type=int, help="model version (default: latest)")
     p.add_argument(
@@ -437,18 +596,29 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["int8", "fp32", "fp16"],
         help="which artifact (default: int8 when there is one)",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
-    p.add_argument("--port", type=int, default=0, help="gRPC port (default: a free one)")
-    auth = p.add_mutually_exclusive_group()
-    auth.add_argument(
-        "--auth",
-        dest="auth",
-        action="store_true",
-        default=None,
-        help="require an API key (always on beyond loopback)",
+    p.add_argument(
+        "--image", help="image NAME[:VERSION] for targets that run one (default: the newest)"
     )
-    auth.add_argument("--no-auth", dest="auth", action="store_false")
+    _add_target_settings(p)
     p.add_argument("--show-key", action="store_true", help="print the whole API key")
+
+    p = parsers["package"]
+    p.add_argument("model", help="a workspace model with a converted artifact")
+    p.add_argument("--version", type=int, help="model version (default: latest)")
+    p.add_argument("--precision", choices=["int8", "fp32", "fp16"], help="default: int8 if any")
+    p.add_argument("--name", help="image name (default: the model name)")
+    p.add_argument(
+        "--base",
+        default="python:3.11-slim-bookworm",
+        help="base image with Python 3 (default: python:3.11-slim-bookworm; with no registry, "
+        "make one with scripts/make_base_image.sh and pass local/debian-py:bookworm)",
+    )
+    p.add_argument("--push", metavar="REGISTRY/PATH", help="also push, e.g. 127.0.0.1:5000/models")
+    p.add_argument("--save", metavar="FILE.tar", help="also write an archive (docker load -i)")
+
+    p = parsers["logs"]
+    p.add_argument("service", help="a service name (see `services`)")
+    p.add_argument("--lines", type=int, default=50)
 
     p = parsers["score"]
     p.add_argument("service", help="a service name (see `services`)")

@@ -60,6 +60,14 @@ class ServingError(AccelError):
     """A service could not be deployed, reached or stopped."""
 
 
+class PackageError(AccelError):
+    """A container image could not be built, pushed, pulled, saved or found."""
+
+
+class DockerUnavailableError(PackageError):
+    """No Docker engine answers: the message says what to install and how to start it."""
+
+
 class ImageError(AccelError):
     """Bytes that cannot be scored as a picture (empty, not an image, corrupt or too large).
 

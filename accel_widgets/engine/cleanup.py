@@ -53,7 +53,9 @@ def cleanup_plan(workspace: Workspace | None = None) -> list[CleanupItem]:
         artifact_users.setdefault(image.artifact_id, []).append(
             f"image {image.name}:{image.version}"
         )
-        items.append(CleanupItem("image", image.name, image.version, str(image.path), users))
+        size = f"{int(image.info.get('size_bytes') or 0) / 1e6:.0f} MB"
+        detail = f"{image.tag} ({size})" if image.tag else f"build context at {image.path}"
+        items.append(CleanupItem("image", image.name, image.version, detail, users))
     for model in workspace.list_models():
         artifacts = workspace.list_artifacts(model)
         users = tuple(u for a in artifacts for u in artifact_users.get(a.id, []))
@@ -70,7 +72,9 @@ def delete_item(item: CleanupItem, workspace: Workspace | None = None) -> None:
     if item.kind == "service":
         delete_service(item.name, workspace=workspace)
     elif item.kind == "image":
-        workspace.delete_image(item.name, item.version)
+        from accel_widgets.engine.package import delete_image
+
+        delete_image(item.name, item.version, workspace=workspace)
     elif item.kind == "model":
         workspace.delete_model(item.name, item.version)
     else:

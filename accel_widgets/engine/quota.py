@@ -50,10 +50,20 @@ __all__ = [
     "QuotaRow",
     "TokenCredential",
     "check_quota",
+    "quota_targets",
 ]
 
 TARGETS: tuple[str, ...] = ("local", "azure")
-"""Valid values of ``check_quota(target=...)``."""
+"""The two capacity checks; ``check_quota`` also takes any deployment target's name and runs
+the check that target declares (``Target.capacity``: ``container`` checks this machine)."""
+
+
+def quota_targets() -> tuple[str, ...]:
+    """What the quota step offers: every deployment target, then Azure's regional quota."""
+    from accel_widgets.engine.targets import target_names
+
+    return tuple(dict.fromkeys((*target_names(), *TARGETS)))
+
 
 API_VERSION = "2025-04-01"
 """The Microsoft.Compute API version whose ``usages`` shape this module reads."""
@@ -845,7 +855,15 @@ def check_quota(
     """
     kind = target.strip().lower() if isinstance(target, str) else target
     if kind not in TARGETS:
-        raise QuotaError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
+        from accel_widgets.engine.targets import get_target
+        from accel_widgets.errors import ServingError
+
+        try:
+            kind = get_target(kind).capacity
+        except ServingError:
+            raise QuotaError(
+                f"unknown target {target!r}; choose one of: {', '.join(quota_targets())}"
+            ) from None
     report = as_reporter(progress, cancel)
     if kind == "local":
         return _check_local(report, workspace_dir, models)

@@ -177,6 +177,15 @@ class ImageRecord:
     info: dict[str, Any]
     created_at: float
 
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def tag(self) -> str | None:
+        """The engine's name for the image (``accel-widgets/resnet50:1``), once built."""
+        return self.info.get("tag")
+
 
 @dataclass(frozen=True)
 class ServiceRecord:
@@ -680,6 +689,26 @@ class Workspace:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM images ORDER BY name, version").fetchall()
         return [self._image_from_row(r) for r in rows]
+
+    def update_image(self, image: ImageRecord, info: Mapping[str, Any]) -> ImageRecord:
+        """Replace an image's info (a push or a save is recorded this way)."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE images SET info = ? WHERE id = ?", (json.dumps(dict(info)), image.id)
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(
+                    f"image {image.name}:{image.version} was deleted meanwhile; package again"
+                )
+        return self.get_image(image.name, image.version)
+
+    def image_users(self, image: ImageRecord) -> list[str]:
+        """Names of the services that run ``image`` (they must go before it)."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT name FROM services WHERE image_id = ? ORDER BY name", (image.id,)
+            ).fetchall()
+        return [r["name"] for r in rows]
 
     def delete_image(self, name: str, version: int | None = None) -> list[ImageRecord]:
         targets = (

@@ -5,7 +5,10 @@
         [--grace-seconds 10] [--insecure-no-auth]
 
 Port 0 picks a free port; the ports bound are logged and written to the ready file. In a
-container, ``ACCEL_WIDGETS_PORT`` and ``ACCEL_WIDGETS_REST_PORT`` set the defaults.
+container, ``ACCEL_WIDGETS_HOST``, ``ACCEL_WIDGETS_PORT`` and ``ACCEL_WIDGETS_REST_PORT`` set
+the defaults, and ``ACCEL_WIDGETS_API_KEYS`` (keys separated by commas or newlines, as a
+Docker ``--env`` or a Kubernetes Secret gives them) turns authentication on without a key
+file in the image. The variable is removed from the environment once read.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, type=Path, help="server config JSON file")
     parser.add_argument(
         "--host",
-        default="127.0.0.1",
+        default=os.environ.get("ACCEL_WIDGETS_HOST") or "127.0.0.1",
         help="address to bind (default 127.0.0.1; anything else needs api_keys_file "
         "in the config or --insecure-no-auth)",
     )
@@ -86,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except ServingError as exc:
         log.error("%s", exc)
         return 1
+    env_keys = os.environ.pop("ACCEL_WIDGETS_API_KEYS", "")
     options = ServeOptions(
+        api_keys=tuple(k.strip().encode() for k in env_keys.replace(",", "\n").split() if k),
         host=args.host,
         port=args.port,
         rest_port=None if args.no_rest else args.rest_port,

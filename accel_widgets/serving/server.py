@@ -63,6 +63,7 @@ class ServeOptions:
     ready_file: Path | None = None
     insecure_no_auth: bool = False
     grace_seconds: float = 10.0
+    api_keys: tuple[bytes, ...] = ()  # from the environment, in addition to the keys file
 
 
 def is_loopback(host: str) -> bool:
@@ -116,7 +117,7 @@ class Server:
     # -- start-up --------------------------------------------------------------------------
 
     def check_exposure(self) -> None:
-        if is_loopback(self.options.host) or self.config.api_keys_file:
+        if is_loopback(self.options.host) or self.config.api_keys_file or self.options.api_keys:
             return
         if self.options.insecure_no_auth:
             log.warning(
@@ -134,8 +135,11 @@ class Server:
     def start(self) -> None:
         """Bind, load, warm up, say SERVING and write the ready file (see module docstring)."""
         self.check_exposure()
+        keys = self.options.api_keys
         if self.config.api_keys_file:
-            self.keys = KeyChecker(load_keys(self.config.api_keys_file))
+            keys = keys + load_keys(self.config.api_keys_file)
+        if keys:
+            self.keys = KeyChecker(keys)
         workers = self.config.workers or max(8, 4 * available_cpus())
         self._grpc = grpc.server(
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),

@@ -9,6 +9,7 @@ import ipywidgets as widgets
 import traitlets
 
 from accel_widgets.engine.quota import QuotaReport, check_quota
+from accel_widgets.engine.targets import targets
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table
 
 
@@ -22,8 +23,10 @@ class QuotaWidget(Step):
         self._azure_options: dict[str, Any] = {"credential": credential}
         if endpoint:
             self._azure_options["endpoint"] = endpoint
+        # Every deployment target (its capacity check), then Azure's regional vCPU quota.
         self.target = widgets.ToggleButtons(
-            options=[("This machine", "local"), ("Azure", "azure")], value="local"
+            options=[(t.title, t.name) for t in targets()] + [("Azure quota", "azure")],
+            value="local",
         )
         self.target.add_class("accel-quota-target")
         self.region = widgets.Text(value="eastus", description="region")
@@ -75,7 +78,9 @@ class QuotaWidget(Step):
                 **self._azure_options,
             )
         else:
-            report = check_quota("local", progress=self.progress, cancel=self._new_cancel())
+            report = check_quota(
+                self.target.value, progress=self.progress, cancel=self._new_cancel()
+            )
         self.progress.finish(True)
         self._show(report)
         self.report = report

@@ -1,26 +1,97 @@
 """Deployment targets behind one interface: deploy, status, logs, delete.
 
-``local`` (a server process on this machine) is the embedded default and needs no account.
-Widgets, the command line and the clean-up step call these functions and never care which
-target a service runs on.
+``local`` (a server process on this machine) is the embedded default and needs no account;
+``container`` runs a packaged image on this machine's Docker engine. Each is a
+:class:`~accel_widgets.engine.targets.base.Target` in one registry; every call here looks the
+service's recorded target up there, so widgets, the command line, the clean-up step and the
+JupyterLab sidebar never care which target a service runs on. A package can add a target
+through the ``accel_widgets.targets`` entry point group (an object or a class to
+instantiate), as MLflow's deployment plugins do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
-from accel_widgets.engine.targets.local import delete_local, deploy_local, local_status
-from accel_widgets.engine.workspace import ServiceRecord, Workspace
-from accel_widgets.errors import ServingError
+from accel_widgets.engine.targets.base import LIVE_STATES, Setting, Target
+from accel_widgets.engine.targets.container import ContainerTarget
+from accel_widgets.engine.targets.local import LocalTarget
+from accel_widgets.engine.workspace import ImageRecord, ServiceRecord, Workspace
+from accel_widgets.errors import AccelError, ServingError
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
 
-TARGETS = ("local",)
+__all__ = [
+    "LIVE_STATES",
+    "ServiceStatus",
+    "Setting",
+    "Target",
+    "delete_service",
+    "deploy",
+    "deploy_or_reuse",
+    "get_target",
+    "list_services",
+    "register_target",
+    "service_logs",
+    "service_status",
+    "target_names",
+    "targets",
+]
+
+log = logging.getLogger(__name__)
+
+_REGISTRY: dict[str, Target] = {}
+_PLUGINS_LOADED = False
 
 
-def _check_target(target: str) -> str:
-    if target not in TARGETS:
-        raise ServingError(f"unknown target {target!r}; available here: {', '.join(TARGETS)}")
+def register_target(target: Target) -> Target:
+    """Add a target to the registry (a later registration of the same name replaces it)."""
+    if not isinstance(target, Target):
+        raise TypeError(f"{target!r} is not a Target")
+    _REGISTRY[target.name] = target
     return target
+
+
+def _load_plugins() -> None:
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for entry in importlib.metadata.entry_points(group="accel_widgets.targets"):
+        try:
+            loaded = entry.load()
+            register_target(loaded() if isinstance(loaded, type) else loaded)
+        except Exception as exc:  # a broken plugin must not take the built-in targets down
+            log.warning("target plugin %s could not be loaded: %s", entry.name, exc)
+
+
+def targets() -> list[Target]:
+    """Every registered target, the embedded default first."""
+    _load_plugins()
+    return list(_REGISTRY.values())
+
+
+def target_names() -> tuple[str, ...]:
+    return tuple(t.name for t in targets())
+
+
+def get_target(name: str) -> Target:
+    """The target called ``name``, or an error listing the ones available here."""
+    _load_plugins()
+    target = _REGISTRY.get(name.strip().lower() if isinstance(name, str) else name)
+    if target is None:
+        raise ServingError(f"unknown target {name!r}; available here: {', '.join(target_names())}")
+    return target
+
+
+register_target(LocalTarget())
+register_target(ContainerTarget())
+
+#: The registered target names (kept for callers that only need the list).
+TARGETS = target_names()
 
 
 def deploy(
@@ -30,17 +101,13 @@ def deploy(
     precision: str | None = None,
     name: str | None = None,
     target: str = "local",
-    host: str = "127.0.0.1",
-    port: int = 0,
-    auth: bool | None = None,
-    key: str | None = None,
-    tls: tuple[str, str] | None = None,
-    ready_timeout: float = 120.0,
+    image: str | ImageRecord | None = None,
     workspace: Workspace | None = None,
     progress: Progress | Reporter | None = None,
     cancel: CancelToken | None = None,
+    **settings: Any,
 ) -> ServiceRecord:
-    """Deploy a converted model as a gRPC service and wait until it answers.
+    """Deploy a converted model as a gRPC service on ``target`` and wait until it answers.
 
     Parameters
     ----------
@@ -48,13 +115,15 @@ def deploy(
         The workspace model and which artifact (int8 before fp32 when ``precision`` is None).
     name:
         The service name (lowercase); defaults to the model name.
-    host, port:
-        Where to listen; port 0 picks a free port. Binding beyond loopback turns
-        authentication on (an API key is generated unless ``key`` is given).
-    auth:
-        Force API-key authentication on or off (off is refused beyond loopback).
-    tls:
-        ``(cert_path, key_path)`` PEM files to serve over TLS.
+    target:
+        A registered target (:func:`target_names`): ``local`` (default) or ``container``.
+    image:
+        For targets that run an image: ``"name:version"``, ``"name"`` (latest) or an
+        :class:`ImageRecord`; default: the newest image packaged from the same artifact.
+    settings:
+        The target's own settings (``get_target(target).settings``), e.g. ``host``,
+        ``port``, ``auth`` for both built-in targets. A setting the target does not take
+        is refused with the list it does take.
 
     Returns
     -------
@@ -62,21 +131,50 @@ def deploy(
         With ``address``, ``port``, ``key`` and ``info["ready_seconds"]``.
     """
     report = as_reporter(progress, cancel)
-    _check_target(target)
+    chosen = get_target(target)
+    resolved = chosen.resolve(settings)
     workspace = workspace or Workspace()
     artifact = workspace.get_artifact(model, version, precision)
-    return deploy_local(
+    record = _image_for(workspace, artifact, image) if chosen.needs_image else None
+    if image is not None and not chosen.needs_image:
+        raise ServingError(
+            f"the {chosen.name} target runs the converted model itself and takes no image; "
+            "leave the image out, or choose a target that runs images (container)"
+        )
+    return chosen.deploy(
         workspace,
         artifact,
         name or artifact.model_name,
-        host=host,
-        port=port,
-        auth=auth,
-        key=key,
-        tls=tls,
-        ready_timeout=ready_timeout,
+        image=record,
+        settings=resolved,
         report=report,
     )
+
+
+def _image_for(workspace: Workspace, artifact, image: str | ImageRecord | None) -> ImageRecord:
+    """The image to run: the one named, or the newest packaged from ``artifact``."""
+    if isinstance(image, ImageRecord):
+        record = image
+    elif image:
+        image_name, _, version = image.partition(":")
+        record = workspace.get_image(image_name, int(version) if version.isdigit() else None)
+    else:
+        made = [i for i in workspace.list_images() if i.artifact_id == artifact.id]
+        if not made:
+            raise ServingError(
+                f"no image holds the {artifact.precision} artifact of {artifact.model_name}:"
+                f"{artifact.model_version}; package it first (`accel-widgets package "
+                f"{artifact.model_name}`, or the Package step)"
+            )
+        record = max(made, key=lambda i: (i.created_at, i.version))
+    if record.artifact_id != artifact.id:
+        held = workspace.get_artifact_by_id(record.artifact_id)
+        raise ServingError(
+            f"image {record.name}:{record.version} holds {held.model_name}:{held.model_version} "
+            f"{held.precision}, not {artifact.model_name}:{artifact.model_version} "
+            f"{artifact.precision}; package that model, or deploy the model the image holds"
+        )
+    return record
 
 
 @dataclass(frozen=True)
@@ -84,17 +182,26 @@ class ServiceStatus:
     """A service as recorded, with its live state checked now."""
 
     service: ServiceRecord
-    live: str  # running | starting | unhealthy | dead
+    live: str  # running | starting | unhealthy | dead | unknown
 
     @property
     def healthy(self) -> bool:
         return self.live == "running"
 
 
+def _live(workspace: Workspace, service: ServiceRecord) -> str:
+    """The target's answer; ``unknown`` when its plugin is gone or it cannot be asked."""
+    try:
+        return get_target(service.target).status(workspace, service)
+    except AccelError as exc:
+        log.warning("cannot check service %s: %s", service.name, exc)
+        return "unknown"
+
+
 def service_status(name: str, workspace: Workspace | None = None) -> ServiceStatus:
     workspace = workspace or Workspace()
     service = workspace.get_service(name)
-    return ServiceStatus(service, local_status(workspace, service))
+    return ServiceStatus(service, _live(workspace, service))
 
 
 def list_services(workspace: Workspace | None = None) -> list[ServiceStatus]:
@@ -102,25 +209,43 @@ def list_services(workspace: Workspace | None = None) -> list[ServiceStatus]:
     workspace = workspace or Workspace()
     statuses = []
     for service in workspace.list_services():
-        live = local_status(workspace, service)
+        live = _live(workspace, service)
         if live == "dead" and service.state != "dead":
-            service = workspace.update_service(service.name, state="dead")
+            with contextlib.suppress(AccelError):  # deleted meanwhile by another process
+                service = workspace.update_service(service.name, state="dead")
         statuses.append(ServiceStatus(replace(service), live))
     return statuses
 
 
 def service_logs(name: str, lines: int = 50, workspace: Workspace | None = None) -> str:
+    """The service's last ``lines`` log lines, from wherever its target keeps them."""
     workspace = workspace or Workspace()
     service = workspace.get_service(name)
-    if service.log_path is None or not service.log_path.is_file():
-        return ""
-    return "\n".join(service.log_path.read_text(errors="replace").splitlines()[-lines:])
+    return get_target(service.target).logs(workspace, service, lines)
 
 
 def delete_service(name: str, workspace: Workspace | None = None) -> ServiceRecord:
     """Stop a service and remove it from the workspace (first step of clean-up)."""
     workspace = workspace or Workspace()
-    return delete_local(workspace, workspace.get_service(name))
+    service = workspace.get_service(name)
+    return get_target(service.target).delete(workspace, service)
+
+
+def _same(existing: ServiceRecord, settings: dict[str, Any], host: str, port: int, auth, tls):
+    """Whether a running service was deployed with what is asked now."""
+    recorded = existing.info.get("settings", {})
+    others = all(
+        recorded.get(k) == v
+        for k, v in settings.items()
+        if v is not None and k not in ("key", "ready_timeout")
+    )
+    return (
+        existing.address == host
+        and port in (0, existing.port)
+        and (auth is None or bool(existing.key) == auth)
+        and existing.use_ssl == bool(tls)
+        and others
+    )
 
 
 def deploy_or_reuse(
@@ -134,48 +259,52 @@ def deploy_or_reuse(
     port: int = 0,
     auth: bool | None = None,
     tls: tuple[str, str] | None = None,
+    image: str | ImageRecord | None = None,
     workspace: Workspace | None = None,
     progress: Progress | Reporter | None = None,
     cancel: CancelToken | None = None,
-    **deploy_options,
+    **settings: Any,
 ) -> tuple[ServiceRecord, bool]:
     """Deploy, unless a healthy service of that name already serves the same artifact.
 
     A re-run notebook must not stop a working service and start it again, nor fail on
-    "already exists". A dead service, or one that differs in artifact, target, address,
-    port (when one is asked for), auth or TLS, is replaced. Returns ``(service, reused)``.
+    "already exists". A dead service, or one that differs in artifact, target, image,
+    address, port (when one is asked for), auth, TLS or another setting, is replaced.
+    Returns ``(service, reused)``.
     """
     report = as_reporter(progress, cancel)
     workspace = workspace or Workspace()
     artifact = workspace.get_artifact(model, version, precision)
     name = name or artifact.model_name
+    chosen = get_target(target)
+    if chosen.needs_image:
+        wanted_image = _image_for(workspace, artifact, image)
     existing = next((s for s in workspace.list_services() if s.name == name), None)
     if existing is not None:
         same = (
             existing.artifact_id == artifact.id
-            and existing.target == target
-            and existing.address == host
-            and port in (0, existing.port)
-            and (auth is None or bool(existing.key) == auth)
-            and existing.use_ssl == bool(tls)
+            and existing.target == chosen.name
+            and (not chosen.needs_image or existing.image_id == wanted_image.id)
+            and _same(existing, settings, host, port, auth, tls)
         )
         if same and service_status(name, workspace).healthy:
             report("deploy", 1.0, f"service {name} already serves {artifact.model_name}; reusing")
             return existing, True
         report("deploy", 0.0, f"replacing the earlier service {name} ({existing.state})")
         delete_service(name, workspace)
+    common: dict[str, Any] = {"host": host, "port": port, "auth": auth}
+    if tls is not None:
+        common["tls"] = tls
     service = deploy(
         artifact.model_name,
         version=artifact.model_version,
         precision=artifact.precision,
         name=name,
-        target=target,
-        host=host,
-        port=port,
-        auth=auth,
-        tls=tls,
+        target=chosen.name,
+        image=wanted_image if chosen.needs_image else None,
         workspace=workspace,
         progress=report,
-        **deploy_options,
+        **common,
+        **settings,
     )
     return service, False

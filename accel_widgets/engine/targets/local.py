@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,25 +24,25 @@ from typing import Any
 import psutil
 
 from accel_widgets.engine.service_config import server_config_for
-from accel_widgets.engine.workspace import ArtifactRecord, ServiceRecord, Workspace, check_name
+from accel_widgets.engine.targets.base import (
+    Setting,
+    Target,
+    check_exposure,
+    health_state,
+    port_free,
+)
+from accel_widgets.engine.workspace import (
+    ArtifactRecord,
+    ImageRecord,
+    ServiceRecord,
+    Workspace,
+    check_name,
+)
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _who_listens(port: int) -> str:
+def who_listens(port: int) -> str:
     """The program holding ``port``, when this user may see it (for the error message)."""
     with contextlib.suppress(psutil.Error, OSError):
         for conn in psutil.net_connections(kind="tcp"):
@@ -51,6 +50,15 @@ def _who_listens(port: int) -> str:
             if listening and conn.laddr.port == port and conn.pid:
                 return f" by {psutil.Process(conn.pid).name()} (pid {conn.pid})"
     return ""
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that something already listens on, naming the program when visible."""
+    if port and not port_free(host, port):
+        raise ServingError(
+            f"port {port} on {host} is already in use{who_listens(port)}. Choose another port, "
+            "or leave the port out and a free one is picked."
+        )
 
 
 def is_our_server(pid: int | None, config_path: Path | None = None) -> bool:
@@ -98,18 +106,8 @@ def deploy_local(
             f"a service named {name!r} already exists ({state}); delete it first "
             f"(`accel-widgets delete service {name}`) or choose another name"
         )
-    if port and not _port_free(host, port):
-        raise ServingError(
-            f"port {port} on {host} is already in use{_who_listens(port)}. Choose another port, "
-            "or leave the port out and a free one is picked."
-        )
-    if auth is None:
-        auth = host not in LOOPBACK
-    if not auth and host not in LOOPBACK:
-        raise ServingError(
-            f"a service bound to {host} is reachable from other machines: keep authentication "
-            "on (auth=True), or bind to 127.0.0.1"
-        )
+    check_port(host, port)
+    auth = check_exposure(host, auth)
     folder = workspace.root / "services" / name
     config_path = folder / "config.json"
     ready_file = folder / "ready.json"
@@ -126,7 +124,12 @@ def deploy_local(
         port=port or None,
         key=key,
         log_path=log_path,
-        info={"config": str(config_path), "tls": bool(tls), "auth": auth},
+        info={
+            "config": str(config_path),
+            "tls": bool(tls),
+            "auth": auth,
+            "settings": {"host": host, "port": port, "auth": auth, "tls": bool(tls)},
+        },
     )
     process: subprocess.Popen | None = None
     try:
@@ -264,17 +267,7 @@ def local_status(workspace: Workspace, service: ServiceRecord) -> str:
         return "dead"
     if service.state == "starting":
         return "starting"
-    from accel_widgets.engine.client import PredictionClient
-
-    with PredictionClient(
-        service.address,
-        service.port,
-        use_ssl=service.use_ssl,
-        access_token=service.key,
-        service_name=service.name,
-        timeout=2.0,
-    ) as client:
-        return "running" if client.is_ready() else "unhealthy"
+    return health_state(service)
 
 
 def delete_local(workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
@@ -286,3 +279,42 @@ def delete_local(workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
     folder = workspace.root / "services" / service.name
     shutil.rmtree(folder, ignore_errors=True)
     return removed
+
+
+class LocalTarget(Target):
+    """A server process on this machine: the embedded default, no account and no image."""
+
+    name = "local"
+    title = "This machine"
+    description = "a server process on this machine (no Docker, no cloud account)"
+    capacity = "local"
+    needs_image = False
+    settings = (
+        Setting("host", str, "127.0.0.1", "address to bind (beyond loopback, a key is required)"),
+        Setting("port", int, 0, "gRPC port; 0 picks a free one"),
+        Setting("auth", bool, None, "require an API key (always on beyond loopback)"),
+        Setting("ready_timeout", float, 120.0, "seconds to wait for the model to load"),
+        Setting("key", str, None, "use this API key instead of a generated one", ui=False),
+        Setting("tls", tuple, None, "(cert_path, key_path) PEM files for TLS", ui=False),
+    )
+
+    def deploy(
+        self,
+        workspace: Workspace,
+        artifact: ArtifactRecord,
+        name: str,
+        *,
+        image: ImageRecord | None,
+        settings: dict[str, Any],
+        report: Reporter,
+    ) -> ServiceRecord:
+        return deploy_local(workspace, artifact, name, report=report, **settings)
+
+    def status(self, workspace: Workspace, service: ServiceRecord) -> str:
+        return local_status(workspace, service)
+
+    def logs(self, workspace: Workspace, service: ServiceRecord, lines: int = 50) -> str:
+        return _tail(service.log_path, lines)
+
+    def delete(self, workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
+        return delete_local(workspace, service)

@@ -1,0 +1,220 @@
+"""What a deployment target is: its settings, and deploy / status / logs / delete.
+
+A target is a small object that declares the settings it takes (each with a type, a default
+and help text) and implements four calls. The registry in ``targets/__init__.py`` holds one
+instance per name; the CLI builds its ``deploy`` flags, and the Deploy widget its form, from
+the declared settings, so a new target is an addition (a module and a registration, or a
+plugin's ``accel_widgets.targets`` entry point), never an edit of the widgets or the CLI.
+"""
+
+from __future__ import annotations
+
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from accel_widgets.engine.workspace import ArtifactRecord, ImageRecord, ServiceRecord, Workspace
+from accel_widgets.errors import ServingError
+from accel_widgets.progress import Reporter
+
+#: Live states a target reports for a service.
+LIVE_STATES = ("running", "starting", "unhealthy", "dead", "unknown")
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One thing a target lets the user choose.
+
+    ``type`` is ``str``, ``int``, ``float`` or ``bool``; ``None`` as the default means "the
+    target decides" (a free port, auth on beyond loopback...). ``choices`` limits a string.
+    ``ui=False`` keeps a setting for Python callers only (a TLS key pair, a preset key):
+    the widget and the CLI do not offer it.
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    ui: bool = True
+
+    @property
+    def flag(self) -> str:
+        """The command-line spelling: ``ready_timeout`` -> ``--ready-timeout``."""
+        return "--" + self.name.replace("_", "-")
+
+    def coerce(self, value: Any, target: str) -> Any:
+        """``value`` as this setting's type, or a :class:`ServingError` that names the setting."""
+        if value is None or not self.ui:
+            return value
+        try:
+            if self.type is bool:
+                if isinstance(value, str):
+                    lowered = value.strip().lower()
+                    if lowered not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+                        raise ValueError(value)
+                    value = lowered in ("true", "yes", "1", "on")
+                else:
+                    value = bool(value)
+            else:
+                value = self.type(value)
+        except (TypeError, ValueError):
+            raise ServingError(
+                f"setting {self.name}={value!r} of the {target} target must be a "
+                f"{self.type.__name__}: {self.help}"
+            ) from None
+        if self.choices and value not in self.choices:
+            raise ServingError(
+                f"setting {self.name}={value!r} of the {target} target must be one of "
+                f"{', '.join(self.choices)}"
+            )
+        return value
+
+
+class Target(ABC):
+    """One place a service can run. Subclasses set the class attributes and the four calls.
+
+    ``capacity`` names the capacity check that applies before deploying here (``local``:
+    this machine's memory, disk and cores; ``azure``: a region's vCPU quota), so the quota
+    step offers every target without knowing any of them.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str]
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    capacity: ClassVar[str] = "local"
+    needs_image: ClassVar[bool] = False
+
+    def setting(self, name: str) -> Setting:
+        for setting in self.settings:
+            if setting.name == name:
+                return setting
+        raise ServingError(self._unknown_settings([name]))
+
+    def _unknown_settings(self, names: list[str]) -> str:
+        offered = ", ".join(s.name for s in self.settings) or "none"
+        return (
+            f"the {self.name} target has no setting {', '.join(sorted(names))}; "
+            f"its settings: {offered}"
+        )
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Every declared setting: the given value (checked and coerced) or the default.
+
+        A setting this target does not declare is refused with the list it does take, so
+        ``--replicas 2`` on the local target says so instead of being silently ignored.
+        """
+        unknown = [k for k, v in given.items() if v is not None and k not in self._names()]
+        if unknown:
+            raise ServingError(self._unknown_settings(unknown))
+        resolved = {}
+        for setting in self.settings:
+            value = given.get(setting.name)
+            resolved[setting.name] = (
+                setting.default if value is None else setting.coerce(value, self.name)
+            )
+        return resolved
+
+    def _names(self) -> set[str]:
+        return {s.name for s in self.settings}
+
+    def describe(self) -> dict[str, Any]:
+        """The target as JSON (for the sidebar's REST API and ``accel-widgets targets``)."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "capacity": self.capacity,
+            "needs_image": self.needs_image,
+            "settings": [
+                {
+                    "name": s.name,
+                    "type": s.type.__name__,
+                    "default": s.default,
+                    "help": s.help,
+                    "choices": list(s.choices),
+                }
+                for s in self.settings
+                if s.ui
+            ],
+        }
+
+    @abstractmethod
+    def deploy(
+        self,
+        workspace: Workspace,
+        artifact: ArtifactRecord,
+        name: str,
+        *,
+        image: ImageRecord | None,
+        settings: dict[str, Any],
+        report: Reporter,
+    ) -> ServiceRecord:
+        """Start the service, wait until it answers, and return its workspace record."""
+
+    @abstractmethod
+    def status(self, workspace: Workspace, service: ServiceRecord) -> str:
+        """One of :data:`LIVE_STATES`, checked now."""
+
+    @abstractmethod
+    def logs(self, workspace: Workspace, service: ServiceRecord, lines: int = 50) -> str:
+        """The service's last ``lines`` log lines."""
+
+    @abstractmethod
+    def delete(self, workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
+        """Stop the service, remove what the target made for it, and forget it."""
+
+
+# -- helpers that several targets share --------------------------------------------------
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when nothing listens on ``host:port`` (so a server could bind it now)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (for servers that cannot report the port they bound)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def check_exposure(host: str, auth: bool | None) -> bool:
+    """Whether the service needs a key: on beyond loopback, and never off there."""
+    if auth is None:
+        auth = host not in LOOPBACK
+    if not auth and host not in LOOPBACK:
+        raise ServingError(
+            f"a service bound to {host} is reachable from other machines: keep authentication "
+            "on (auth=True), or bind to 127.0.0.1"
+        )
+    return auth
+
+
+def health_state(service: ServiceRecord, timeout: float = 2.0) -> str:
+    """``running`` when the service's gRPC health service says SERVING, else ``unhealthy``."""
+    from accel_widgets.engine.client import PredictionClient
+
+    with PredictionClient(
+        service.address,
+        service.port,
+        use_ssl=service.use_ssl,
+        access_token=service.key,
+        service_name=service.name,
+        timeout=timeout,
+    ) as client:
+        return "running" if client.is_ready(timeout=timeout) else "unhealthy"

@@ -1,0 +1,306 @@
+"""Package and the container target, on a real Docker engine, as a user meets them.
+
+Every test builds or runs real images on the engine that ``scripts/docker_env.sh`` starts
+(fixtures in ``docker_support.py``), on the base image made with mmdebstrap, because no
+registry can be pulled from here. The model is the real SqueezeNet 1.1 from
+``../shared/weights`` (5 MB), so a build takes seconds once the wheels layer is cached.
+Each test's workspace is its own; the engine is shared, so containers and images are found
+by this module's names and labels, and removed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import socket
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from accel_widgets.cli import main
+from accel_widgets.engine import package as pkg
+from accel_widgets.engine.client import client_from_service
+from accel_widgets.engine.package_context import file_sha256
+from accel_widgets.engine.register import register_onnx
+from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.targets import (
+    delete_service,
+    deploy,
+    list_services,
+    service_logs,
+    service_status,
+)
+from accel_widgets.engine.targets.container import container_name
+from accel_widgets.engine.workspace import ImageRecord, Workspace
+from accel_widgets.errors import (
+    DependencyError,
+    DockerUnavailableError,
+    PackageError,
+    ScoringError,
+    ServingError,
+)
+from accel_widgets.progress import EventLog
+
+pytestmark = pytest.mark.timeout(300)
+
+CAT_CLASSES = range(281, 286)
+SQUEEZENET_PRE = {"channel_order": "BGR", "layout": "NCHW", "dtype": "float16"}
+MAX_IMAGE_BYTES = 450 * 10**6
+
+
+def _register_squeezenet(workspace: Workspace, weights_dir: Path, name: str = "squeezenet"):
+    return register_onnx(
+        weights_dir / "SqueezeNet_fp16.onnx",
+        name,
+        workspace=workspace,
+        preprocessing=SQUEEZENET_PRE,
+        labels="imagenet",
+    )
+
+
+def _cat() -> bytes:
+    return sample_photos(["chelsea"])[0].data
+
+
+def _remove_everything(docker_client, workspace: Workspace) -> None:
+    """Stop what the tests left running and remove their images, whatever state they are in."""
+    for service in workspace.list_services():
+        with contextlib.suppress(Exception):
+            delete_service(service.name, workspace)
+    for image in workspace.list_images():
+        for ref in [image.tag, *(p["ref"] for p in image.info.get("pushed", []))]:
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(ref, force=True)
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory, docker_client, base_image, weights_dir) -> Iterator[ImageRecord]:
+    """SqueezeNet registered and packaged once for the module, in its own workspace."""
+    workspace = Workspace(tmp_path_factory.mktemp("package-ws"))
+    _register_squeezenet(workspace, weights_dir)
+    events = EventLog()
+    image = pkg.package("squeezenet", base=base_image, workspace=workspace, progress=events)
+    image.info["_events"] = list(events)  # for the test that looks at progress
+    yield workspace, image
+    _remove_everything(docker_client, workspace)
+
+
+def test_package_builds_a_labelled_light_image(packaged, docker_client):
+    workspace, image = packaged
+    artifact = workspace.get_artifact("squeezenet")
+    built = docker_client.images.get(image.tag)
+    assert image.tag == "accel-widgets/squeezenet:1" and image.version == 1
+    assert image.info["image_id"] == built.id
+    labels = built.labels
+    assert labels["io.accel-widgets.model"] == "squeezenet"
+    assert labels["io.accel-widgets.model-version"] == "1"
+    assert labels["io.accel-widgets.precision"] == "fp16"
+    assert labels["io.accel-widgets.onnx-sha256"] == file_sha256(artifact.file)
+    config = built.attrs["Config"]
+    assert config["User"] == "10001:10001", "the server must not run as root"
+    assert "accel_widgets.serving.healthcheck" in " ".join(config["Healthcheck"]["Test"])
+    assert image.info["size_bytes"] <= MAX_IMAGE_BYTES, image.info["size_bytes"]
+    # The light serving set only: neither TensorFlow nor Jupyter is in the image.
+    probe = (
+        "import importlib.util as u; heavy = ('tensorflow', 'jupyterlab', 'ipywidgets', 'tf2onnx'); "
+        "print([m for m in heavy if u.find_spec(m)])"
+    )
+    output = docker_client.containers.run(
+        image.tag, ["-c", probe], entrypoint="python", remove=True, network_mode="none"
+    )
+    assert output.decode().strip() == "[]"
+    # The build context stays in the workspace: the same image can be built elsewhere.
+    assert (image.path / "Dockerfile").is_file()
+    assert "ARG BASE=python:3.11-slim-bookworm" in (image.path / "Dockerfile").read_text()
+    # The build's own steps arrive as progress, moving forward.
+    events = image.info["_events"]
+    fractions = [e.fraction for e in events if e.step == "package" and e.fraction is not None]
+    assert len(fractions) > 5 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("step 1/" in e.message for e in events)
+
+
+def test_packaging_an_unchanged_model_again_reuses_the_image(packaged, base_image):
+    workspace, image = packaged
+    again = pkg.package("squeezenet", base=base_image, workspace=workspace)
+    assert (again.version, again.tag, again.info["image_id"]) == (
+        image.version,
+        image.tag,
+        image.info["image_id"],
+    )
+    assert again.info["reused"] is True
+    assert len(workspace.list_images()) == 1
+
+
+def test_container_serves_with_a_key_that_is_in_no_image_and_no_log(packaged, docker_client):
+    workspace, image = packaged
+    events = EventLog()
+    service = deploy(
+        "squeezenet", target="container", auth=True, workspace=workspace, progress=events
+    )
+    try:
+        assert service.target == "container" and service.image_id == image.id
+        assert service.key and service.info["ready_seconds"] > 0
+        assert events[-1].fraction == 1.0 and "ready" in events[-1].message
+        with client_from_service(service) as client:
+            scores = client.score_image(_cat())
+        assert int(np.argmax(scores)) in CAT_CLASSES
+        no_key = dataclasses.replace(service, key=None)
+        with client_from_service(no_key) as client, pytest.raises(ScoringError) as refused:
+            client.score_image(_cat())
+        assert refused.value.code == "UNAUTHENTICATED"
+
+        [status] = list_services(workspace)
+        assert status.live == "running" and status.service.target == "container"
+        logs = service_logs("squeezenet", workspace=workspace)
+        assert "ready: models squeezenet" in logs
+        assert service.key not in logs
+        built = docker_client.images.get(image.tag)
+        assert service.key not in json.dumps(built.attrs)
+        assert all(service.key not in (h.get("CreatedBy") or "") for h in built.history())
+    finally:
+        delete_service("squeezenet", workspace)
+    assert not docker_client.containers.list(
+        all=True, filters={"name": container_name("squeezenet")}
+    )
+    assert workspace.list_services() == []
+
+
+def test_a_container_stopped_behind_our_back_reads_dead(packaged, docker_client):
+    workspace, _ = packaged
+    service = deploy("squeezenet", name="stopped", target="container", workspace=workspace)
+    docker_client.containers.get(service.info["container_id"]).stop(timeout=2)
+    assert service_status("stopped", workspace).live == "dead"
+    delete_service("stopped", workspace)  # a dead container is removed all the same
+    assert not docker_client.containers.list(all=True, filters={"name": container_name("stopped")})
+
+
+def test_deleting_an_image_a_service_runs_is_refused(packaged, docker_client):
+    workspace, image = packaged
+    deploy("squeezenet", name="busy", target="container", workspace=workspace)
+    try:
+        with pytest.raises(DependencyError, match="used by service busy"):
+            pkg.delete_image("squeezenet", workspace=workspace)
+        assert docker_client.images.get(image.tag)
+        assert service_status("busy", workspace).healthy
+        assert [i.ref for i in workspace.list_images()] == ["squeezenet:1"]
+    finally:
+        delete_service("busy", workspace)
+
+
+def test_port_in_use_is_named_and_nothing_is_left(packaged, docker_client):
+    workspace, _ = packaged
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(ServingError, match=f"port {port} on 127.0.0.1 is already in use"):
+            deploy("squeezenet", name="clash", target="container", port=port, workspace=workspace)
+    assert workspace.list_services() == []
+    assert not docker_client.containers.list(all=True, filters={"name": container_name("clash")})
+
+
+def test_unreachable_registry_is_named_and_the_image_stays(packaged, docker_client):
+    workspace, image = packaged
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    registry = f"127.0.0.1:{closed}/models"
+    with pytest.raises(
+        PackageError, match=f"could not push 127.0.0.1:{closed}/models/squeezenet:1"
+    ):
+        pkg.push_image("squeezenet", None, registry, workspace=workspace)
+    assert docker_client.images.get(image.tag)
+    assert not any(registry in t for t in docker_client.images.get(image.tag).tags)
+    assert workspace.get_image("squeezenet").info["pushed"] == []
+
+
+def test_image_removed_behind_our_back_says_package_again(packaged, docker_client, base_image):
+    workspace, _ = packaged
+    gone = pkg.package("squeezenet", name="gone", base=base_image, workspace=workspace)
+    docker_client.images.remove(gone.tag)
+    [status] = [s for s in pkg.list_images(workspace) if s.image.name == "gone"]
+    assert status.present is False
+    with pytest.raises(PackageError, match="no longer in the Docker engine") as error:
+        deploy("squeezenet", name="gone", target="container", image="gone", workspace=workspace)
+    assert "accel-widgets package gone" in str(error.value)
+    assert workspace.list_services() == []
+    pkg.delete_image("gone", workspace=workspace)  # forgetting it still works
+    assert [i.name for i in workspace.list_images()] == ["squeezenet"]
+
+
+def test_container_that_exits_at_start_shows_its_last_log_lines(
+    packaged, docker_client, base_image
+):
+    workspace, _ = packaged
+    broken = pkg.package("squeezenet", name="broken", base=base_image, workspace=workspace)
+    # The image's model file replaced by garbage: the server cannot load it and exits.
+    dockerfile = (
+        f"FROM {broken.tag}\nUSER 0\nRUN echo garbage > /srv/model/model.onnx\nUSER 10001:10001\n"
+    )
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=broken.tag, rm=True)
+    try:
+        with pytest.raises(ServingError, match="stopped while starting") as error:
+            deploy(
+                "squeezenet", name="broken", target="container", image="broken", workspace=workspace
+            )
+        assert "model.onnx" in str(error.value), "the error must show the container's log"
+        assert workspace.list_services() == []
+        assert not docker_client.containers.list(
+            all=True, filters={"name": container_name("broken")}
+        )
+    finally:
+        pkg.delete_image("broken", workspace=workspace)
+
+
+def test_no_docker_engine_writes_the_context_and_says_what_to_install(
+    packaged, monkeypatch, base_image
+):
+    workspace, _ = packaged
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    before = workspace.list_images()
+    with pytest.raises(DockerUnavailableError) as error:
+        pkg.package("squeezenet", name="offline", base=base_image, workspace=workspace)
+    message = str(error.value)
+    assert "apt-get install docker.io" in message and "docker build" in message
+    context = Path(message.split("The build context is written to ")[1].split(";")[0])
+    assert (context / "Dockerfile").is_file() and (context / "model" / "model.onnx").is_file()
+    assert any((context / "wheels").glob("onnxruntime-*.whl"))
+    assert workspace.list_images() == before
+    with pytest.raises(DockerUnavailableError, match="no Docker engine answers"):
+        deploy("squeezenet", name="offline", target="container", workspace=workspace)
+    assert workspace.list_services() == []
+
+
+def test_cli_lists_and_saves_images(packaged, tmp_path, capsys):
+    workspace, image = packaged
+    archive = tmp_path / "squeezenet.tar"
+    code = main(
+        [
+            "--workspace",
+            str(workspace.root),
+            "package",
+            "squeezenet",
+            "--base",
+            image.info["base"],
+            "--save",
+            str(archive),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "accel-widgets/squeezenet:1" in out and str(archive) in out
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+    assert manifest[0]["RepoTags"] == ["accel-widgets/squeezenet:1"]
+    assert main(["--workspace", str(workspace.root), "images"]) == 0
+    out = capsys.readouterr().out
+    assert "squeezenet:1" in out and "accel-widgets/squeezenet:1" in out and "yes" in out
+    # A setting the local target does not take is refused with the ones it does take.
+    code = main(["--workspace", str(workspace.root), "deploy", "squeezenet", "--network", "host"])
+    assert code == 1
+    assert "--network is not a setting of the local target" in capsys.readouterr().err
