@@ -14,6 +14,11 @@ python -m pip install --quiet -e ".[all,test]"
 # full `tensorflow` wheel, which would replace tensorflow-cpu; the protos it needs come from either.
 python -m pip install --quiet --no-deps "tensorflow-serving-api>=2.16"
 
+# Container tests: a Docker engine (started here when none answers, and then stopped on exit),
+# Debian's registry binary, and the local base image (scripts/make_base_image.sh, cached).
+source scripts/docker_env.sh
+docker_up
+
 echo "== ruff"
 ruff check accel_widgets tests bench
 ruff format --check accel_widgets tests bench

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # The browser fixtures (browser, page, shots) live beside the servers they drive.
-pytest_plugins = ["browser_support"]
+pytest_plugins = ["browser_support", "docker_support"]
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_DIR = Path(os.environ.get("ACCEL_WIDGETS_WEIGHTS_DIR", ROOT.parent / "shared" / "weights"))

@@ -107,7 +107,8 @@ def test_package_builds_a_labelled_light_image(packaged, docker_client):
     assert image.info["size_bytes"] <= MAX_IMAGE_BYTES, image.info["size_bytes"]
     # The light serving set only: neither TensorFlow nor Jupyter is in the image.
     probe = (
-        "import importlib.util as u; heavy = ('tensorflow', 'jupyterlab', 'ipywidgets', 'tf2onnx'); "
+        "import importlib.util as u; "
+        "heavy = ('tensorflow', 'jupyterlab', 'ipywidgets', 'tf2onnx'); "
         "print([m for m in heavy if u.find_spec(m)])"
     )
     output = docker_client.containers.run(
