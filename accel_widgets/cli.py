@@ -609,9 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="image name (default: the model name)")
     p.add_argument(
         "--base",
-        default="python:3.11-slim-bookworm",
-        help="base image with Python 3 (default: python:3.11-slim-bookworm; with no registry, "
-        "make one with scripts/make_base_image.sh and pass local/debian-py:bookworm)",
+        help="base image with Python 3 (default: $ACCEL_WIDGETS_BASE_IMAGE, else "
+        "python:3.11-slim-bookworm; with no registry, make one with "
+        "scripts/make_base_image.sh and pass local/debian-py:bookworm)",
     )
     p.add_argument("--push", metavar="REGISTRY/PATH", help="also push, e.g. 127.0.0.1:5000/models")
     p.add_argument("--save", metavar="FILE.tar", help="also write an archive (docker load -i)")

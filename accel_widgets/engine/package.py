@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from accel_widgets.engine import docker_engine
-from accel_widgets.engine.package_context import DEFAULT_BASE, BuildContext, write_context
+from accel_widgets.engine.package_context import (
+    DEFAULT_BASE,
+    BuildContext,
+    default_base,
+    write_context,
+)
 from accel_widgets.engine.workspace import ArtifactRecord, ImageRecord, Workspace, check_name
 from accel_widgets.errors import DependencyError, DockerUnavailableError, PackageError
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
@@ -109,7 +114,7 @@ def package(
     precision: str | None = None,
     *,
     name: str | None = None,
-    base: str = DEFAULT_BASE,
+    base: str | None = None,
     push: str | None = None,
     save: str | os.PathLike[str] | None = None,
     workspace: Workspace | None = None,
@@ -126,8 +131,9 @@ def package(
         The image name (lowercase; default: the model name). Its versions count up.
     base:
         The image to build on: any image with Python 3.10+ and its venv module. The default
-        is Docker Hub's ``python:3.11-slim-bookworm``; with no registry, make one with
-        ``scripts/make_base_image.sh`` and pass ``local/debian-py:bookworm``.
+        is ``$ACCEL_WIDGETS_BASE_IMAGE``, else Docker Hub's ``python:3.11-slim-bookworm``;
+        with no registry, make one with ``scripts/make_base_image.sh`` and pass
+        ``local/debian-py:bookworm``.
     push:
         A registry and path prefix (``127.0.0.1:5000/models``) to push the image to.
     save:
@@ -143,6 +149,7 @@ def package(
     workspace = workspace or Workspace()
     artifact = workspace.get_artifact(model, version, precision)
     name = check_name(name or artifact.model_name, "image")
+    base = (base or "").strip() or default_base()
     try:
         client = docker_engine.connect()
     except DockerUnavailableError as exc:

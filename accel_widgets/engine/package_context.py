@@ -33,6 +33,8 @@ from accel_widgets.serving.config import ServerConfig
 
 #: Docker Hub's official slim Python on the Debian release our wheels are built for.
 DEFAULT_BASE = "python:3.11-slim-bookworm"
+#: A machine with no registry (a workshop room) names its own base once, here.
+BASE_ENV = "ACCEL_WIDGETS_BASE_IMAGE"
 #: What ``python -m accel_widgets.serving`` imports, and nothing else.
 SERVING_PACKAGES = ("numpy", "onnxruntime", "grpcio", "protobuf", "simplejpeg", "pillow")
 #: Modules of this package the server needs (accel_widgets/__init__ imports progress).
@@ -78,6 +80,11 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\
 {labels}
 ENTRYPOINT ["python", "-m", "accel_widgets.serving", "--config", "{model_dir}/config.json"]
 """
+
+
+def default_base() -> str:
+    """``$ACCEL_WIDGETS_BASE_IMAGE``, else :data:`DEFAULT_BASE`."""
+    return os.environ.get(BASE_ENV, "").strip() or DEFAULT_BASE
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from accel_widgets.widgets.cleanup import CleanupWidget
 from accel_widgets.widgets.convert import ConvertWidget
 from accel_widgets.widgets.deploy import DeployWidget
 from accel_widgets.widgets.model import ModelWidget
+from accel_widgets.widgets.package import PackageWidget
 from accel_widgets.widgets.quota import QuotaWidget
 from accel_widgets.widgets.score import ScoreWidget
 from accel_widgets.widgets.walkthrough import Walkthrough
@@ -17,6 +18,7 @@ __all__ = [
     "ConvertWidget",
     "DeployWidget",
     "ModelWidget",
+    "PackageWidget",
     "QuotaWidget",
     "ScoreWidget",
     "Walkthrough",

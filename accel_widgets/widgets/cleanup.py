@@ -1,4 +1,4 @@
-"""Step 6, clean up: services, images and models, each deletable in dependency order."""
+"""Step 7, clean up: services, images and models, each deletable in dependency order."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class CleanupWidget(Step):
         self.confirm_box = widgets.HBox()
         self.confirm_box.add_class("accel-confirm")
         super().__init__([self.refresh_button, self.rows, self.confirm_box], **kwargs)
-        self.title = "6. Clean up"
+        self.title = "7. Clean up"
         self.refresh_button.on_click(lambda _: self.refresh())
 
     def _set_enabled(self, enabled: bool) -> None:

@@ -1,4 +1,9 @@
-"""Step 4, deploy: the converted model as a gRPC service; its address, key and health."""
+"""Step 5, deploy: the converted model as a gRPC service; its address, key and health.
+
+The target list and each target's form come from the target registry: a control per
+declared setting (a checkbox for a flag, a number box, a text box, a drop-down for choices),
+so a new target shows up here without an edit.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,13 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from accel_widgets.engine.targets import TARGETS, deploy_or_reuse, service_status
+from accel_widgets.engine.targets import (
+    Setting,
+    deploy_or_reuse,
+    get_target,
+    service_status,
+    targets,
+)
 from accel_widgets.engine.workspace import Workspace, check_name
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button
@@ -31,20 +42,63 @@ def _copy_button(text: str, label: str) -> str:
     )
 
 
+def setting_control(setting: Setting) -> widgets.Widget:
+    """One control for a declared target setting, labelled with its help text."""
+    label = setting.name.replace("_", " ")
+    if setting.choices:
+        control = widgets.Dropdown(
+            options=list(setting.choices), value=setting.default, description=label
+        )
+    elif setting.type is bool:
+        control = widgets.Checkbox(value=bool(setting.default), description=setting.help)
+    elif setting.type is int:
+        control = widgets.IntText(value=setting.default or 0, description=label)
+    elif setting.type is float:
+        control = widgets.FloatText(value=setting.default or 0.0, description=label)
+    else:
+        control = widgets.Text(value=setting.default or "", description=label)
+    control.tooltip = setting.help
+    control.add_class(f"accel-setting-{setting.name.replace('_', '-')}")
+    return control
+
+
+def setting_value(setting: Setting, control: widgets.Widget) -> Any:
+    """What the engine gets: ``None`` (the target decides) for an unticked or empty control."""
+    value = control.value
+    if setting.type is bool:
+        return True if value else None
+    if isinstance(value, str):
+        return value.strip() or None
+    return value
+
+
 class DeployWidget(Step):
-    """Target, service name and auth -> a running service (reused when it already runs)."""
+    """Target, its settings and a service name -> a running service (reused when it runs)."""
 
     css_name = "deploy"
     model = traitlets.Any(None, allow_none=True, help="ModelRecord from the Convert step")
+    image = traitlets.Any(None, allow_none=True, help="ImageRecord from the Package step")
     service = traitlets.Any(None, allow_none=True, help="the deployed ServiceRecord")
 
     def __init__(self, workspace: Workspace | None = None, **kwargs: Any) -> None:
         self.workspace = workspace
-        self.target = widgets.Dropdown(options=list(TARGETS), value="local", description="target")
+        self.target = widgets.Dropdown(
+            options=[(t.title, t.name) for t in targets()], value="local", description="target"
+        )
+        self.target.add_class("accel-deploy-target")
         self.service_name = widgets.Text(description="service")
         self.service_name.add_class("accel-service-name")
-        self.auth = widgets.Checkbox(value=False, description="require an API key")
-        self.auth.add_class("accel-auth")
+        self.target_help = widgets.HTML()
+        # One form per target, built from its declared settings; the chosen one is shown.
+        self.controls: dict[str, dict[str, widgets.Widget]] = {}
+        self.forms: dict[str, widgets.Box] = {}
+        for target in targets():
+            controls = {s.name: setting_control(s) for s in target.settings if s.ui}
+            self.controls[target.name] = controls
+            form = widgets.VBox(list(controls.values()))
+            form.add_class(f"accel-target-form-{target.name}")
+            self.forms[target.name] = form
+        self.form_box = widgets.VBox()
         self.deploy_button = button("Deploy", "deploy", "primary", "rocket")
         self.health_button = button("Check health", "health", "", "heartbeat")
         self.progress = ProgressPanel()
@@ -53,17 +107,33 @@ class DeployWidget(Step):
         super().__init__(
             [
                 widgets.HBox([self.target, self.service_name]),
-                self.auth,
+                self.target_help,
+                self.form_box,
                 widgets.HBox([self.deploy_button, self.health_button]),
                 self.progress,
                 self.details,
             ],
             **kwargs,
         )
-        self.title = "4. Deploy"
+        self.title = "5. Deploy"
+        self.target.observe(self._on_target, "value")
+        self._on_target()
         self.deploy_button.on_click(lambda _: self._start(self.run))
         self.health_button.on_click(lambda _: self._start(self.check_health))
         self._set_enabled(not self.locked)
+
+    def _on_target(self, change: Any = None) -> None:
+        target = get_target(self.target.value)
+        self.form_box.children = (self.forms[target.name],)
+        needs = " It runs the image from the Package step." if target.needs_image else ""
+        self.target_help.value = f"<i>{html.escape(target.description)}.{needs}</i>"
+        self._set_enabled(not self.locked and not self.busy)
+
+    def settings(self) -> dict[str, Any]:
+        """The chosen target's settings as the engine takes them."""
+        target = get_target(self.target.value)
+        controls = self.controls[target.name]
+        return {s.name: setting_value(s, controls[s.name]) for s in target.settings if s.ui}
 
     @traitlets.observe("model")
     def _on_model(self, change: Any) -> None:
@@ -73,8 +143,11 @@ class DeployWidget(Step):
             self.service_name.value = model.name
 
     def _set_enabled(self, enabled: bool) -> None:
-        for control in (self.target, self.service_name, self.auth, self.deploy_button):
+        for control in (self.target, self.service_name, self.deploy_button):
             control.disabled = not enabled
+        for controls in self.controls.values():
+            for control in controls.values():
+                control.disabled = not enabled
         self.health_button.disabled = not enabled or self.service is None
 
     def run(self):
@@ -88,16 +161,26 @@ class DeployWidget(Step):
         self.progress.reset()
         self.status = f"deploying {name}..."
         try:
+            target = get_target(self.target.value)
+            settings = self.settings()
+            common = {k: settings.pop(k) for k in ("host", "port", "auth") if k in settings}
+            common["host"] = common.get("host") or "127.0.0.1"
+            common["port"] = common.get("port") or 0
+            # The image of the Package step when it holds this model; else the engine finds
+            # the newest image of the artifact, or says to package first.
+            image = self.image if target.needs_image and self._image_fits() else None
             # No precision: the engine serves INT8 when the model has it, else float.
             service, reused = deploy_or_reuse(
                 self.model.name,
                 version=self.model.version,
                 name=name,
-                target=self.target.value,
-                auth=self.auth.value,
+                target=target.name,
+                image=image,
                 workspace=self.workspace,
                 progress=self.progress,
                 cancel=self._new_cancel(),
+                **common,
+                **{k: v for k, v in settings.items() if v is not None},
             )
         except BaseException:
             self.progress.finish(False)
@@ -112,6 +195,14 @@ class DeployWidget(Step):
         self.done = True
         self._set_enabled(not self.locked)
         return service
+
+    def _image_fits(self) -> bool:
+        if self.image is None or self.model is None:
+            return False
+        held = self.image.info.get("labels", {})
+        return held.get("io.accel-widgets.model") == self.model.name and held.get(
+            "io.accel-widgets.model-version"
+        ) == str(self.model.version)
 
     def check_health(self) -> str | None:
         """Ask the service now: running, starting, unhealthy or dead."""
@@ -137,6 +228,11 @@ class DeployWidget(Step):
             ("health", f"<b style='color:{color}'>{html.escape(live)}</b>"),
             ("target", html.escape(service.target)),
         ]
+        if service.info.get("image"):
+            container = service.info.get("container", "")
+            rows.append(
+                ("image", f"<code>{html.escape(service.info['image'])}</code> ({container})")
+            )
         if service.info.get("ready_seconds") is not None:
             rows.append(("time to ready", f"{service.info['ready_seconds']:.2f} s"))
         self.details.value = (

@@ -1,4 +1,4 @@
-"""Step 5, score: a photo in, the top 5 classes out, and a latency benchmark."""
+"""Step 6, score: a photo in, the top 5 classes out, and a latency benchmark."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class ScoreWidget(Step):
             ],
             **kwargs,
         )
-        self.title = "5. Score"
+        self.title = "6. Score"
         self.upload.observe(self._on_upload, "value")
         self.score_button.on_click(lambda _: self._start(self.run))
         self.benchmark_button.on_click(lambda _: self._start(self.run_benchmark))

@@ -11,18 +11,23 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
+from accel_widgets.engine.targets import get_target
 from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.cleanup import CleanupWidget
 from accel_widgets.widgets.convert import ConvertWidget
 from accel_widgets.widgets.deploy import DeployWidget
 from accel_widgets.widgets.model import ModelWidget
+from accel_widgets.widgets.package import PackageWidget
 from accel_widgets.widgets.quota import QuotaWidget
 from accel_widgets.widgets.score import ScoreWidget
 
 
 class Walkthrough(widgets.VBox):
-    """Capacity -> model -> convert -> deploy -> score -> clean up, in order.
+    """Capacity -> model -> convert -> (package) -> deploy -> score -> clean up, in order.
+
+    Package is optional: it opens with Deploy once the model is converted, and only the
+    targets that run an image need it (the local default does not).
 
     Parameters
     ----------
@@ -44,17 +49,36 @@ class Walkthrough(widgets.VBox):
         self.quota = QuotaWidget()
         self.model = ModelWidget(model=model)
         self.convert = ConvertWidget(workspace=workspace)
+        self.package = PackageWidget(workspace=workspace)
         self.deploy = DeployWidget(workspace=workspace)
         self.score = ScoreWidget(workspace=workspace)
         self.cleanup = CleanupWidget(workspace=workspace)
-        self.steps = [self.quota, self.model, self.convert, self.deploy, self.score, self.cleanup]
+        self.steps = [
+            self.quota,
+            self.model,
+            self.convert,
+            self.package,
+            self.deploy,
+            self.score,
+            self.cleanup,
+        ]
         # Results flow forward...
         traitlets.dlink((self.model, "selection"), (self.convert, "selection"))
+        traitlets.dlink((self.convert, "model"), (self.package, "model"))
         traitlets.dlink((self.convert, "model"), (self.deploy, "model"))
+        traitlets.dlink((self.package, "image"), (self.deploy, "image"))
         traitlets.dlink((self.deploy, "service"), (self.score, "service"))
-        # ...and each step opens when the one before it is done (clean-up opens with scoring
-        # or at once when the workspace already holds something to clean).
-        for before, after in zip(self.steps, self.steps[1:], strict=False):
+        # ...and each step opens when the one it needs is done: Package and Deploy both
+        # need only the converted model.
+        needs = [
+            (self.quota, self.model),
+            (self.model, self.convert),
+            (self.convert, self.package),
+            (self.convert, self.deploy),
+            (self.deploy, self.score),
+            (self.score, self.cleanup),
+        ]
+        for before, after in needs:
             after.locked = not before.done
             traitlets.dlink((before, "done"), (after, "locked"), transform=lambda d: not d)
         super().__init__(self.steps, **kwargs)
@@ -75,6 +99,10 @@ class Walkthrough(widgets.VBox):
             (self.quota, self.quota.run),
             (self.model, self.model.confirm),
             (self.convert, self.convert.run),
+        ]
+        if get_target(self.deploy.target.value).needs_image:
+            actions.append((self.package, self.package.run))
+        actions += [
             (self.deploy, self.deploy.run),
             (self.score, self.score.run),
             (self.cleanup, self.cleanup.refresh),
