@@ -96,8 +96,13 @@ def deploy_local(
     tls: tuple[str, str] | None = None,
     ready_timeout: float = 120.0,
     report: Reporter,
+    target: str = "local",
 ) -> ServiceRecord:
-    """Start a server for ``artifact`` and wait until it is ready; see :func:`targets.deploy`."""
+    """Start a server for ``artifact`` and wait until it is ready; see :func:`targets.deploy`.
+
+    ``target`` is the name recorded on the service, so a target built on this one (a
+    subclass of :class:`LocalTarget`) gets its own services back.
+    """
     check_name(name, "service")
     existing = {s.name: s for s in workspace.list_services()}
     if name in existing:
@@ -118,7 +123,7 @@ def deploy_local(
     service = workspace.add_service(
         name,
         artifact,
-        target="local",
+        target=target,
         state="starting",
         address=host,
         port=port or None,
@@ -308,7 +313,7 @@ class LocalTarget(Target):
         settings: dict[str, Any],
         report: Reporter,
     ) -> ServiceRecord:
-        return deploy_local(workspace, artifact, name, report=report, **settings)
+        return deploy_local(workspace, artifact, name, report=report, target=self.name, **settings)
 
     def status(self, workspace: Workspace, service: ServiceRecord) -> str:
         return local_status(workspace, service)
