@@ -329,6 +329,7 @@ def cmd_package(args: argparse.Namespace) -> int:
             base=args.base,
             push=args.push,
             save=args.save,
+            no_cache=args.no_cache,
             workspace=_workspace(args),
             progress=progress,
             cancel=cancel,
@@ -615,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--push", metavar="REGISTRY/PATH", help="also push, e.g. 127.0.0.1:5000/models")
     p.add_argument("--save", metavar="FILE.tar", help="also write an archive (docker load -i)")
+    p.add_argument("--no-cache", action="store_true", help="rebuild every layer")
 
     p = parsers["logs"]
     p.add_argument("service", help="a service name (see `services`)")

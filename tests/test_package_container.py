@@ -305,3 +305,45 @@ def test_cli_lists_and_saves_images(packaged, tmp_path, capsys):
     code = main(["--workspace", str(workspace.root), "deploy", "squeezenet", "--network", "host"])
     assert code == 1
     assert "--network is not a setting of the local target" in capsys.readouterr().err
+
+
+def test_walkthrough_packages_and_runs_a_container_by_clicks(
+    tmp_path, docker_client, base_image, weights_dir
+):
+    """Convert -> Package -> Deploy (container target) -> Score, each by its button."""
+    from accel_widgets.widgets import Walkthrough
+
+    workspace = Workspace(tmp_path / "walk-ws")
+    walk = Walkthrough(model="squeezenet", workspace=workspace)
+
+    def click(step, control) -> None:
+        control.click()
+        assert step.wait(300), f"{step.title} still running"
+        assert step.error == "", step.error
+
+    try:
+        click(walk.quota, walk.quota.check_button)
+        click(walk.model, walk.model.use_button)
+        click(walk.convert, walk.convert.convert_button)
+        assert not walk.package.locked and not walk.deploy.locked  # both need the model only
+        walk.package.base.value = base_image
+        click(walk.package, walk.package.package_button)
+        assert "accel-widgets/squeezenet:1" in walk.package.details.value
+        assert walk.package.status.startswith("accel-widgets/squeezenet:1 is ready")
+
+        walk.deploy.target.value = "container"
+        assert walk.deploy.form_box.children == (walk.deploy.forms["container"],)
+        assert set(walk.deploy.controls["container"]) >= {"host", "port", "auth", "network"}
+        click(walk.deploy, walk.deploy.deploy_button)
+        service = walk.deploy.service
+        assert service.target == "container" and service.image_id == walk.package.image.id
+        assert "accel-widgets/squeezenet:1" in walk.deploy.details.value
+
+        click(walk.score, walk.score.score_button)
+        assert walk.score.result.top[0][0] in CAT_CLASSES
+        kinds = [item.kind for item in walk.cleanup.refresh()]
+        assert kinds == ["service", "image", "model"]
+        image_row = walk.cleanup.rows.children[1]
+        assert image_row.children[-1].disabled, "an image a service runs must not be deletable"
+    finally:
+        _remove_everything(docker_client, workspace)

@@ -117,6 +117,7 @@ def package(
     base: str | None = None,
     push: str | None = None,
     save: str | os.PathLike[str] | None = None,
+    no_cache: bool = False,
     workspace: Workspace | None = None,
     progress: Progress | Reporter | None = None,
     cancel: CancelToken | None = None,
@@ -138,6 +139,9 @@ def package(
         A registry and path prefix (``127.0.0.1:5000/models``) to push the image to.
     save:
         A ``.tar`` path to write the image to (``docker load -i`` on an offline machine).
+    no_cache:
+        Build every layer again (the engine otherwise reuses the wheels layer, which is
+        what makes a second model's image take seconds) and never reuse an earlier image.
 
     Returns
     -------
@@ -170,12 +174,12 @@ def package(
             machine=machine,
             report=report,
         )
-        reused = _reusable(client, workspace, artifact, name, context)
+        reused = None if no_cache else _reusable(client, workspace, artifact, name, context)
         if reused is not None:
             report("package", 1.0, f"{reused.tag} already holds this model on {base}; reusing")
             image = workspace.update_image(reused, {**reused.info, "reused": True})
         else:
-            image = _build(client, workspace, artifact, name, context, staged, report)
+            image = _build(client, workspace, artifact, name, context, report, no_cache)
     if push:
         image = push_image(image.name, image.version, push, workspace=workspace, progress=report)
     if save:
@@ -189,8 +193,8 @@ def _build(
     artifact: ArtifactRecord,
     name: str,
     context: BuildContext,
-    staged: Path,
     report: Reporter,
+    no_cache: bool = False,
 ) -> ImageRecord:
     import docker
 
@@ -205,6 +209,7 @@ def _build(
             rm=True,
             forcerm=True,
             pull=False,
+            nocache=no_cache,
             decode=True,
         )
         for _line in docker_engine.build_lines(stream, report):
