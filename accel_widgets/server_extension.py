@@ -28,7 +28,8 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from accel_widgets.engine.notebooks import copy_walkthrough, scoring_notebook
-from accel_widgets.engine.targets import delete_service, list_services
+from accel_widgets.engine.package import delete_image, list_images
+from accel_widgets.engine.targets import delete_service, get_target, list_services, targets
 from accel_widgets.engine.workspace import Workspace, check_name
 from accel_widgets.errors import (
     AccelError,
@@ -83,9 +84,15 @@ class _Handler(APIHandler):
 def _service_json(status, artifact) -> dict[str, Any]:
     """One service for the sidebar: where it listens, what it serves, its health now."""
     service = status.service
+    try:
+        title = get_target(service.target).title
+    except AccelError:  # a target plugin that is no longer installed
+        title = service.target
     return {
         "name": service.name,
         "target": service.target,
+        "target_title": title,
+        "image": service.info.get("image"),
         "address": f"{service.address}:{service.port}" if service.port else service.address,
         "state": service.state,
         "health": status.live,
@@ -183,6 +190,47 @@ class ModelHandler(_Handler):
         self.send({"deleted": [m.ref for m in deleted]})
 
 
+class TargetsHandler(_Handler):
+    """Where services can run: the same registry the widgets and the CLI read."""
+
+    @tornado.web.authenticated
+    def get(self) -> None:
+        self.send({"targets": [t.describe() for t in targets()]})
+
+
+class ImagesHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        workspace = self.workspace()
+        statuses = await asyncio.to_thread(list_images, workspace)
+        rows = [
+            {
+                "name": s.image.name,
+                "version": s.image.version,
+                "tag": s.image.tag,
+                "model": s.model,
+                "size_mb": round(int(s.image.info.get("size_bytes") or 0) / 1e6, 1),
+                "base": s.image.info.get("base"),
+                "present": s.present,
+                "pushed": [p["ref"] for p in s.image.info.get("pushed", [])],
+                "used_by": workspace.image_users(s.image),
+            }
+            for s in statuses
+        ]
+        self.send({"images": rows})
+
+
+class ImageHandler(_Handler):
+    @tornado.web.authenticated
+    async def delete(self, name: str, version: str) -> None:
+        try:
+            check_name(name, "image")
+            deleted = await asyncio.to_thread(delete_image, name, int(version), self.workspace())
+        except AccelError as exc:
+            return self.fail(exc)
+        self.send({"deleted": [i.ref for i in deleted]})
+
+
 class WalkthroughHandler(_Handler):
     @tornado.web.authenticated
     def post(self) -> None:
@@ -207,6 +255,9 @@ def _load_jupyter_server_extension(serverapp) -> None:
         (url_path_join(base, "services", _NAME), ServiceHandler),
         (url_path_join(base, "models") + "/?", ModelsHandler),
         (url_path_join(base, "models", _NAME, r"(\d+)"), ModelHandler),
+        (url_path_join(base, "images") + "/?", ImagesHandler),
+        (url_path_join(base, "images", _NAME, r"(\d+)"), ImageHandler),
+        (url_path_join(base, "targets") + "/?", TargetsHandler),
         (url_path_join(base, "walkthrough"), WalkthroughHandler),
     ]
     web_app.add_handlers(".*$", handlers)

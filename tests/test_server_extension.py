@@ -382,3 +382,51 @@ def test_scoring_notebook_is_written_for_the_service(server, service):
     again = server.call("POST", "/services/sq/notebook", {"path": "scores"})
     assert again.status == 200
     assert again.body["created"] is False
+
+
+def test_targets_are_the_registry_the_widgets_and_cli_read(server):
+    from accel_widgets.engine.targets import target_names
+
+    reply = server.call("GET", "/targets")
+    assert reply.status == 200
+    names = [t["name"] for t in reply.body["targets"]]
+    assert names == list(target_names()) and names[:2] == ["local", "container"]
+    container = reply.body["targets"][1]
+    assert container["needs_image"] is True
+    assert "network" in [s["name"] for s in container["settings"]]
+    assert "key" not in [s["name"] for s in container["settings"]]  # Python-only settings
+
+
+def test_images_are_listed_and_deleted_in_dependency_order(
+    server, service, docker_client, base_image
+):
+    """An image a container service runs is listed with its user and cannot go before it."""
+    from accel_widgets.engine.package import package
+    from accel_widgets.engine.targets import deploy
+
+    workspace = server.workspace
+    image = package("squeezenet", base=base_image, workspace=workspace)
+    try:
+        deploy("squeezenet", name="sq-box", target="container", workspace=workspace)
+        rows = {row["name"]: row for row in server.call("GET", "/services").body["services"]}
+        box = rows["sq-box"]
+        assert (box["target"], box["target_title"]) == ("container", "Container (Docker)")
+        assert box["image"] == image.tag and box["health"] == "running"
+
+        [row] = server.call("GET", "/images").body["images"]
+        assert (row["name"], row["version"], row["tag"]) == ("squeezenet", 1, image.tag)
+        assert row["present"] is True and row["used_by"] == ["sq-box"]
+        assert row["model"] == "squeezenet:1 fp16" and row["size_mb"] > 0
+
+        refused = server.call("DELETE", "/images/squeezenet/1")
+        assert refused.status == 409 and "used by service sq-box" in refused.message
+        assert docker_client.images.get(image.tag)
+
+        assert server.call("DELETE", "/services/sq-box").status == 200
+        deleted = server.call("DELETE", "/images/squeezenet/1")
+        assert deleted.status == 200 and deleted.body["deleted"] == ["squeezenet:1"]
+        assert docker_client.images.list(name="accel-widgets/squeezenet") == []
+        assert server.call("GET", "/images").body["images"] == []
+    finally:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(image.tag, force=True)
