@@ -220,17 +220,21 @@ def test_unreachable_registry_is_named_and_the_image_stays(packaged, docker_clie
     assert workspace.get_image("squeezenet").info["pushed"] == []
 
 
-def test_image_removed_behind_our_back_says_package_again(packaged, docker_client, base_image):
+def test_image_removed_behind_our_back_says_package_again(
+    packaged, docker_client, base_image, weights_dir
+):
     workspace, _ = packaged
-    gone = pkg.package("squeezenet", name="gone", base=base_image, workspace=workspace)
+    _register_squeezenet(workspace, weights_dir, name="gone")  # its own image content
+    gone = pkg.package("gone", base=base_image, workspace=workspace)
     docker_client.images.remove(gone.tag)
     [status] = [s for s in pkg.list_images(workspace) if s.image.name == "gone"]
     assert status.present is False
     with pytest.raises(PackageError, match="no longer in the Docker engine") as error:
-        deploy("squeezenet", name="gone", target="container", image="gone", workspace=workspace)
+        deploy("gone", target="container", workspace=workspace)
     assert "accel-widgets package gone" in str(error.value)
     assert workspace.list_services() == []
     pkg.delete_image("gone", workspace=workspace)  # forgetting it still works
+    workspace.delete_model("gone")
     assert [i.name for i in workspace.list_images()] == ["squeezenet"]
 
 
@@ -255,7 +259,10 @@ def test_container_that_exits_at_start_shows_its_last_log_lines(
             all=True, filters={"name": container_name("broken")}
         )
     finally:
+        docker_client.images.remove(broken.tag)  # the rebuilt image: not the recorded one
         pkg.delete_image("broken", workspace=workspace)
+    assert docker_client.images.list(name="accel-widgets/broken") == []
+    assert docker_client.images.get("accel-widgets/squeezenet:1")  # same content, kept
 
 
 def test_no_docker_engine_writes_the_context_and_says_what_to_install(

@@ -25,6 +25,7 @@ from typing import Any
 from accel_widgets.engine import docker_engine
 from accel_widgets.engine.package_context import (
     DEFAULT_BASE,
+    LABEL,
     BuildContext,
     default_base,
     write_context,
@@ -103,7 +104,7 @@ def _reusable(
             and image.info.get("context_digest") == context.digest
             and image.tag
         )
-        if same and docker_engine.image_exists(client, image.tag):
+        if same and _present(client, image):
             return image
     return None
 
@@ -339,17 +340,48 @@ def save_image(
     return workspace.update_image(image, {**image.info, "saved": saved})
 
 
+def holds(engine_image: Any, image: ImageRecord) -> bool:
+    """Whether an engine image is the recorded one, or a build of the same model file.
+
+    Tags are names any build can take (another workspace on the same engine, a rebuild by
+    hand); the image id and the labels say what is inside.
+    """
+    if engine_image.id == image.info.get("image_id"):
+        return True
+    labels, recorded = engine_image.labels or {}, image.info.get("labels") or {}
+    keys = (f"{LABEL}.model", f"{LABEL}.precision", f"{LABEL}.onnx-sha256")
+    return bool(recorded) and all(labels.get(k) == recorded.get(k) for k in keys)
+
+
+def _engine_image(client: Any, reference: str | None) -> Any | None:
+    import docker
+
+    if not reference:
+        return None
+    try:
+        return client.images.get(reference)
+    except docker.errors.ImageNotFound:
+        return None
+
+
 def ensure_local(client: Any, image: ImageRecord, report: Reporter) -> Any:
-    """The engine's image for ``image``; pulled back from where it was pushed when missing."""
+    """The engine's image for ``image``: by its tag, by its id, or pulled back from where it
+    was pushed when it was removed from the engine meanwhile."""
     import docker
 
     if not image.tag:
         raise PackageError(f"image {image.ref} was never built; package it again")
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        return client.images.get(image.tag)
-    pushed = image.info.get("pushed") or []
+    tagged = _engine_image(client, image.tag)
+    if tagged is not None and holds(tagged, image):
+        return tagged
+    by_id = _engine_image(client, image.info.get("image_id"))
+    if by_id is not None:
+        if tagged is None:
+            repository, _, tag = image.tag.rpartition(":")
+            by_id.tag(repository, tag)
+        return by_id
     errors = []
-    for entry in reversed(pushed):
+    for entry in reversed(image.info.get("pushed") or []):
         reference = entry["ref"]
         repository, _, tag = reference.rpartition(":")
         report("pull", 0.0, f"{image.tag} is gone from this engine; pulling {reference}")
@@ -361,17 +393,27 @@ def ensure_local(client: Any, image: ImageRecord, report: Reporter) -> Any:
         except (PackageError, docker.errors.APIError) as exc:
             errors.append(f"{reference}: {str(exc).strip()[:200]}")
             continue
-        local_repository, _, local_tag = image.tag.rpartition(":")
-        pulled.tag(local_repository, local_tag)
+        if tagged is None:
+            local_repository, _, local_tag = image.tag.rpartition(":")
+            pulled.tag(local_repository, local_tag)
         report("pull", 1.0, f"pulled {reference}")
         return pulled
     where = ("; pulling failed: " + "; ".join(errors)) if errors else " and was never pushed"
+    if tagged is not None:
+        where = f" (the tag now names another image, {tagged.short_id}){where}"
     raise PackageError(
         f"the image {image.tag} ({image.ref} in the workspace) is no longer in the Docker "
         f"engine: it was removed outside accel-widgets{where}. Package the model again "
         f"(`accel-widgets package {image.name}`), or load a saved archive with "
         f"`docker load -i FILE`."
     )
+
+
+def _present(client: Any, image: ImageRecord) -> bool:
+    tagged = _engine_image(client, image.tag)
+    if tagged is not None and holds(tagged, image):
+        return True
+    return _engine_image(client, image.info.get("image_id")) is not None
 
 
 @dataclass(frozen=True)
@@ -396,10 +438,36 @@ def list_images(workspace: Workspace | None = None) -> list[ImageStatus]:
         artifact = workspace.get_artifact_by_id(image.artifact_id)
         present = None
         if client is not None and image.tag:
-            present = docker_engine.image_exists(client, image.tag)
+            present = _present(client, image)
         model = f"{artifact.model_name}:{artifact.model_version} {artifact.precision}"
         statuses.append(ImageStatus(image, model, present))
     return statuses
+
+
+def _remove_from_engine(client: Any, image: ImageRecord) -> None:
+    """Untag what names this image, then remove the image once no name is left on it.
+
+    A tag that now names another image (a rebuild, another workspace) is left alone, and so
+    is an identical build that another name still holds.
+    """
+    import docker
+
+    references = [image.tag, *(p["ref"] for p in image.info.get("pushed", []))]
+    try:
+        for reference in references:
+            found = _engine_image(client, reference)
+            if found is not None and found.id == image.info.get("image_id"):
+                client.images.remove(reference)
+        leftover = _engine_image(client, image.info.get("image_id"))
+        if leftover is not None and not leftover.tags:
+            client.images.remove(leftover.id)
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.APIError as exc:
+        raise PackageError(
+            f"the Docker engine would not remove {image.tag}: {exc.explanation}. A container "
+            "outside accel-widgets may use it (`docker ps -a`)."
+        ) from None
 
 
 def delete_image(
@@ -411,8 +479,6 @@ def delete_image(
     was pushed stays in its registry. An image already gone from the engine is forgotten
     all the same.
     """
-    import docker
-
     workspace = workspace or Workspace()
     targets = (
         [workspace.get_image(name, version)]
@@ -428,27 +494,14 @@ def delete_image(
                 f"image {image.ref} is used by service {', '.join(users)}; delete the service "
                 f"first (`accel-widgets delete service {users[0]}`)"
             )
-    references = [
-        ref
-        for image in targets
-        for ref in [image.tag, *(p["ref"] for p in image.info.get("pushed", []))]
-        if ref
-    ]
-    if references:
+    with_tags = [i for i in targets if i.tag]
+    if with_tags:
         try:
             client = docker_engine.connect(timeout=30)
         except DockerUnavailableError as exc:
             raise DockerUnavailableError(
                 f"{exc}\nThe image stays in the workspace until the engine can remove it."
             ) from None
-        for reference in references:
-            try:
-                client.images.remove(reference)
-            except docker.errors.ImageNotFound:
-                pass
-            except docker.errors.APIError as exc:
-                raise PackageError(
-                    f"the Docker engine would not remove {reference}: {exc.explanation}. "
-                    "A container outside accel-widgets may use it (`docker ps -a`)."
-                ) from None
+        for image in with_tags:
+            _remove_from_engine(client, image)
     return workspace.delete_image(name, version)

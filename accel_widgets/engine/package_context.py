@@ -48,8 +48,8 @@ LABEL = "io.accel-widgets"
 
 DOCKERFILE = """\
 # A model image made by accel-widgets: one converted model and the light serving set.
-# Build it anywhere: docker build --build-arg BASE=<a Python 3 image> -t NAME .
-ARG BASE={base}
+# Build it anywhere: docker build [--build-arg BASE=<another Python 3 image>] -t NAME .
+ARG BASE={default_base}
 
 FROM ${{BASE}} AS wheels
 COPY requirements.txt /tmp/requirements.txt
@@ -262,7 +262,7 @@ def write_context(
     )
     (folder / "Dockerfile").write_text(
         DOCKERFILE.format(
-            base=base,
+            default_base=DEFAULT_BASE,
             model_dir=MODEL_DIR,
             grpc_port=GRPC_PORT,
             rest_port=REST_PORT,
