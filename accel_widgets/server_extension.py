@@ -34,6 +34,7 @@ from accel_widgets.engine.workspace import Workspace, check_name
 from accel_widgets.errors import (
     AccelError,
     DependencyError,
+    DockerUnavailableError,
     NotFoundError,
 )
 
@@ -41,6 +42,8 @@ API = "accel-widgets/api"
 
 
 def _status_for(exc: AccelError) -> int:
+    if isinstance(exc, DockerUnavailableError):
+        return 503  # the engine behind the call is down, not the request
     if isinstance(exc, NotFoundError):
         return 404
     if isinstance(exc, DependencyError):
@@ -209,6 +212,9 @@ class ImagesHandler(_Handler):
                 "version": s.image.version,
                 "tag": s.image.tag,
                 "model": s.model,
+                "model_name": s.artifact.model_name,
+                "model_version": s.artifact.model_version,
+                "precision": s.artifact.precision,
                 "size_mb": round(int(s.image.info.get("size_bytes") or 0) / 1e6, 1),
                 "base": s.image.info.get("base"),
                 "present": s.present,

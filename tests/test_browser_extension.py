@@ -3,9 +3,11 @@
 What only a browser can show: the launcher card copies and opens the walkthrough, and the
 "Deployments" sidebar shows a service deployed from Python with its live health and stops it
 through its confirmation dialog, after which the process is gone and the workspace forgets
-it. The lab loads the extension built from this checkout (``accel_widgets/labextension``,
-linked into the test's own Jupyter data folder) and enables the server extension with the
-config file the wheel installs. Screenshots of each step go to
+it. With a Docker engine, the sidebar's Images section walks the dependency order: an image
+a container service runs cannot be deleted until the service is stopped, then its Delete
+removes it from the engine. The lab loads the extension built from this checkout
+(``accel_widgets/labextension``, linked into the test's own Jupyter data folder) and enables
+the server extension with the config file the wheel installs. Screenshots of each step go to
 ``test-artifacts/screenshots/<test>/``.
 """
 
@@ -79,10 +81,9 @@ def install_into(sandbox: Sandbox) -> None:
     shutil.copy(SERVER_CONFIG, config_d / SERVER_CONFIG.name)
 
 
-def deploy_squeezenet(workspace: Workspace, weights_dir: Path, name: str):
-    """A real SqueezeNet service, deployed from Python as a notebook would."""
+def prepare_squeezenet(workspace: Workspace, weights_dir: Path) -> None:
+    """The real pretrained SqueezeNet as model ``squeezenet:1`` (reused when already there)."""
     from accel_widgets.engine.prepare import prepare_onnx
-    from accel_widgets.engine.targets import deploy
 
     prepare_onnx(
         weights_dir / "SqueezeNet_fp16.onnx",
@@ -90,6 +91,13 @@ def deploy_squeezenet(workspace: Workspace, weights_dir: Path, name: str):
         preprocessing={"channel_order": "BGR"},
         workspace=workspace,
     )
+
+
+def deploy_squeezenet(workspace: Workspace, weights_dir: Path, name: str):
+    """A real SqueezeNet service, deployed from Python as a notebook would."""
+    from accel_widgets.engine.targets import deploy
+
+    prepare_squeezenet(workspace, weights_dir)
     return deploy("squeezenet", name=name, workspace=workspace)
 
 
@@ -268,3 +276,139 @@ def test_sidebar_says_what_to_do_when_the_api_fails(lab, page, shots):
             sidebar.locator(".accel-sidebar-refresh").click()
         sidebar.locator(".accel-empty").wait_for(state="visible")
         assert error.is_hidden()
+
+
+@pytest.mark.timeout(600)  # a cold image build (and the base image, when missing) takes minutes
+def test_sidebar_deletes_an_image_once_its_service_is_stopped(
+    lab, sandbox, workspace, weights_dir, docker_client, base_image, page, shots
+):
+    """Services, then images, then models: a container service shows its target and image;
+    the image's Delete waits for the service to stop, then removes it from the engine."""
+    from playwright.sync_api import expect
+
+    from accel_widgets.engine.package import package
+    from accel_widgets.engine.targets import deploy
+
+    prepare_squeezenet(workspace, weights_dir)
+    image = package("squeezenet", base=base_image, workspace=workspace)
+    tag = "accel-widgets/squeezenet:1"
+    try:
+        assert image.tag == tag
+        deploy("squeezenet", name="sq-box", target="container", workspace=workspace)
+        row = page.locator('.accel-service-row[data-name="sq-box"]')
+        image_row = page.locator('.accel-image-row[data-name="squeezenet"][data-version="1"]')
+        delete = image_row.locator(".accel-image-delete")
+        with shots.on_failure(page, [lab.server]):
+            open_lab(page, lab)
+            sidebar = open_sidebar(page)
+            health = row.locator(".accel-service-health")
+            health.wait_for(state="visible")
+            assert health.inner_text() == "running"
+            target = row.locator(".accel-service-target")
+            assert target.inner_text() == "Container (Docker)"
+            assert target.get_attribute("data-target") == "container"
+            assert row.locator(".accel-service-image").inner_text() == f"image {tag}"
+
+            # Between services and models, as the dependency order goes.
+            headings = sidebar.locator(".accel-sidebar-heading").all_inner_texts()
+            assert [h.strip().lower() for h in headings] == ["services", "images", "models"]
+            assert image_row.locator(".accel-image-tag").inner_text() == tag
+            assert image_row.locator(".accel-image-model").inner_text() == "squeezenet:1 fp16"
+            size = image_row.locator(".accel-image-size").inner_text()
+            assert size.endswith(" MB") and float(size.split()[0]) > 0
+            assert image_row.get_attribute("data-present") == "true"
+            assert image_row.locator(".accel-image-warning").count() == 0
+            assert image_row.locator(".accel-image-users").inner_text() == "used by sq-box"
+            expect(delete).to_be_disabled()
+            assert "sq-box" in delete.get_attribute("title")
+            model = sidebar.locator('.accel-model-row[data-name="squeezenet"]')
+            assert f"used by sq-box, image {tag}" in model.inner_text()
+            image_row.scroll_into_view_if_needed()
+            shots.take(page, "image-in-use")
+
+            row.locator(".accel-service-stop").click()
+            dialog = page.locator(".jp-Dialog")
+            dialog.wait_for(state="visible")
+            assert "Stop sq-box?" in dialog.inner_text()
+            assert f"The image {tag} and the model stay." in dialog.inner_text()
+            dialog.locator("button.jp-mod-accept").click()
+            row.wait_for(state="detached", timeout=60_000)
+            expect(delete).to_be_enabled()
+            assert image_row.locator(".accel-image-users").count() == 0
+            assert docker_client.images.list(name="accel-widgets/squeezenet"), "still there"
+            shots.take(page, "image-unused")
+
+            delete.click()
+            dialog.wait_for(state="visible")
+            assert f"Delete {tag}?" in dialog.inner_text()
+            assert "the model squeezenet:1 fp16 stays" in dialog.inner_text()
+            shots.take(page, "image-delete-dialog")
+            dialog.locator("button.jp-mod-accept").click()
+            image_row.wait_for(state="detached", timeout=60_000)
+            none = sidebar.locator(".accel-sidebar-images .accel-sidebar-none")
+            none.wait_for(state="visible")
+            assert f"used by sq-box, image {tag}" not in model.inner_text()
+            shots.take(page, "image-deleted")
+
+        assert docker_client.images.list(name="accel-widgets/squeezenet") == []
+        assert workspace.list_images() == []
+        assert workspace.list_services() == []
+    finally:
+        delete_services(sandbox.workspace)
+        # Only the image this test built: the tag is the engine's, not this workspace's.
+        with contextlib.suppress(Exception):
+            if docker_client.images.get(tag).id == image.info.get("image_id"):
+                docker_client.images.remove(tag, force=True)
+
+
+def test_sidebar_warns_of_an_image_docker_lost_and_shows_delete_errors(lab, page, shots):
+    """An image removed from Docker behind the workspace's back reads as such, and a delete
+    the server refuses shows the server's own words (here: the workspace has no such image)."""
+    from playwright.sync_api import expect
+
+    ghost = {
+        "name": "ghost",
+        "version": 3,
+        "tag": "accel-widgets/ghost:3",
+        "model": "ghost:1 int8",
+        "size_mb": 41.5,
+        "base": "local/debian-py:bookworm",
+        "present": False,
+        "pushed": ["127.0.0.1:5000/models/ghost:3"],
+        "used_by": [],
+    }
+
+    def listing(route) -> None:  # only the listing is invented; the DELETE is the server's
+        if route.request.method == "GET":
+            route.fulfill(status=200, json={"images": [ghost]})
+        else:
+            route.continue_()
+
+    with shots.on_failure(page, [lab.server]):
+        page.route("**/accel-widgets/api/images*", listing)
+        page.route("**/accel-widgets/api/images/**", listing)
+        open_lab(page, lab)
+        sidebar = open_sidebar(page)
+        row = sidebar.locator('.accel-image-row[data-name="ghost"][data-version="3"]')
+        row.wait_for(state="visible")
+        assert "accel-image-missing" in row.get_attribute("class").split()
+        assert row.get_attribute("data-present") == "false"
+        assert row.locator(".accel-image-warning").inner_text() == "removed from Docker"
+        assert "pushed to 127.0.0.1:5000/models/ghost:3" in row.inner_text()
+        assert sidebar.locator(".accel-sidebar-images .accel-sidebar-none").is_hidden()
+        delete = row.locator(".accel-image-delete")
+        expect(delete).to_be_enabled()
+        row.scroll_into_view_if_needed()
+        shots.take(page, "image-missing")
+
+        delete.click()
+        dialog = page.locator(".jp-Dialog")
+        assert "stay in their registries" in dialog.inner_text()
+        dialog.locator("button.jp-mod-accept").click()
+        refused = page.locator(".jp-Dialog", has_text="Cannot delete accel-widgets/ghost:3")
+        refused.wait_for(state="visible")
+        assert "ghost" in refused.locator(".jp-Dialog-body").inner_text()
+        shots.take(page, "image-delete-refused")
+        refused.locator(".jp-Dialog-footer button").first.click()
+        dialog.wait_for(state="detached")
+        assert row.is_visible()

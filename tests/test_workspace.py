@@ -604,8 +604,10 @@ def test_delete_unknown_model_lists_the_models_there_are(ws: Workspace) -> None:
 def test_delete_unknown_image_lists_the_images_there_are(ws: Workspace) -> None:
     model = register(ws, "resnet")
     add_image(ws, "resnet-img", add_onnx(ws, model, "fp32"))
-    with pytest.raises(NotFoundError, match="no image 'vgg-img'; images: resnet-img"):
+    with pytest.raises(NotFoundError, match="no image 'vgg-img'; images: resnet-img:1"):
         ws.delete_image("vgg-img")
+    with pytest.raises(NotFoundError, match="no image 'resnet-img:3'; images: resnet-img:1"):
+        ws.delete_image("resnet-img", 3)
 
 
 def test_images_count_versions_per_name(ws: Workspace) -> None:

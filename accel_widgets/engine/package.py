@@ -421,8 +421,14 @@ class ImageStatus:
     """An image as recorded, and whether the engine still has it (``None``: no engine)."""
 
     image: ImageRecord
-    model: str
+    artifact: ArtifactRecord
     present: bool | None
+
+    @property
+    def model(self) -> str:
+        """``name:version precision`` of the model the image holds."""
+        a = self.artifact
+        return f"{a.model_name}:{a.model_version} {a.precision}"
 
 
 def list_images(workspace: Workspace | None = None) -> list[ImageStatus]:
@@ -439,8 +445,7 @@ def list_images(workspace: Workspace | None = None) -> list[ImageStatus]:
         present = None
         if client is not None and image.tag:
             present = _present(client, image)
-        model = f"{artifact.model_name}:{artifact.model_version} {artifact.precision}"
-        statuses.append(ImageStatus(image, model, present))
+        statuses.append(ImageStatus(image, artifact, present))
     return statuses
 
 

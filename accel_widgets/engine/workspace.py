@@ -681,8 +681,12 @@ class Workspace:
                     "SELECT * FROM images WHERE name = ? AND version = ?", (name, version)
                 ).fetchone()
             if row is None:
-                names = sorted({r["name"] for r in db.execute("SELECT name FROM images")})
-                raise NotFoundError(f"no image {name!r}; images: {', '.join(names) or 'none yet'}")
+                refs = [
+                    f"{r['name']}:{r['version']}"
+                    for r in db.execute("SELECT name, version FROM images ORDER BY name, version")
+                ]
+                wanted = f"{name}:{version}" if version is not None else name
+                raise NotFoundError(f"no image {wanted!r}; images: {', '.join(refs) or 'none yet'}")
         return self._image_from_row(row)
 
     def list_images(self) -> list[ImageRecord]:

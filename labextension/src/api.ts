@@ -15,7 +15,12 @@ export type Health = 'running' | 'starting' | 'unhealthy' | 'dead';
 
 export interface IService {
   name: string;
+  /** The target's registry name (`local`, `container`, ...). */
   target: string;
+  /** The target's title ("This machine", "Container (Docker)"); older servers omit it. */
+  target_title?: string;
+  /** The image tag a container service runs; null for a service without an image. */
+  image?: string | null;
   address: string;
   state: string;
   health: Health;
@@ -38,6 +43,24 @@ export interface IModel {
   kind: string;
   description: string;
   artifacts: IArtifact[];
+}
+
+/** A packaged container image recorded in the workspace. */
+export interface IImage {
+  name: string;
+  version: number;
+  /** The engine's tag (`accel-widgets/squeezenet:1`); null until a build finished. */
+  tag: string | null;
+  /** The model version and precision it holds, e.g. `squeezenet:1 fp16`. */
+  model: string;
+  size_mb: number;
+  base: string | null;
+  /** Whether the Docker engine still has it; null when no engine answered. */
+  present: boolean | null;
+  /** Registry references it was pushed to. */
+  pushed: string[];
+  /** Services running it: they must go before the image. */
+  used_by: string[];
 }
 
 /** A notebook the server wrote (or found already there: `created` is false). */
@@ -113,6 +136,11 @@ export async function listModels(): Promise<IModel[]> {
   return reply.models;
 }
 
+export async function listImages(): Promise<IImage[]> {
+  const reply = await request<{ images: IImage[] }>('images');
+  return reply.images;
+}
+
 /** Stop a service and forget it (the server waits until the process is gone). */
 export async function deleteService(name: string): Promise<void> {
   await request(`services/${segment(name)}`, { method: 'DELETE' });
@@ -140,6 +168,19 @@ export async function deleteModel(
   version: number
 ): Promise<void> {
   await request(`models/${segment(name)}/${segment(version)}`, {
+    method: 'DELETE'
+  });
+}
+
+/**
+ * Remove an image version from the Docker engine and the workspace; refused (409) while a
+ * service runs it. Copies pushed to registries stay there.
+ */
+export async function deleteImage(
+  name: string,
+  version: number
+): Promise<void> {
+  await request(`images/${segment(name)}/${segment(version)}`, {
     method: 'DELETE'
   });
 }

@@ -11,6 +11,7 @@ export namespace CommandIDs {
   export const openScoringNotebook = 'accel-widgets:open-scoring-notebook';
   export const stopService = 'accel-widgets:stop-service';
   export const deleteModel = 'accel-widgets:delete-model';
+  export const deleteImage = 'accel-widgets:delete-image';
 }
 
 /** The palette category of every command here. */

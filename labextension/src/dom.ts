@@ -38,3 +38,35 @@ export function h<K extends keyof HTMLElementTagNameMap>(
   }
   return element;
 }
+
+/** Pieces up to this long never break inside; longer ones may break anywhere. */
+const UNBROKEN_MAX = 32;
+
+/**
+ * `text` as nodes that wrap at spaces and after each `/`, never at the hyphens inside a
+ * name: `accel-widgets/squeezenet:1` breaks as `accel-widgets/` + `squeezenet:1`, not
+ * `accel-` + `widgets/squeezenet:1`. The text content stays exactly `text`.
+ */
+export function wrapAtSlashes(text: string): Node[] {
+  const nodes: Node[] = [];
+  for (const word of text.split(/(\s+)/)) {
+    if (!word) {
+      continue;
+    }
+    if (/^\s+$/.test(word) || !/[-/]/.test(word)) {
+      nodes.push(document.createTextNode(word));
+      continue;
+    }
+    word.split(/(?<=\/)/).forEach((piece, index) => {
+      if (index > 0) {
+        nodes.push(h('wbr'));
+      }
+      nodes.push(
+        piece.length <= UNBROKEN_MAX
+          ? h('span', { class: 'accel-nowrap' }, piece)
+          : document.createTextNode(piece)
+      );
+    });
+  }
+  return nodes;
+}

@@ -1,5 +1,6 @@
 /**
- * The deployments sidebar: the workspace's services (live health) and model versions.
+ * The deployments sidebar: the workspace's services (live health), images and model
+ * versions, listed in dependency order (a service runs an image, an image holds a model).
  *
  * The panel only shows state and turns clicks into commands (`commands.ts`); the commands
  * (registered in `sidebar.ts`) talk to the server and ask the panel to refresh. While it is
@@ -11,18 +12,31 @@ import { CommandRegistry } from '@lumino/commands';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, IModel, IService, listModels, listServices } from './api';
+import {
+  ApiError,
+  IImage,
+  IModel,
+  IService,
+  listImages,
+  listModels,
+  listServices
+} from './api';
 import { CommandIDs } from './commands';
 import { h } from './dom';
-import { Execute, modelId, modelRow, serviceRow } from './rows';
+import { Execute, imageRow, modelId, modelRow, serviceRow } from './rows';
 
 /** How often a visible panel reloads, in milliseconds. */
 export const REFRESH_INTERVAL_MS = 5000;
 
 export const EMPTY_TEXT =
   'No services yet: open the Accelerated model walkthrough from the launcher to deploy one.';
+export const NO_IMAGES_TEXT =
+  "No images yet: the walkthrough's Package step builds one for the container target.";
 export const ERROR_HINT = 'Is the accel-widgets server extension enabled?';
 export const ERROR_COMMAND = 'jupyter server extension list';
+
+/** What the sidebar lists; a busy note is keyed by kind and id. */
+export type RowKind = 'service' | 'image' | 'model';
 
 /** A row rebuilt only when its data (or its busy note) changed. */
 interface IRow {
@@ -40,7 +54,7 @@ export class DeploymentsPanel extends Widget {
       'button',
       {
         class: 'accel-sidebar-refresh',
-        title: 'Refresh services and models',
+        title: 'Refresh services, images and models',
         type: 'button'
       },
       refreshIcon.element({ tag: 'span' })
@@ -61,6 +75,7 @@ export class DeploymentsPanel extends Widget {
       )
     );
     this._empty = h('p', { class: 'accel-empty' }, EMPTY_TEXT);
+    this._noImages = h('p', { class: 'accel-sidebar-none' }, NO_IMAGES_TEXT);
     this._noModels = h(
       'p',
       { class: 'accel-sidebar-none' },
@@ -76,6 +91,13 @@ export class DeploymentsPanel extends Widget {
         h('h3', { class: 'accel-sidebar-heading' }, 'Services'),
         this._empty,
         this._serviceList
+      ),
+      h(
+        'section',
+        { class: 'accel-sidebar-section accel-sidebar-images' },
+        h('h3', { class: 'accel-sidebar-heading' }, 'Images'),
+        this._noImages,
+        this._imageList
       ),
       h(
         'section',
@@ -116,6 +138,13 @@ export class DeploymentsPanel extends Widget {
     );
   }
 
+  /** The image version as last listed. */
+  image(name: string, version: number): IImage | undefined {
+    return this._images.find(
+      image => image.name === name && image.version === version
+    );
+  }
+
   /** Services that use the model version (the server refuses its delete while any does). */
   usersOf(name: string, version: number): string[] {
     return this._services
@@ -123,8 +152,19 @@ export class DeploymentsPanel extends Widget {
       .map(service => service.name);
   }
 
+  /**
+   * Images that hold the model version, by tag (the server refuses the model's delete
+   * while any is recorded, as it does while a service uses it).
+   */
+  imagesOf(name: string, version: number): string[] {
+    const id = modelId(name, version);
+    return this._images
+      .filter(image => image.model.split(' ')[0] === id)
+      .map(image => image.tag || modelId(image.name, image.version));
+  }
+
   /** Show a note such as "stopping…" on a row and disable its buttons (null clears it). */
-  setBusy(kind: 'service' | 'model', id: string, note: string | null): void {
+  setBusy(kind: RowKind, id: string, note: string | null): void {
     const key = `${kind}/${id}`;
     if (note === null) {
       this._busy.delete(key);
@@ -135,7 +175,7 @@ export class DeploymentsPanel extends Widget {
   }
 
   /**
-   * Reload services and models now. Calls made while a load runs share one follow-up load,
+   * Reload services, images and models now. Calls made while a load runs share one follow-up load,
    * so a refresh asked for after a change never returns data read before it.
    */
   refresh(): Promise<void> {
@@ -177,11 +217,13 @@ export class DeploymentsPanel extends Widget {
 
   private async _load(): Promise<void> {
     try {
-      const [services, models] = await Promise.all([
+      const [services, images, models] = await Promise.all([
         listServices(),
+        listImages(),
         listModels()
       ]);
       this._services = services;
+      this._images = images;
       this._models = models;
       this._error = null;
       this._loaded = true;
@@ -216,6 +258,7 @@ export class DeploymentsPanel extends Widget {
   private _showLoading(): void {
     this._errorState.hidden = true;
     this._empty.hidden = true;
+    this._noImages.hidden = true;
     this._noModels.hidden = true;
     this._footer.textContent = 'Loading…';
   }
@@ -236,6 +279,7 @@ export class DeploymentsPanel extends Widget {
     this._errorState.hidden = true;
     this._content.hidden = false;
     this._empty.hidden = this._services.length > 0;
+    this._noImages.hidden = this._images.length > 0;
     this._noModels.hidden = this._models.length > 0;
     this._sync(
       this._serviceList,
@@ -245,6 +289,15 @@ export class DeploymentsPanel extends Widget {
       (service, busy) => serviceRow(service, busy, this._execute)
     );
     this._sync(
+      this._imageList,
+      this._imageRows,
+      'image',
+      this._images.map(
+        image => [modelId(image.name, image.version), image] as const
+      ),
+      (image, busy) => imageRow(image, busy, this._execute)
+    );
+    this._sync(
       this._modelList,
       this._modelRows,
       'model',
@@ -252,7 +305,15 @@ export class DeploymentsPanel extends Widget {
         model =>
           [
             modelId(model.name, model.version),
-            { model, users: this.usersOf(model.name, model.version) }
+            {
+              model,
+              users: [
+                ...this.usersOf(model.name, model.version),
+                ...this.imagesOf(model.name, model.version).map(
+                  tag => `image ${tag}`
+                )
+              ]
+            }
           ] as const
       ),
       ({ model, users }, busy) => modelRow(model, users, busy, this._execute)
@@ -266,7 +327,7 @@ export class DeploymentsPanel extends Widget {
   private _sync<T>(
     list: HTMLUListElement,
     rows: Map<string, IRow>,
-    kind: 'service' | 'model',
+    kind: RowKind,
     items: ReadonlyArray<readonly [string, T]>,
     build: (item: T, busy: string | null) => HTMLLIElement
   ): void {
@@ -309,19 +370,25 @@ export class DeploymentsPanel extends Widget {
   });
   private readonly _errorState: HTMLDivElement;
   private readonly _empty: HTMLParagraphElement;
+  private readonly _noImages: HTMLParagraphElement;
   private readonly _noModels: HTMLParagraphElement;
   private readonly _content: HTMLDivElement;
   private readonly _footer = h('footer', { class: 'accel-sidebar-footer' });
   private readonly _serviceList = h('ul', {
     class: 'accel-sidebar-list accel-service-list'
   });
+  private readonly _imageList = h('ul', {
+    class: 'accel-sidebar-list accel-image-list'
+  });
   private readonly _modelList = h('ul', {
     class: 'accel-sidebar-list accel-model-list'
   });
   private readonly _serviceRows = new Map<string, IRow>();
+  private readonly _imageRows = new Map<string, IRow>();
   private readonly _modelRows = new Map<string, IRow>();
   private readonly _busy = new Map<string, string>();
   private _services: IService[] = [];
+  private _images: IImage[] = [];
   private _models: IModel[] = [];
   private _error: ApiError | null = null;
   private _loaded = false;

@@ -1,5 +1,5 @@
 /**
- * One list item per service and per model version, with its action buttons.
+ * One list item per service, per image and per model version, with its action buttons.
  *
  * Buttons only run commands (`commands.ts`), so a button, the palette and the context menu
  * of a row all do the same thing.
@@ -14,9 +14,9 @@ import {
 } from '@jupyterlab/ui-components';
 import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
-import { IModel, IService } from './api';
+import { IImage, IModel, IService } from './api';
 import { CommandIDs } from './commands';
-import { h } from './dom';
+import { h, wrapAtSlashes } from './dom';
 
 /** Runs a command with its arguments (the panel passes its command registry's). */
 export type Execute = (
@@ -121,20 +121,145 @@ export function serviceRow(
     h(
       'div',
       { class: 'accel-sidebar-row-detail' },
-      h('span', { class: 'accel-service-target' }, service.target),
+      h(
+        'span',
+        {
+          class: 'accel-service-target',
+          title: `target: ${service.target}`,
+          dataset: { target: service.target }
+        },
+        service.target_title || service.target
+      ),
       ' · ',
       h('code', { class: 'accel-service-address' }, service.address),
       service.auth ? ' · key required' : ''
     ),
+    service.image
+      ? h(
+          'div',
+          {
+            class: 'accel-sidebar-row-detail accel-service-image',
+            title: `${service.name} runs the image ${service.image}`
+          },
+          'image ',
+          h('code', {}, ...wrapAtSlashes(service.image))
+        )
+      : null,
     busy ? h('div', { class: 'accel-sidebar-row-note' }, busy) : null,
     h('div', { class: 'accel-sidebar-actions' }, ...buttons)
   );
 }
 
-/** A model version: artifacts, the services using it, and delete. */
+/**
+ * An image: its tag, the model it holds, its size, whether Docker still has it, and delete
+ * (disabled while a service runs it: services go first, then images, then models).
+ */
+export function imageRow(
+  image: IImage,
+  busy: string | null,
+  execute: Execute
+): HTMLLIElement {
+  const id = modelId(image.name, image.version);
+  const label = image.tag || id;
+  const users = image.used_by;
+  const missing = image.present === false;
+  const classes = ['accel-image-row'];
+  if (missing) {
+    classes.push('accel-image-missing');
+  }
+  if (busy) {
+    classes.push('accel-sidebar-busy');
+  }
+  const deleteTitle = users.length
+    ? `Used by ${users.join(', ')}: stop ${users.length > 1 ? 'those services' : 'that service'} before deleting the image`
+    : `Delete ${label} from the Docker engine and the workspace`;
+  return h(
+    'li',
+    {
+      class: classes.join(' '),
+      dataset: {
+        name: image.name,
+        version: String(image.version),
+        present: String(image.present)
+      },
+      title: image.base ? `${label}, built on ${image.base}` : label
+    },
+    h(
+      'div',
+      { class: 'accel-sidebar-row-head' },
+      h(
+        'span',
+        { class: 'accel-sidebar-row-name accel-image-tag' },
+        ...wrapAtSlashes(label)
+      ),
+      h(
+        'span',
+        { class: 'accel-sidebar-tag accel-image-size' },
+        `${image.size_mb} MB`
+      )
+    ),
+    h(
+      'div',
+      { class: 'accel-sidebar-row-detail accel-image-model' },
+      image.model
+    ),
+    missing
+      ? h(
+          'div',
+          {
+            class: 'accel-sidebar-row-detail accel-image-warning',
+            title:
+              'The Docker engine no longer has this image; package the model again, ' +
+              'or delete the image to forget it'
+          },
+          'removed from Docker'
+        )
+      : null,
+    image.present === null
+      ? h(
+          'div',
+          { class: 'accel-sidebar-row-detail accel-image-unknown' },
+          'Docker engine not answering'
+        )
+      : null,
+    image.pushed.length
+      ? h(
+          'div',
+          { class: 'accel-sidebar-row-detail accel-image-pushed' },
+          ...wrapAtSlashes(`pushed to ${image.pushed.join(', ')}`)
+        )
+      : null,
+    users.length
+      ? h(
+          'div',
+          { class: 'accel-sidebar-row-detail accel-image-users' },
+          `used by ${users.join(', ')}`
+        )
+      : null,
+    busy ? h('div', { class: 'accel-sidebar-row-note' }, busy) : null,
+    h(
+      'div',
+      { class: 'accel-sidebar-actions' },
+      actionButton(
+        'accel-image-delete',
+        deleteIcon,
+        'Delete',
+        deleteTitle,
+        () =>
+          execute(CommandIDs.deleteImage, {
+            name: image.name,
+            version: image.version
+          }),
+        busy !== null || users.length > 0
+      )
+    )
+  );
+}
+
+/** A model version: artifacts, the services and images using it, and delete. */
 export function modelRow(
   model: IModel,
-  users: string[],
+  users: readonly string[],
   busy: string | null,
   execute: Execute
 ): HTMLLIElement {
@@ -163,8 +288,8 @@ export function modelRow(
     users.length
       ? h(
           'div',
-          { class: 'accel-sidebar-row-detail' },
-          `used by ${users.join(', ')}`
+          { class: 'accel-sidebar-row-detail accel-model-users' },
+          ...wrapAtSlashes(`used by ${users.join(', ')}`)
         )
       : null,
     busy ? h('div', { class: 'accel-sidebar-row-note' }, busy) : null,

@@ -22,6 +22,7 @@ import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
 import {
   ApiError,
+  deleteImage,
   deleteModel,
   deleteService,
   scoringNotebook,
@@ -44,10 +45,17 @@ function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
 
+/** "a, b and c" */
+function listing(items: string[]): string {
+  return items.length > 1
+    ? `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}`
+    : (items[0] ?? '');
+}
+
 export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
   id: 'accel-widgets:deployments',
   description:
-    'A left sidebar listing deployed model services and model versions.',
+    'A left sidebar listing deployed model services, their images and model versions.',
   autoStart: true,
   requires: [IDocumentManager],
   optional: [IDefaultFileBrowser, ICommandPalette, ILayoutRestorer],
@@ -143,11 +151,14 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
       execute: async args => {
         const name = serviceName(args);
         const service = panel.service(name);
+        const stays = service?.image
+          ? `The image ${service.image} and the model stay.`
+          : 'The model stays.';
         const result = await showDialog({
           title: `Stop ${name}?`,
           body:
             `The service stops and leaves the workspace; clients calling ` +
-            `${service?.address ?? 'it'} will get errors. The model stays.`,
+            `${service?.address ?? 'it'} will get errors. ${stays}`,
           buttons: [
             Dialog.cancelButton(),
             Dialog.warnButton({ label: 'Stop and delete' })
@@ -181,10 +192,19 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
         const { name, version } = target(args, '.accel-model-row');
         const id = `${name}:${version}`;
         const users = panel.usersOf(name, version);
+        const images = panel.imagesOf(name, version);
+        const needed = [
+          users.length ? `served by ${listing(users)}` : '',
+          images.length
+            ? `packaged in the image${images.length > 1 ? 's' : ''} ${listing(images)}`
+            : ''
+        ].filter(Boolean);
         const result = await showDialog({
           title: `Delete ${id}?`,
-          body: users.length
-            ? `${id} is served by ${users.join(', ')}: stop ${users.length > 1 ? 'them' : 'it'} first.`
+          body: needed.length
+            ? `${id} is ${needed.join(' and ')}: ` +
+              `delete ${users.length + images.length > 1 ? 'them' : 'it'} first ` +
+              `(services, then images).`
             : `The model version and its converted files are deleted from the workspace.`,
           buttons: [
             Dialog.cancelButton(),
@@ -215,6 +235,58 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
+    commands.addCommand(CommandIDs.deleteImage, {
+      label: 'Delete image',
+      caption:
+        'Remove the image from the Docker engine and the workspace (stop its services first)',
+      isEnabled: args => {
+        const { name, version } = target(args, '.accel-image-row');
+        return (panel.image(name, version)?.used_by.length ?? 0) === 0;
+      },
+      execute: async args => {
+        const { name, version } = target(args, '.accel-image-row');
+        const id = `${name}:${version}`;
+        const image = panel.image(name, version);
+        const label = image?.tag || id;
+        const users = image?.used_by ?? [];
+        const pushed = image?.pushed.length
+          ? ` Copies pushed to ${listing(image.pushed)} stay in their registries.`
+          : '';
+        const result = await showDialog({
+          title: `Delete ${label}?`,
+          body: users.length
+            ? `${label} is run by ${listing(users)}: stop ${users.length > 1 ? 'them' : 'it'} first.`
+            : `The image is removed from the Docker engine and the workspace; ` +
+              `the model ${image?.model ?? ''} stays.${pushed}`,
+          buttons: [
+            Dialog.cancelButton(),
+            Dialog.warnButton({ label: 'Delete' })
+          ]
+        });
+        if (!result.button.accept) {
+          return;
+        }
+        panel.setBusy('image', id, 'deleting…');
+        let failure: unknown = null;
+        try {
+          await deleteImage(name, version);
+        } catch (error) {
+          failure = error;
+        }
+        panel.setBusy('image', id, null);
+        await panel.refresh();
+        if (failure) {
+          const title =
+            failure instanceof ApiError && failure.status === 409
+              ? `${label} is still in use`
+              : `Cannot delete ${label}`;
+          await showErrorMessage(title, asError(failure));
+        } else {
+          Notification.success(`Deleted ${label}`, { autoClose: 3000 });
+        }
+      }
+    });
+
     const serviceCommands = [
       CommandIDs.copyAddress,
       CommandIDs.copyKey,
@@ -224,6 +296,11 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
     serviceCommands.forEach((command, rank) =>
       app.contextMenu.addItem({ command, selector: '.accel-service-row', rank })
     );
+    app.contextMenu.addItem({
+      command: CommandIDs.deleteImage,
+      selector: '.accel-image-row',
+      rank: 0
+    });
     app.contextMenu.addItem({
       command: CommandIDs.deleteModel,
       selector: '.accel-model-row',
