@@ -123,4 +123,8 @@ def test_resnet50_int8_packaged_pushed_pulled_back_and_served_like_the_local_tar
     assert docker_client.containers.list(all=True, filters={"label": label}) == []
     assert docker_client.images.list(name="accel-widgets/resnet50") == []
     assert docker_client.images.list(name=f"{registry}/models/resnet50") == []
+    # Not even the build cache of the wheels stage, once no model image is left.
+    leftovers = docker_client.images.list(all=True, filters={"label": "io.accel-widgets.stage"})
+    if not docker_client.images.list(filters={"label": "io.accel-widgets.model"}):
+        assert leftovers == []
     assert workspace.list_services() == workspace.list_images() == workspace.list_models() == []

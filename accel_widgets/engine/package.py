@@ -466,6 +466,10 @@ def _remove_from_engine(client: Any, image: ImageRecord) -> None:
         leftover = _engine_image(client, image.info.get("image_id"))
         if leftover is not None and not leftover.tags:
             client.images.remove(leftover.id)
+        # The wheels stage is kept as build cache (a second model builds in seconds) while
+        # any model image is left; with the last one gone, the engine keeps nothing of ours.
+        if not client.images.list(filters={"label": f"{LABEL}.model"}):
+            client.images.prune(filters={"dangling": True, "label": f"{LABEL}.stage=wheels"})
     except docker.errors.ImageNotFound:
         pass
     except docker.errors.APIError as exc:
