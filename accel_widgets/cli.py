@@ -273,14 +273,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from accel_widgets.engine.targets import deploy, get_target
 
     target = get_target(args.target)
-    given = {s.name: getattr(args, s.name, None) for s in _target_settings()}
-    unknown = [k for k, v in given.items() if v is not None and k not in target._names()]
-    if unknown:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        offered = ", ".join(s.flag for s in target.settings if s.ui) or "none"
-        raise AccelError(
-            f"{flags} is not a setting of the {target.name} target; its settings: {offered}"
-        )
+    given = _given_settings(args, target)
     progress = TerminalProgress()
     try:
         service = deploy(
@@ -292,7 +285,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             image=args.image,
             workspace=_workspace(args),
             progress=progress,
-            **{k: v for k, v in given.items() if v is not None},
+            **given,
         )
     finally:
         progress.close()
@@ -311,6 +304,41 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     )
     print(f"ready in  {service.info.get('ready_seconds')} s")
     print(f"score it  accel-widgets score {service.name} path/to/image.jpg")
+    return SUCCESS
+
+
+def cmd_manifests(args: argparse.Namespace) -> int:
+    """Write the objects a target would create (YAML for kubectl apply or GitOps)."""
+    import yaml
+
+    from accel_widgets.engine.targets import get_target, manifests
+
+    target = get_target(args.target)
+    given = _given_settings(args, target)
+    objects = manifests(
+        args.model,
+        version=args.version,
+        precision=args.precision,
+        name=args.name,
+        target=target.name,
+        image=args.image,
+        workspace=_workspace(args),
+        **given,
+    )
+    if not args.out:
+        print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+        return SUCCESS
+    from pathlib import Path
+
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, obj in enumerate(objects, 1):
+        kind = obj.get("kind", "object").lower()
+        name = obj.get("metadata", {}).get("name", "unnamed")
+        path = folder / f"{index:02d}-{kind}-{name}.yaml"
+        path.write_text(yaml.safe_dump(obj, sort_keys=False))
+        print(f"wrote {path}")
+    print(f"apply with: kubectl apply -f {folder}")
     return SUCCESS
 
 
@@ -484,6 +512,21 @@ def cmd_services(args: argparse.Namespace) -> int:
     return SUCCESS
 
 
+def _given_settings(args: argparse.Namespace, target) -> dict[str, Any]:
+    """The target settings given on the command line; a flag the target does not take is
+    refused with the flags it does take."""
+    given = {s.name: getattr(args, s.name, None) for s in _target_settings()}
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = [k for k in given if k not in target._names()]
+    if unknown:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        offered = ", ".join(s.flag for s in target.settings if s.ui) or "none"
+        raise AccelError(
+            f"{flags} is not a setting of the {target.name} target; its settings: {offered}"
+        )
+    return given
+
+
 def _target_names() -> tuple[str, ...]:
     from accel_widgets.engine.targets import target_names
 
@@ -539,6 +582,7 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "services": (cmd_services, "List services and their health."),
     "logs": (cmd_logs, "Show a service's last log lines."),
     "package": (cmd_package, "Build a container image holding a converted model."),
+    "manifests": (cmd_manifests, "Write the objects a target would create, as YAML."),
     "images": (cmd_images, "List packaged images."),
     "targets": (cmd_targets, "List deployment targets and their settings."),
     "delete": (cmd_delete, "Delete a service, image or model."),
@@ -602,6 +646,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_target_settings(p)
     p.add_argument("--show-key", action="store_true", help="print the whole API key")
+
+    p = parsers["manifests"]
+    p.add_argument("model", help="a workspace model with a converted artifact")
+    p.add_argument("--target", default="kubernetes", help="kubernetes (default) or kserve")
+    p.add_argument("--name", help="service name (default: the model name)")
+    p.add_argument("--version", type=int, help="model version (default: latest)")
+    p.add_argument("--precision", choices=["int8", "fp32", "fp16"], help="default: int8 if any")
+    p.add_argument("--image", help="REGISTRY/PATH:TAG the cluster pulls (default: the last push)")
+    p.add_argument("--out", help="a folder for one YAML file per object (default: stdout)")
+    _add_target_settings(p)
 
     p = parsers["package"]
     p.add_argument("model", help="a workspace model with a converted artifact")

@@ -43,7 +43,7 @@ class ReplicatedLocal(LocalTarget):
     )
     seen: ClassVar[list[dict[str, Any]]] = []
 
-    def deploy(self, workspace, artifact, name, *, image, settings, report):
+    def deploy(self, workspace, artifact, name, *, image, settings, report, image_reference=None):
         self.seen.append(dict(settings))
         local = {k: v for k, v in settings.items() if k != "replicas"}
         service = super().deploy(

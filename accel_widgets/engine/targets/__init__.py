@@ -12,6 +12,7 @@ instantiate), as MLflow's deployment plugins do.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.metadata
 import logging
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ __all__ = [
     "deploy_or_reuse",
     "get_target",
     "list_services",
+    "manifests",
     "register_target",
     "service_logs",
     "service_status",
@@ -89,6 +91,16 @@ def get_target(name: str) -> Target:
 
 register_target(LocalTarget())
 register_target(ContainerTarget())
+# Targets that talk to remote engines live in their own modules, each exposing ``TARGET``;
+# their client libraries (kubernetes, azure-*) are imported only when a call needs them.
+for _module in ("kubernetes", "kserve", "azureml"):
+    try:
+        _loaded = importlib.import_module(f"accel_widgets.engine.targets.{_module}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"accel_widgets.engine.targets.{_module}":
+            raise
+        continue
+    register_target(_loaded.TARGET)
 
 #: The registered target names (kept for callers that only need the list).
 TARGETS = target_names()
@@ -148,13 +160,28 @@ def deploy(
         image=record,
         settings=resolved,
         report=report,
+        image_reference=image if isinstance(image, str) and "/" in image else None,
     )
 
 
 def _image_for(workspace: Workspace, artifact, image: str | ImageRecord | None) -> ImageRecord:
-    """The image to run: the one named, or the newest packaged from ``artifact``."""
+    """The image to run: the one named (workspace ``name[:version]``, or a registry reference
+    it was pushed as), or the newest packaged from ``artifact``."""
     if isinstance(image, ImageRecord):
         record = image
+    elif image and "/" in image:
+        pushed = [
+            i
+            for i in workspace.list_images()
+            if image == i.tag or image in [p["ref"] for p in i.info.get("pushed", [])]
+        ]
+        if not pushed:
+            raise ServingError(
+                f"no image in the workspace was pushed as {image}; package and push it first "
+                f"(`accel-widgets package {artifact.model_name} --push REGISTRY/PATH`), or "
+                "name a workspace image (`accel-widgets images`)"
+            )
+        record = pushed[-1]
     elif image:
         image_name, _, version = image.partition(":")
         record = workspace.get_image(image_name, int(version) if version.isdigit() else None)
@@ -175,6 +202,33 @@ def _image_for(workspace: Workspace, artifact, image: str | ImageRecord | None) 
             f"{artifact.precision}; package that model, or deploy the model the image holds"
         )
     return record
+
+
+def manifests(
+    model: str,
+    *,
+    version: int | None = None,
+    precision: str | None = None,
+    name: str | None = None,
+    target: str = "kubernetes",
+    image: str | ImageRecord | None = None,
+    workspace: Workspace | None = None,
+    **settings: Any,
+) -> list[dict[str, Any]]:
+    """The objects ``deploy`` would create on ``target``, without contacting anything."""
+    chosen = get_target(target)
+    resolved = chosen.resolve(settings)
+    workspace = workspace or Workspace()
+    artifact = workspace.get_artifact(model, version, precision)
+    record = _image_for(workspace, artifact, image) if chosen.needs_image else None
+    return chosen.manifests(
+        workspace,
+        artifact,
+        name or artifact.model_name,
+        image=record,
+        settings=resolved,
+        image_reference=image if isinstance(image, str) and "/" in image else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -154,8 +154,32 @@ class Target(ABC):
         image: ImageRecord | None,
         settings: dict[str, Any],
         report: Reporter,
+        image_reference: str | None = None,
     ) -> ServiceRecord:
-        """Start the service, wait until it answers, and return its workspace record."""
+        """Start the service, wait until it answers, and return its workspace record.
+
+        ``image`` is the workspace image to run (for targets with ``needs_image``), and
+        ``image_reference`` the registry reference the caller named (``REGISTRY/path:tag``),
+        when it named one: a cluster pulls from a registry, never from this engine.
+        """
+
+    def manifests(
+        self,
+        workspace: Workspace,
+        artifact: ArtifactRecord,
+        name: str,
+        *,
+        image: ImageRecord | None,
+        settings: dict[str, Any],
+        image_reference: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The objects ``deploy`` would create, as plain dicts (YAML for kubectl or GitOps).
+
+        Only targets that apply declarative objects have them.
+        """
+        raise ServingError(
+            f"the {self.name} target creates no manifests; targets that do: kubernetes, kserve"
+        )
 
     @abstractmethod
     def status(self, workspace: Workspace, service: ServiceRecord) -> str:
@@ -171,6 +195,25 @@ class Target(ABC):
 
 
 # -- helpers that several targets share --------------------------------------------------
+
+
+def pushed_reference(image: ImageRecord, requested: str | None = None) -> str:
+    """The registry reference a remote target pulls: the one asked for, or the newest push.
+
+    A cluster or a cloud service cannot pull from this machine's Docker engine: an image
+    that was never pushed is refused with the command that pushes it.
+    """
+    pushed = [p["ref"] for p in image.info.get("pushed", [])]
+    if requested and "/" in requested and requested != image.tag:
+        return requested
+    if pushed:
+        return pushed[-1]
+    raise ServingError(
+        f"image {image.ref} ({image.tag}) was never pushed, and a remote target cannot pull "
+        f"from this machine: push it first (`accel-widgets package {image.name} --push "
+        "REGISTRY/PATH`), then deploy with --image REGISTRY/PATH/"
+        f"{image.name}:{image.version}"
+    )
 
 
 def port_free(host: str, port: int) -> bool:

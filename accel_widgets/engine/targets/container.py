@@ -119,6 +119,7 @@ class ContainerTarget(Target):
         image: ImageRecord | None,
         settings: dict[str, Any],
         report: Reporter,
+        image_reference: str | None = None,
     ) -> ServiceRecord:
         check_name(name, "service")
         if image is None:

@@ -312,7 +312,9 @@ class LocalTarget(Target):
         image: ImageRecord | None,
         settings: dict[str, Any],
         report: Reporter,
+        image_reference: str | None = None,
     ) -> ServiceRecord:
+        del image, image_reference  # the local target runs the converted model itself
         return deploy_local(workspace, artifact, name, report=report, target=self.name, **settings)
 
     def status(self, workspace: Workspace, service: ServiceRecord) -> str:
