@@ -354,3 +354,40 @@ def test_walkthrough_packages_and_runs_a_container_by_clicks(
         assert image_row.children[-1].disabled, "an image a service runs must not be deletable"
     finally:
         _remove_everything(docker_client, workspace)
+
+
+def _served_requests(service) -> int:
+    """Predict calls a server answered, from its own Prometheus counter (REST /metrics)."""
+    import re
+    import urllib.request
+
+    url = f"http://127.0.0.1:{service.info['rest_port']}/metrics"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as response:
+        text = response.read().decode()
+    pattern = r'accel_widgets_requests_total\{[^}]*protocol="grpc"[^}]*\} (\d+)'
+    counts = re.findall(pattern, text)
+    return sum(int(c) for c in counts)
+
+
+def test_client_round_robin_spreads_requests_over_two_containers(packaged):
+    """Two containers of one image, one client with both addresses: both do the work."""
+    from accel_widgets.engine.client import PredictionClient
+
+    workspace, _ = packaged
+    first = deploy("squeezenet", name="rr-a", target="container", workspace=workspace)
+    second = deploy("squeezenet", name="rr-b", target="container", workspace=workspace)
+    try:
+        before = [_served_requests(s) for s in (first, second)]
+        cat = _cat()
+        with PredictionClient(
+            "127.0.0.1", first.port, replicas=[f"127.0.0.1:{second.port}"]
+        ) as client:
+            tops = {int(np.argmax(client.score_image(cat))) for _ in range(20)}
+        assert tops <= set(CAT_CLASSES)
+        served = [_served_requests(s) - b for s, b in zip((first, second), before, strict=True)]
+        assert sum(served) == 20
+        assert min(served) >= 8, f"requests were not spread over both replicas: {served}"
+    finally:
+        delete_service("rr-a", workspace)
+        delete_service("rr-b", workspace)

@@ -105,6 +105,19 @@ class PredictionStub:
         )
 
 
+def _split(address: str, port: int | None) -> tuple[str, int]:
+    if port is None:
+        host, sep, port_text = address.rpartition(":")
+        if not sep or not port_text.isdigit():
+            raise ValueError(f"no port in address {address!r}; use 'host:port' or port=")
+        return host.strip("[]"), int(port_text)
+    return address, int(port)
+
+
+def _join(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 class PredictionClient:
     """A scoring client for one service; reuse it (it owns one gRPC channel).
 
@@ -125,6 +138,12 @@ class PredictionClient:
         Default seconds per call, all retries included.
     root_certificates
         PEM bytes, or a path to a PEM file.
+    replicas
+        More ``host:port`` addresses of the same service (replicas behind no load balancer,
+        or several containers of one image): calls are spread over all of them, round-robin,
+        on one channel. ``round_robin=True`` does the same over every address a DNS name
+        resolves to (a Kubernetes headless Service): a ClusterIP Service balances gRPC per
+        connection, so one channel would otherwise stick to one pod.
     """
 
     def __init__(
@@ -138,17 +157,27 @@ class PredictionClient:
         timeout: float = 10.0,
         root_certificates: bytes | str | os.PathLike[str] | None = None,
         max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
+        replicas: Sequence[str] = (),
+        round_robin: bool = False,
     ) -> None:
         if not address:
             raise ValueError("address is empty; give the service's host name or IP")
-        if port is None:
-            host, sep, port_text = address.rpartition(":")
-            if not sep or not port_text.isdigit():
-                raise ValueError(f"no port in address {address!r}; use 'host:port' or port=")
-            address, port = host.strip("[]"), int(port_text)
+        address, port = _split(address, port)
         self.address = address
         self.port = int(port)
-        self.target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        self.target = _join(address, port)
+        self.replicas = tuple(_join(*_split(r, None)) for r in replicas)
+        config = dict(SERVICE_CONFIG)
+        if self.replicas or round_robin:
+            config["loadBalancingConfig"] = [{"round_robin": {}}]
+        if self.replicas:
+            # gRPC's static resolver: one channel, every address a subchannel.
+            every = [self.target, *self.replicas]
+            if any(a.startswith("[") for a in every):
+                raise ValueError("replicas: use IPv4 addresses or one DNS name with round_robin")
+            self.target = "ipv4:" + ",".join(every)
+        elif round_robin:
+            self.target = f"dns:///{self.target}"
         self.timeout = timeout
         self.access_token = access_token
         self.service_name = service_name
@@ -158,7 +187,7 @@ class PredictionClient:
             ("grpc.max_send_message_length", limit),
             ("grpc.max_receive_message_length", limit),
             ("grpc.enable_retries", 1),
-            ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+            ("grpc.service_config", json.dumps(config)),
             # gRPC only retries requests it still holds; the default 256 KiB buffer would
             # make every photo-sized request unretryable.
             ("grpc.per_rpc_retry_buffer_size", limit),
@@ -405,13 +434,29 @@ def encode_image(image: ImageLike, *, max_bytes: int = 12 * 1024 * 1024) -> byte
     return buffer.getvalue()
 
 
-def client_from_service(service: Any, **kwargs: Any) -> PredictionClient:
-    """A client for a workspace service record (``address, port, key, name, use_ssl``)."""
+def client_from_service(service: Any, **kwargs: Any) -> Any:
+    """A client for a workspace service record (``address, port, key, name, use_ssl``).
+
+    Targets record how their service is reached in ``info``: ``replicas`` (more
+    ``host:port`` addresses, spread round-robin), ``round_robin`` (a DNS name that resolves
+    to every replica), or ``protocol: "rest"`` with a ``scoring_uri`` (a service that only
+    speaks HTTP, such as an Azure ML online endpoint), which gets the REST client with the
+    same ``score_file`` / ``score_image`` calls.
+    """
+    info = getattr(service, "info", None) or {}
+    if info.get("protocol") == "rest":
+        from accel_widgets.engine.rest_client import RestPredictionClient
+
+        return RestPredictionClient(
+            info["scoring_uri"], key=getattr(service, "key", None), **kwargs
+        )
     return PredictionClient(
         service.address,
         service.port,
         use_ssl=bool(getattr(service, "use_ssl", False)),
         access_token=getattr(service, "key", None),
         service_name=getattr(service, "name", None),
+        replicas=tuple(info.get("replicas") or ()),
+        round_robin=bool(info.get("round_robin")),
         **kwargs,
     )
