@@ -128,7 +128,8 @@ def deploy(
     name:
         The service name (lowercase); defaults to the model name.
     target:
-        A registered target (:func:`target_names`): ``local`` (default) or ``container``.
+        A registered target (:func:`target_names`): ``local`` (default), ``container``,
+        ``kubernetes``, ``kserve`` or ``azureml``.
     image:
         For targets that run an image: ``"name:version"``, ``"name"`` (latest) or an
         :class:`ImageRecord`; default: the newest image packaged from the same artifact.
@@ -285,21 +286,30 @@ def delete_service(name: str, workspace: Workspace | None = None) -> ServiceReco
     return get_target(service.target).delete(workspace, service)
 
 
-def _same(existing: ServiceRecord, settings: dict[str, Any], host: str, port: int, auth, tls):
-    """Whether a running service was deployed with what is asked now."""
+def _same(target: Target, existing: ServiceRecord, settings: dict[str, Any], tls: Any) -> bool:
+    """Whether a running service was deployed with what is asked now.
+
+    Only what the target declares is compared: ``host`` against the recorded address,
+    ``port`` unless 0 (any free port), ``auth`` unless None (the target decides), TLS, and
+    every other setting against what was recorded at deploy time.
+    """
     recorded = existing.info.get("settings", {})
-    others = all(
-        recorded.get(k) == v
-        for k, v in settings.items()
-        if v is not None and k not in ("key", "ready_timeout")
-    )
-    return (
-        existing.address == host
-        and port in (0, existing.port)
-        and (auth is None or bool(existing.key) == auth)
-        and existing.use_ssl == bool(tls)
-        and others
-    )
+    declared = target._names()
+    for key, value in settings.items():
+        if value is None or key in ("key", "ready_timeout") or key not in declared:
+            continue
+        if key == "host":
+            if existing.address != value:
+                return False
+        elif key == "port":
+            if value not in (0, existing.port):
+                return False
+        elif key == "auth":
+            if bool(existing.key) != value:
+                return False
+        elif recorded.get(key) != value:
+            return False
+    return existing.use_ssl == bool(tls)
 
 
 def deploy_or_reuse(
@@ -339,16 +349,19 @@ def deploy_or_reuse(
             existing.artifact_id == artifact.id
             and existing.target == chosen.name
             and (not chosen.needs_image or existing.image_id == wanted_image.id)
-            and _same(existing, settings, host, port, auth, tls)
+            and _same(chosen, existing, {"host": host, "port": port, "auth": auth, **settings}, tls)
         )
         if same and service_status(name, workspace).healthy:
             report("deploy", 1.0, f"service {name} already serves {artifact.model_name}; reusing")
             return existing, True
         report("deploy", 0.0, f"replacing the earlier service {name} ({existing.state})")
         delete_service(name, workspace)
-    common: dict[str, Any] = {"host": host, "port": port, "auth": auth}
-    if tls is not None:
-        common["tls"] = tls
+    # Only what the target declares: a cluster target has no host or port to bind.
+    common = {
+        k: v
+        for k, v in {"host": host, "port": port, "auth": auth, "tls": tls}.items()
+        if k in chosen._names() and v is not None
+    }
     service = deploy(
         artifact.model_name,
         version=artifact.model_version,
