@@ -1,0 +1,788 @@
+"""What the Kubernetes and KServe targets share: settings, the API connection, and rollouts.
+
+Both targets build plain manifests (dicts), apply them with the official ``kubernetes``
+client to a kubeconfig context, record the service in the workspace, wait with progress,
+and explain a stuck rollout in the user's words. Everything they create carries the labels
+of :func:`labels`, so ``delete`` (and the clean-up after a failed deploy) finds all of it by
+one label selector.
+
+The ``kubernetes`` package (>= 37) is imported only inside the calls that talk to a cluster:
+``manifests`` works without it. Requests go through the client's own ``ApiClient`` (its
+kubeconfig loading, token and certificate handling, its transport) on the documented REST
+paths of each kind, so one small table serves core objects and KServe's custom resources.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import secrets
+import time
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from accel_widgets.engine.package_context import GRPC_PORT, REST_PORT, SERVING_UID
+from accel_widgets.engine.targets.base import Setting, Target, pushed_reference
+from accel_widgets.engine.workspace import (
+    ArtifactRecord,
+    ImageRecord,
+    ServiceRecord,
+    Workspace,
+    check_name,
+)
+from accel_widgets.errors import ServingError
+from accel_widgets.progress import Reporter
+
+MANAGED_BY = "accel-widgets"
+SERVICE_LABEL = "io.accel-widgets/service"
+SECRET_KEY = "api-keys"
+GPU_RESOURCE = "nvidia.com/gpu"
+#: Seconds between two looks at a rollout (tests make it shorter).
+POLL_S = 1.0
+#: How long a pod may stay unschedulable before deploy gives up (a cluster autoscaler may
+#: add a node meanwhile; without one, the pod stays Pending for ever).
+UNSCHEDULABLE_GRACE_S = 60.0
+#: Kubernetes object names (Services): DNS-1035 labels.
+K8S_NAME_RE = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+#: Deleting a Deployment removes its ReplicaSets and pods in the background.
+DELETE_OPTIONS = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+#: kind -> (API path prefix, plural) for every kind the targets create, list or delete.
+KINDS: dict[str, tuple[str, str]] = {
+    "Namespace": ("/api/v1", "namespaces"),
+    "Secret": ("/api/v1", "secrets"),
+    "Service": ("/api/v1", "services"),
+    "Pod": ("/api/v1", "pods"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "ServingRuntime": ("/apis/serving.kserve.io/v1alpha1", "servingruntimes"),
+    "InferenceService": ("/apis/serving.kserve.io/v1beta1", "inferenceservices"),
+}
+
+
+def common_settings(ready_timeout: float = 300.0) -> tuple[Setting, ...]:
+    """The settings every cluster target takes (the kubeconfig, where, how many, auth)."""
+    return (
+        Setting("context", str, None, "kubeconfig context to deploy to; default: the current"),
+        Setting(
+            "kubeconfig",
+            str,
+            None,
+            "kubeconfig file; default: $KUBECONFIG, else ~/.kube/config",
+        ),
+        Setting("namespace", str, "default", "namespace to deploy into (it must exist)"),
+        Setting("replicas", int, 1, "number of serving pods (the minimum with --autoscale)"),
+        Setting(
+            "autoscale",
+            str,
+            None,
+            "MIN:MAX replicas, scaled on CPU (e.g. 2:10); default: a fixed replica count",
+        ),
+        Setting("gpu", int, 0, "NVIDIA GPUs per pod (an nvidia.com/gpu limit and toleration)"),
+        Setting(
+            "auth",
+            bool,
+            True,
+            "require an API key (kept in a Secret); off only behind your own gateway",
+        ),
+        Setting("ready_timeout", float, ready_timeout, "seconds to wait for the rollout"),
+        Setting("key", str, None, "use this API key instead of a generated one", ui=False),
+    )
+
+
+# -- settings and sizing ---------------------------------------------------------------------
+
+
+def check_k8s_name(name: str) -> str:
+    """A service name that is also a valid Kubernetes object name (no '_', <= 63)."""
+    check_name(name, "service")
+    if not K8S_NAME_RE.fullmatch(name):
+        suggestion = re.sub(r"[^a-z0-9-]+", "-", name).strip("-") or "model"
+        raise ServingError(
+            f"service name {name!r} is not a valid Kubernetes name: use lowercase letters, "
+            f"digits and '-', starting with a letter (for example {suggestion!r})"
+        )
+    return name
+
+
+def parse_autoscale(value: str | None) -> tuple[int, int] | None:
+    """``"MIN:MAX"`` as two ints (1 <= MIN <= MAX), or ``None`` when not asked for."""
+    if value is None or str(value).strip() == "":
+        return None
+    low, sep, high = str(value).strip().partition(":")
+    try:
+        bounds = (int(low), int(high))
+    except ValueError:
+        bounds = None
+    if not sep or bounds is None:
+        raise ServingError(
+            f"autoscale {value!r} must be MIN:MAX replicas, two whole numbers (e.g. 2:10)"
+        )
+    if bounds[0] < 1 or bounds[0] > bounds[1]:
+        raise ServingError(
+            f"autoscale {value!r}: MIN must be at least 1 and at most MAX "
+            f"(e.g. {min(bounds)}:{max(bounds)})"
+            if bounds[0] >= 1
+            else f"autoscale {value!r}: MIN must be at least 1 (e.g. 1:{max(bounds[1], 1)})"
+        )
+    return bounds
+
+
+def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The checks that need no cluster; returns the parsed values the manifests use."""
+    if settings["replicas"] < 1:
+        raise ServingError(f"replicas={settings['replicas']} must be at least 1")
+    if settings["gpu"] < 0:
+        raise ServingError(f"gpu={settings['gpu']} must be 0 (none) or a number of GPUs per pod")
+    if settings["ready_timeout"] <= 0:
+        raise ServingError(f"ready_timeout={settings['ready_timeout']} must be positive seconds")
+    namespace = settings["namespace"]
+    if not namespace or not K8S_NAME_RE.fullmatch(namespace):
+        raise ServingError(f"namespace {namespace!r} is not a valid Kubernetes namespace name")
+    autoscale = parse_autoscale(settings["autoscale"])
+    return {"autoscale": autoscale}
+
+
+def labels(name: str) -> dict[str, str]:
+    """The labels on everything made for service ``name`` (delete selects on them)."""
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        SERVICE_LABEL: name,
+    }
+
+
+def selector(name: str) -> str:
+    return f"{SERVICE_LABEL}={name},app.kubernetes.io/managed-by={MANAGED_BY}"
+
+
+def metadata(name: str, namespace: str, service: str | None = None) -> dict[str, Any]:
+    """An object's metadata: its name, namespace and the labels of ``service`` (or itself)."""
+    return {"name": name, "namespace": namespace, "labels": labels(service or name)}
+
+
+def _catalog_spec(artifact: ArtifactRecord):
+    from accel_widgets.engine import catalog
+    from accel_widgets.errors import CatalogError
+
+    name = artifact.model_name
+    if artifact.precision == "int8" and not name.startswith("quantized-"):
+        name = f"quantized-{name}"
+    for candidate in (name, artifact.model_name):
+        with contextlib.suppress(CatalogError):
+            return catalog.get_spec(candidate)
+    return None
+
+
+def _mib(value: float) -> str:
+    return f"{int(math.ceil(value / 64.0) * 64)}Mi"
+
+
+def resources_for(artifact: ArtifactRecord, gpu: int = 0) -> dict[str, Any]:
+    """CPU and memory requests and limits for one serving pod.
+
+    Catalog models: the measured serving memory (``serve_gib``) plus 25%, limit twice that;
+    one core requested (latencies were measured on 2 cores), two for the slow ones (over
+    100 ms a request). Custom models: four times the ONNX file plus 256 MiB, at least 512 MiB.
+    """
+    spec = _catalog_spec(artifact)
+    if spec is not None:
+        memory = spec.serve_gib * 1024 * 1.25
+        latency = spec.expected_latency_ms or 0
+    else:
+        memory = max(512.0, 4 * artifact.size_bytes / 2**20 + 256)
+        latency = 0
+    cpu = 2 if latency > 100 else 1
+    resources: dict[str, Any] = {
+        "requests": {"cpu": f"{cpu * 1000}m", "memory": _mib(memory)},
+        "limits": {"cpu": f"{cpu * 2000}m", "memory": _mib(memory * 2)},
+    }
+    if gpu:
+        resources["limits"][GPU_RESOURCE] = str(gpu)
+    return resources
+
+
+def gpu_tolerations(gpu: int) -> list[dict[str, Any]]:
+    if not gpu:
+        return []
+    return [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def grpc_probe(period: int, failures: int, timeout: int = 3, delay: int = 0) -> dict[str, Any]:
+    """A native gRPC probe (GA in Kubernetes 1.27) on the server's grpc.health.v1 service."""
+    probe = {
+        "grpc": {"port": GRPC_PORT},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+    if delay:
+        probe["initialDelaySeconds"] = delay
+    return probe
+
+
+def server_env(secret: str | None) -> list[dict[str, Any]]:
+    """The server's environment: all interfaces, TF Serving's ports, the key from a Secret."""
+    env: list[dict[str, Any]] = [
+        {"name": "ACCEL_WIDGETS_HOST", "value": "0.0.0.0"},
+        {"name": "ACCEL_WIDGETS_PORT", "value": str(GRPC_PORT)},
+        {"name": "ACCEL_WIDGETS_REST_PORT", "value": str(REST_PORT)},
+    ]
+    if secret:
+        env.append(
+            {
+                "name": "ACCEL_WIDGETS_API_KEYS",
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": SECRET_KEY}},
+            }
+        )
+    return env
+
+
+def server_args(auth: bool) -> list[str]:
+    # The server refuses 0.0.0.0 without keys unless told so out loud.
+    return [] if auth else ["--insecure-no-auth"]
+
+
+def pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": SERVING_UID,
+        "runAsGroup": SERVING_UID,
+        "fsGroup": SERVING_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": SERVING_UID,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def api_key_secret(name: str, namespace: str, key: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(secret_name(name), namespace, name),
+        "type": "Opaque",
+        "stringData": {SECRET_KEY: key},
+    }
+
+
+def secret_name(name: str) -> str:
+    return f"{name}-api-key"
+
+
+# -- the connection --------------------------------------------------------------------------
+
+
+def kubeconfig_path(setting: str | None) -> Path:
+    if setting:
+        return Path(setting).expanduser()
+    env = os.environ.get("KUBECONFIG", "").strip()
+    if env:
+        return Path(env.split(os.pathsep)[0]).expanduser()
+    return Path.home() / ".kube" / "config"
+
+
+class KubeApiError(ServingError):
+    """An API server answer that is not 2xx; ``status`` is its HTTP status."""
+
+    def __init__(self, message: str, status: int, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class Kube:
+    """One kubeconfig context: the official client's ``ApiClient`` and where it points."""
+
+    api: Any
+    context: str
+    kubeconfig: Path
+    server: str
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        raw: bool = False,
+    ) -> Any:
+        params = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params={"Accept": "application/json, */*", "Content-Type": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        self.calls.append((method, path))
+        try:
+            response = self.api.call_api(*params, _request_timeout=(10, 60))
+        except Exception as exc:  # urllib3 errors: no server there, TLS, DNS
+            raise ServingError(
+                f"cannot reach the Kubernetes API server {self.server} (context {self.context} "
+                f"in {self.kubeconfig}): {exc}"
+            ) from None
+        response.read()
+        text = response.data.decode(errors="replace") if response.data else ""
+        if not 200 <= response.status <= 299:
+            try:
+                status = json.loads(text)
+                message, reason = status.get("message", text), status.get("reason", "")
+            except ValueError:
+                message, reason = text, ""
+            if response.status in (401, 403):
+                message = (
+                    f"the cluster refused {method} {path} (HTTP {response.status}: {message}); "
+                    f"check the credentials of context {self.context} and your permissions "
+                    "in the namespace"
+                )
+            raise KubeApiError(message, response.status, reason)
+        if raw:
+            return text
+        return json.loads(text) if text else {}
+
+    # -- objects --
+
+    @staticmethod
+    def collection(kind: str, namespace: str) -> str:
+        prefix, plural = KINDS[kind]
+        return f"{prefix}/namespaces/{namespace}/{plural}"
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", f"{self.collection(kind, namespace)}/{name}")
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        answer = self.request(
+            "GET", self.collection(kind, namespace), query=[("labelSelector", label_selector)]
+        )
+        return list(answer.get("items") or [])
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        try:
+            self.request(
+                "DELETE",
+                f"{self.collection(kind, namespace)}/{name}",
+                body=DELETE_OPTIONS,
+            )
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def apply(self, obj: dict[str, Any]) -> str:
+        """Create ``obj``, or replace the one of ours with its name. Returns what happened."""
+        kind, meta = obj["kind"], obj["metadata"]
+        path = self.collection(kind, meta["namespace"])
+        try:
+            self.request("POST", path, body=obj)
+            return "created"
+        except KubeApiError as exc:
+            if exc.status != 409:
+                raise
+        existing = self.get(kind, meta["namespace"], meta["name"]) or {}
+        body = json.loads(json.dumps(obj))
+        body["metadata"]["resourceVersion"] = existing.get("metadata", {}).get("resourceVersion")
+        if kind == "Service":
+            old_ip = existing.get("spec", {}).get("clusterIP")
+            new_ip = body["spec"].get("clusterIP")
+            if (old_ip == "None") != (new_ip == "None"):  # headless or not cannot change
+                self.delete(kind, meta["namespace"], meta["name"])
+                self.request("POST", path, body=obj)
+                return "recreated"
+            if old_ip and not new_ip:
+                body["spec"]["clusterIP"] = old_ip
+        self.request("PUT", f"{path}/{meta['name']}", body=body)
+        return "replaced"
+
+    def refuse_foreign(self, objects: list[dict[str, Any]]) -> None:
+        """An object with one of our names that accel-widgets did not make stops the deploy."""
+        for obj in objects:
+            meta = obj["metadata"]
+            existing = self.get(obj["kind"], meta["namespace"], meta["name"])
+            if existing is None:
+                continue
+            found = existing.get("metadata", {}).get("labels") or {}
+            if found.get("app.kubernetes.io/managed-by") != MANAGED_BY:
+                raise ServingError(
+                    f"a {obj['kind']} named {meta['name']} exists in namespace "
+                    f"{meta['namespace']} and was not made by accel-widgets; remove it "
+                    f"(`kubectl delete -n {meta['namespace']} {obj['kind'].lower()} "
+                    f"{meta['name']}`) or choose another service name"
+                )
+
+    def delete_labelled(self, namespace: str, name: str, kinds: tuple[str, ...]) -> list[str]:
+        """Delete every object of ``kinds`` labelled for service ``name``; ``kind/name`` list."""
+        removed = []
+        for kind in kinds:
+            for obj in self.list(kind, namespace, selector(name)):
+                if self.delete(kind, namespace, obj["metadata"]["name"]):
+                    removed.append(f"{kind}/{obj['metadata']['name']}")
+        return removed
+
+    def check_namespace(self, namespace: str) -> None:
+        try:
+            self.request("GET", f"/api/v1/namespaces/{namespace}")
+        except KubeApiError as exc:
+            if exc.status != 404:
+                raise
+            there = ""
+            with contextlib.suppress(ServingError):
+                listed = self.request("GET", "/api/v1/namespaces").get("items") or []
+                names = [n["metadata"]["name"] for n in listed]
+                there = f"; namespaces there: {', '.join(names)}"
+            raise ServingError(
+                f"namespace {namespace!r} does not exist in context {self.context}: create it "
+                f"(`kubectl create namespace {namespace}`) or choose another{there}"
+            ) from None
+
+    def pod_logs(self, namespace: str, pod: str, container: str, lines: int) -> str:
+        with contextlib.suppress(ServingError):
+            return self.request(
+                "GET",
+                f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+                query=[("container", container), ("tailLines", str(lines))],
+                raw=True,
+            ).rstrip()
+        return ""
+
+
+def connect(settings: dict[str, Any]) -> Kube:
+    """The kubeconfig context ``settings`` name, checked: the file, then the context."""
+    path = kubeconfig_path(settings.get("kubeconfig"))
+    if not path.is_file():
+        raise ServingError(
+            f"no kubeconfig at {path}: set kubeconfig= (--kubeconfig) or $KUBECONFIG to your "
+            "cluster's file (for AKS: `az aks get-credentials -g GROUP -n CLUSTER`)"
+        )
+    try:
+        from kubernetes import config as kube_config
+    except ImportError:
+        raise ServingError(
+            "the kubernetes and kserve targets need the Kubernetes client: `pip install kubernetes`"
+        ) from None
+    try:
+        contexts, current = kube_config.list_kube_config_contexts(config_file=str(path))
+    except Exception as exc:
+        raise ServingError(f"cannot read the kubeconfig {path}: {exc}") from None
+    names = [c["name"] for c in contexts or []]
+    wanted = settings.get("context") or (current or {}).get("name")
+    if not wanted:
+        raise ServingError(
+            f"the kubeconfig {path} has no current context; choose one with context= "
+            f"(--context): {', '.join(names) or 'it has none'}"
+        )
+    if wanted not in names:
+        raise ServingError(
+            f"no context {wanted!r} in the kubeconfig {path}; its contexts: "
+            f"{', '.join(names) or 'none'}"
+        )
+    try:
+        api = kube_config.new_client_from_config(
+            config_file=str(path), context=wanted, persist_config=False
+        )
+    except Exception as exc:
+        raise ServingError(f"cannot use context {wanted!r} of {path}: {exc}") from None
+    return Kube(api=api, context=wanted, kubeconfig=path, server=api.configuration.host)
+
+
+# -- why a rollout is stuck ------------------------------------------------------------------
+
+
+def _waiting(pod: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return [(s.get("name", ""), s) for s in statuses]
+
+
+def pod_trouble(
+    kube: Kube,
+    namespace: str,
+    pods: list[dict[str, Any]],
+    image: str,
+    container: str,
+    unschedulable_since: dict[str, float],
+) -> str | None:
+    """Why the pods cannot become ready, in the user's words, or ``None`` while they might."""
+    for pod in pods:
+        pod_name = pod["metadata"]["name"]
+        for _, status in _waiting(pod):
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason", "")
+            if reason in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
+                return (
+                    f"the cluster cannot pull the image {image} ({reason} in pod {pod_name}: "
+                    f"{waiting.get('message', '').strip() or 'no details'}). The image must be "
+                    "pushed to a registry the cluster can pull from; a private registry needs "
+                    f"imagePullSecrets in namespace {namespace} (or, on AKS, "
+                    "`az aks update --attach-acr`)"
+                )
+            if reason == "CrashLoopBackOff":
+                last = (status.get("lastState") or {}).get("terminated") or {}
+                code = last.get("exitCode", "?")
+                logs = kube.pod_logs(namespace, pod_name, container, 20)
+                return (
+                    f"the server in pod {pod_name} keeps crashing (CrashLoopBackOff, exit code "
+                    f"{code}, {status.get('restartCount', 0)} restarts). Its last log lines:\n"
+                    f"{logs or '(no log lines)'}"
+                )
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if (
+                condition.get("type") == "PodScheduled"
+                and condition.get("status") == "False"
+                and condition.get("reason") == "Unschedulable"
+            ):
+                first = unschedulable_since.setdefault(pod_name, time.monotonic())
+                if time.monotonic() - first < UNSCHEDULABLE_GRACE_S:
+                    continue
+                message = condition.get("message", "")
+                short = [
+                    r
+                    for r in ("cpu", "memory", GPU_RESOURCE)
+                    if re.search(rf"Insufficient {re.escape(r)}\b", message)
+                ]
+                what = (
+                    f"not enough {' and '.join(short)} on any node"
+                    if short
+                    else "no node fits the pod"
+                )
+                return (
+                    f"pod {pod_name} cannot be scheduled (FailedScheduling): {what}. The "
+                    f"scheduler says: {message.strip()} Ask for less (fewer replicas or GPUs), "
+                    "free some capacity, or add nodes"
+                )
+    return None
+
+
+def pending_reason(pods: list[dict[str, Any]]) -> str:
+    """What the pods are doing now, for the progress line."""
+    for pod in pods:
+        for _, status in _waiting(pod):
+            reason = ((status.get("state") or {}).get("waiting") or {}).get("reason")
+            if reason:
+                return reason
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return condition.get("reason") or "Pending"
+    return "starting"
+
+
+def connect_hint(namespace: str, service: str, remote_port: int = GRPC_PORT) -> str:
+    return f"kubectl port-forward -n {namespace} svc/{service} {GRPC_PORT}:{remote_port}"
+
+
+def split_url(url: str) -> tuple[str, int, bool]:
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    return parts.hostname or "", parts.port or (443 if tls else 80), tls
+
+
+# -- the shared target ---------------------------------------------------------------------
+
+
+class ClusterTarget(Target):
+    """Deploy, status, logs and delete for targets that apply labelled objects to a cluster.
+
+    Subclasses build the objects (:meth:`build`), say which kinds to delete (``kinds``, in
+    deletion order), wait for readiness (:meth:`wait_ready`) and name their pods.
+    """
+
+    capacity = "local"
+    needs_image = True
+    kinds: tuple[str, ...] = ()
+    container: str = "server"
+
+    @abstractmethod
+    def build(
+        self,
+        artifact: ArtifactRecord,
+        name: str,
+        image: str,
+        settings: dict[str, Any],
+        parsed: dict[str, Any],
+        key: str | None,
+    ) -> list[dict[str, Any]]:
+        """The objects, in the order they are applied."""
+
+    @abstractmethod
+    def wait_ready(
+        self,
+        kube: Kube,
+        name: str,
+        image: str,
+        settings: dict[str, Any],
+        parsed: dict[str, Any],
+        report: Reporter,
+        started: float,
+    ) -> dict[str, Any]:
+        """Wait until the service answers; returns ``address``, ``port``, ``tls``, extras."""
+
+    @abstractmethod
+    def pod_selector(self, name: str) -> str:
+        """The label selector of the service's pods."""
+
+    def _prepare(
+        self,
+        artifact: ArtifactRecord,
+        name: str,
+        image: ImageRecord | None,
+        settings: dict[str, Any],
+        image_reference: str | None,
+        key: str | None,
+    ) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+        check_k8s_name(name)
+        parsed = check_settings(settings)
+        if image is None:
+            raise ServingError(
+                f"the {self.name} target runs a packaged image: package the model first "
+                f"(`accel-widgets package {artifact.model_name} --push REGISTRY/PATH`)"
+            )
+        reference = pushed_reference(image, image_reference)
+        objects = self.build(artifact, name, reference, settings, parsed, key)
+        return reference, parsed, objects
+
+    def manifests(
+        self,
+        workspace: Workspace,
+        artifact: ArtifactRecord,
+        name: str,
+        *,
+        image: ImageRecord | None,
+        settings: dict[str, Any],
+        image_reference: str | None = None,
+    ) -> list[dict[str, Any]]:
+        key = (settings.get("key") or secrets.token_urlsafe(32)) if settings["auth"] else None
+        return self._prepare(artifact, name, image, settings, image_reference, key)[2]
+
+    def deploy(
+        self,
+        workspace: Workspace,
+        artifact: ArtifactRecord,
+        name: str,
+        *,
+        image: ImageRecord | None,
+        settings: dict[str, Any],
+        report: Reporter,
+        image_reference: str | None = None,
+    ) -> ServiceRecord:
+        key = (settings.get("key") or secrets.token_urlsafe(32)) if settings["auth"] else None
+        reference, parsed, objects = self._prepare(
+            artifact, name, image, settings, image_reference, key
+        )
+        if name in {s.name for s in workspace.list_services()}:
+            raise ServingError(
+                f"a service named {name!r} already exists; delete it first "
+                f"(`accel-widgets delete service {name}`) or choose another name"
+            )
+        namespace = settings["namespace"]
+        report("deploy", 0.0, f"connecting to the cluster ({settings.get('context') or 'current'})")
+        kube = connect(settings)
+        kube.check_namespace(namespace)
+        kube.refuse_foreign(objects)
+        recorded = {k: v for k, v in settings.items() if k not in ("key",)}
+        info: dict[str, Any] = {
+            "namespace": namespace,
+            "context": kube.context,
+            "kubeconfig": str(kube.kubeconfig),
+            "server": kube.server,
+            "image": reference,
+            "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects],
+            "auth": bool(key),
+            "tls": False,
+            "settings": {**recorded, "context": kube.context},
+        }
+        service = workspace.add_service(
+            name,
+            artifact,
+            target=self.name,
+            image=image,
+            state="starting",
+            address="",
+            port=GRPC_PORT,
+            key=key,
+            info=info,
+        )
+        started = time.monotonic()
+        try:
+            for index, obj in enumerate(objects):
+                done = kube.apply(obj)
+                report(
+                    "deploy",
+                    0.05 + 0.1 * (index + 1) / len(objects),
+                    f"{done} {obj['kind']} {obj['metadata']['name']} in {namespace}",
+                )
+            reached = self.wait_ready(kube, name, reference, settings, parsed, report, started)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                kube.delete_labelled(namespace, name, self.kinds)
+            workspace.remove_service(name)
+            raise
+        seconds = round(time.monotonic() - started, 2)
+        info = {
+            **service.info,
+            "tls": reached.pop("tls", False),
+            "ready_seconds": seconds,
+            **{k: v for k, v in reached.items() if k not in ("address", "port")},
+        }
+        where = f"{reached['address']}:{reached['port']}"
+        hint = f"; connect with `{info['connect']}`" if info.get("connect") else ""
+        report("deploy", 1.0, f"{name} ready at {where} in {seconds:.1f} s ({self.name}){hint}")
+        return workspace.update_service(
+            name, state="running", address=reached["address"], port=reached["port"], info=info
+        )
+
+    # -- status, logs, delete --
+
+    def _kube(self, service: ServiceRecord) -> Kube:
+        return connect(
+            {
+                "kubeconfig": service.info.get("kubeconfig"),
+                "context": service.info.get("context"),
+            }
+        )
+
+    def pods(self, kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+        return kube.list("Pod", namespace, self.pod_selector(name))
+
+    def logs(self, workspace: Workspace, service: ServiceRecord, lines: int = 50) -> str:
+        kube = self._kube(service)
+        namespace = service.info["namespace"]
+        parts = []
+        for pod in self.pods(kube, namespace, service.name):
+            pod_name = pod["metadata"]["name"]
+            text = kube.pod_logs(namespace, pod_name, self.container, lines)
+            parts.append(f"==> pod {pod_name} <==\n{text}".rstrip())
+        return "\n\n".join(parts)
+
+    def delete(self, workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
+        kube = self._kube(service)
+        kube.delete_labelled(service.info["namespace"], service.name, self.kinds)
+        return workspace.remove_service(service.name)
+
+    def unhealthy_pods(self, kube: Kube, namespace: str, name: str) -> bool:
+        for pod in self.pods(kube, namespace, name):
+            for _, status in _waiting(pod):
+                reason = ((status.get("state") or {}).get("waiting") or {}).get("reason", "")
+                if reason in ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull"):
+                    return True
+        return False
