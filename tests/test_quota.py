@@ -698,3 +698,50 @@ def test_unknown_target_lists_the_valid_ones():
     message = str(info.value)
     assert "'aks'" in message
     assert "local" in message and "azure" in message
+
+
+# --------------------------------------------------------------------------------------------
+# Per deployment target
+# --------------------------------------------------------------------------------------------
+
+
+def test_azureml_target_checks_its_instance_family_with_the_20_percent_reserve(arm):
+    """2 x Standard_DS3_v2 = 8 vCPUs, but Azure ML needs 10 free: 9 free is not enough."""
+    arm.pages = [[usage("standardDSv2Family", "Standard DSv2 Family vCPUs", 11, 20), CORES]]
+    report = check_quota(
+        "azureml",
+        endpoint=arm.url,
+        credential=StaticCredential(),
+        subscription_id=SUB,
+        settings={"instance_type": "Standard_DS3_v2", "instance_count": 2},
+    )
+    assert report.target == "azureml"
+    family = report.rows[0]
+    assert (family.name, family.free, family.needed) == ("Standard DSv2 Family vCPUs", 9, 10)
+    assert report.verdict is False
+    assert "needs 10 free: Azure ML reserves 20% extra" in report.advice
+    one = check_quota(
+        "azureml",
+        endpoint=arm.url,
+        credential=StaticCredential(),
+        subscription_id=SUB,
+        settings={"instance_type": "Standard_DS3_v2", "instance_count": 1},
+    )
+    assert one.rows[0].needed == 5 and one.verdict is True
+
+
+def test_azureml_target_with_an_unknown_instance_type_says_how_to_check(arm):
+    with pytest.raises(QuotaError, match="quota family of instance type 'Standard_Z9'"):
+        check_quota(
+            "azureml",
+            endpoint=arm.url,
+            credential=StaticCredential(),
+            subscription_id=SUB,
+            settings={"instance_type": "Standard_Z9"},
+        )
+    assert arm.requests == []
+
+
+def test_a_setting_the_target_does_not_take_is_a_quota_error():
+    with pytest.raises(QuotaError, match="the local target has no setting replicas"):
+        check_quota("local", settings={"replicas": 3})

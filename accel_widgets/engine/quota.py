@@ -809,6 +809,7 @@ def check_quota(
     progress: Progress | Reporter | None = None,
     cancel: CancelToken | None = None,
     timeout: float = 30.0,
+    settings: Mapping[str, Any] | None = None,
 ) -> QuotaReport:
     """Check the capacity a deployment needs on a target, before any time is spent on it.
 
@@ -839,6 +840,9 @@ def check_quota(
         The kit's progress protocol: events are ``("quota", fraction or None, message)``.
     timeout : float
         Seconds to wait for each HTTP answer. Azure only.
+    settings : mapping, optional
+        The deployment target's settings (``replicas``, ``instance_type``...), for targets
+        that check what a deployment with them needs (``Target.check_capacity``).
 
     Returns
     -------
@@ -854,17 +858,34 @@ def check_quota(
         ``cancel`` was set during the check.
     """
     kind = target.strip().lower() if isinstance(target, str) else target
-    if kind not in TARGETS:
+    report = as_reporter(progress, cancel)
+    if kind != "azure":
         from accel_widgets.engine.targets import get_target
         from accel_widgets.errors import ServingError
 
         try:
-            kind = get_target(kind).capacity
-        except ServingError:
+            chosen = get_target(kind)
+            resolved = chosen.resolve(dict(settings or {}))
+        except ServingError as exc:
+            if "unknown target" not in str(exc):
+                raise QuotaError(str(exc)) from None
             raise QuotaError(
                 f"unknown target {target!r}; choose one of: {', '.join(quota_targets())}"
             ) from None
-    report = as_reporter(progress, cancel)
+        # The target checks what it needs where it runs (a cluster's free CPU, an Azure ML
+        # family quota with its reserve); else its capacity kind is checked as it is.
+        answer = chosen.check_capacity(
+            resolved,
+            report,
+            region=region,
+            subscription_id=subscription_id,
+            credential=credential,
+            endpoint=endpoint,
+            timeout=timeout,
+        )
+        if answer is not None:
+            return answer
+        kind = chosen.capacity
     if kind == "local":
         return _check_local(report, workspace_dir, models)
     return _check_azure(

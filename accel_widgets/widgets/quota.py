@@ -9,7 +9,7 @@ import ipywidgets as widgets
 import traitlets
 
 from accel_widgets.engine.quota import QuotaReport, check_quota
-from accel_widgets.engine.targets import targets
+from accel_widgets.engine.targets import get_target, targets
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table
 
 
@@ -55,7 +55,12 @@ class QuotaWidget(Step):
         self.check_button.on_click(lambda _: self._start(self.run))
 
     def _on_target(self, change: Any) -> None:
-        self.azure_box.layout.display = "" if change["new"] == "azure" else "none"
+        self.azure_box.layout.display = "" if self._azure(change["new"]) else "none"
+
+    @staticmethod
+    def _azure(target: str) -> bool:
+        """Azure's quota itself, or a target whose capacity is an Azure quota (Azure ML)."""
+        return target == "azure" or get_target(target).capacity == "azure"
 
     def _set_enabled(self, enabled: bool) -> None:
         for control in (self.target, self.region, self.family, self.check_button):
@@ -68,9 +73,9 @@ class QuotaWidget(Step):
     def _check(self) -> QuotaReport:
         self.progress.reset()
         self.status = "checking..."
-        if self.target.value == "azure":
+        if self._azure(self.target.value):
             report = check_quota(
-                "azure",
+                self.target.value,
                 region=self.region.value.strip(),
                 family=self.family.value.strip(),
                 progress=self.progress,

@@ -48,13 +48,14 @@ that speaks the documented API (``tests/azure_ml_server.py``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import os
 import re
 import time
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from accel_widgets.engine.package_context import REST_PORT
 from accel_widgets.engine.targets.azure_arm import (
@@ -73,8 +74,11 @@ from accel_widgets.engine.workspace import (
     Workspace,
     check_name,
 )
-from accel_widgets.errors import AccelError, ServingError
+from accel_widgets.errors import AccelError, QuotaError, ServingError
 from accel_widgets.progress import Reporter
+
+if TYPE_CHECKING:
+    from accel_widgets.engine.quota import QuotaReport
 
 API_VERSION = "2024-04-01"
 """The Microsoft.MachineLearningServices API version whose shapes this module sends."""
@@ -177,6 +181,46 @@ class AzureMLTarget(Target):
         #: Used by status, logs and delete (and deploy when no ``credential`` setting is
         #: given); None means ``DefaultAzureCredential``.
         self.credential = credential
+
+    def check_capacity(
+        self, settings: dict[str, Any], report: Reporter, **options: Any
+    ) -> QuotaReport | None:
+        """The family quota the instance type draws on, with Azure ML's 20% reserve.
+
+        ``Standard_DS3_v2`` x 2 needs ceil(2 x 4 x 1.2) = 10 free vCPUs in
+        ``standardDSv2Family`` (and in the regional total), not 8.
+        """
+        from accel_widgets.engine.quota import check_quota
+
+        needs = quota_needs(settings["instance_type"], settings["instance_count"])
+        if needs["family"] is None:
+            raise QuotaError(
+                f"the quota family of instance type {settings['instance_type']!r} is not known "
+                f"here ({', '.join(sorted(INSTANCE_TYPES)[:4])}...); check it with "
+                "check_quota('azure', family=FAMILY, needed=VCPUS)"
+            )
+        answer = check_quota(
+            "azure",
+            region=options.get("region") or "eastus",
+            family=needs["family"],
+            needed=needs["needed"],
+            subscription_id=options.get("subscription_id") or settings.get("subscription"),
+            credential=options.get("credential") or settings.get("credential"),
+            endpoint=options.get("endpoint") or settings.get("arm_endpoint") or DEFAULT_ARM,
+            timeout=options.get("timeout") or 30.0,
+            progress=report,
+        )
+        reserve = (
+            f"{settings['instance_count']} x {settings['instance_type']} "
+            f"({needs['vcpus']} vCPUs) needs {needs['needed']} free: Azure ML reserves 20% "
+            "extra for upgrades."
+        )
+        return dataclasses.replace(
+            answer,
+            target=self.name,
+            advice=f"{reserve} {answer.advice}",
+            details={**answer.details, "reserve": RESERVE, **needs},
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -13,11 +13,14 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from accel_widgets.engine.workspace import ArtifactRecord, ImageRecord, ServiceRecord, Workspace
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
+
+if TYPE_CHECKING:  # the quota module imports the registry: no import cycle at run time
+    from accel_widgets.engine.quota import QuotaReport
 
 #: Live states a target reports for a service.
 LIVE_STATES = ("running", "starting", "unhealthy", "dead", "unknown")
@@ -180,6 +183,18 @@ class Target(ABC):
         raise ServingError(
             f"the {self.name} target creates no manifests; targets that do: kubernetes, kserve"
         )
+
+    def check_capacity(
+        self, settings: dict[str, Any], report: Reporter, **options: Any
+    ) -> QuotaReport | None:
+        """What a deployment with ``settings`` needs, checked where this target runs.
+
+        ``options`` are the quota step's own (``region``, ``subscription_id``,
+        ``credential``, ``endpoint``, ``timeout``). ``None`` means "run the ``capacity``
+        check as it is" (this machine's, or Azure's for the given family).
+        """
+        del settings, report, options
+        return None
 
     @abstractmethod
     def status(self, workspace: Workspace, service: ServiceRecord) -> str:
