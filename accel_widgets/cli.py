@@ -61,6 +61,14 @@ def cmd_quota(args: argparse.Namespace) -> int:
     """Check the capacity a deployment needs: this machine, or an Azure region and VM family."""
     from accel_widgets.engine.quota import check_quota
 
+    settings: dict[str, Any] = {}
+    if args.target != "azure":
+        from accel_widgets.engine.targets import get_target
+
+        target = get_target(args.target)
+        settings = _given_settings(args, target, skip=("subscription",))
+        if args.subscription and "subscription" in target._names():
+            settings["subscription"] = args.subscription
     progress = TerminalProgress()
     report = check_quota(
         args.target,
@@ -70,6 +78,7 @@ def cmd_quota(args: argparse.Namespace) -> int:
         subscription_id=args.subscription,
         workspace_dir=args.workspace,
         progress=progress,
+        settings=settings,
     )
     progress.close()
     print(_table(report.to_table()))
@@ -512,10 +521,10 @@ def cmd_services(args: argparse.Namespace) -> int:
     return SUCCESS
 
 
-def _given_settings(args: argparse.Namespace, target) -> dict[str, Any]:
+def _given_settings(args: argparse.Namespace, target, skip: Sequence[str] = ()) -> dict[str, Any]:
     """The target settings given on the command line; a flag the target does not take is
     refused with the flags it does take."""
-    given = {s.name: getattr(args, s.name, None) for s in _target_settings()}
+    given = {s.name: getattr(args, s.name, None) for s in _target_settings() if s.name not in skip}
     given = {k: v for k, v in given.items() if v is not None}
     unknown = [k for k in given if k not in target._names()]
     if unknown:
@@ -545,12 +554,14 @@ def _target_settings() -> list:
     return list(seen.values())
 
 
-def _add_target_settings(parser: argparse.ArgumentParser) -> None:
+def _add_target_settings(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
     """``deploy`` flags from what the targets declare: a new target needs no edit here."""
     from accel_widgets.engine.targets import targets
 
     group = parser.add_argument_group("target settings")
     for setting in _target_settings():
+        if setting.name in skip:
+            continue
         users = [t.name for t in targets() if setting.name in t._names()]
         help_text = f"{setting.help} [{', '.join(users)}]"
         if setting.type is bool:
@@ -606,11 +617,16 @@ def build_parser() -> argparse.ArgumentParser:
     }
 
     p = parsers["quota"]
-    p.add_argument("--target", default="local", help="local (default) or azure")
+    p.add_argument(
+        "--target",
+        default="local",
+        help=f"a deployment target ({', '.join(_target_names())}) or azure (a family's quota)",
+    )
     p.add_argument("--region", default="eastus")
     p.add_argument("--family", default="standardPBSFamily")
     p.add_argument("--needed", type=int, default=6, help="vCPUs a deployment needs (azure)")
     p.add_argument("--subscription", help="Azure subscription id ($AZURE_SUBSCRIPTION_ID)")
+    _add_target_settings(p, skip=("subscription", "host", "port", "auth", "ready_timeout"))
 
     p = parsers["convert"]
     p.add_argument("model", help="catalog name (see `models`) or a registered model")

@@ -100,3 +100,14 @@ def test_unknown_command_is_a_usage_error():
     with pytest.raises(SystemExit) as caught:
         main(["deplyo"])
     assert caught.value.code == 2
+
+
+def test_quota_takes_the_chosen_targets_settings_and_refuses_others(workspace, capsys):
+    code = main(["--workspace", str(workspace.root), "quota", "--target", "container"])
+    assert code == 0  # the container target runs here: this machine's capacity
+    assert "memory" in capsys.readouterr().out
+    code = main(
+        ["--workspace", str(workspace.root), "quota", "--target", "local", "--replicas", "2"]
+    )
+    assert code == 1
+    assert "--replicas is not a setting of the local target" in capsys.readouterr().err
