@@ -21,13 +21,11 @@ beyond ``azure-identity`` for the sign-in, which is imported only when needed.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import math
 import os
 import re
 import shutil
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,8 +33,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
+from accel_widgets.engine.azure_rest import (
+    NoRedirect,
+    TokenCredential,
+    check_endpoint,
+    error_parts,
+    first_line,
+    retry_after,
+    sleep,
+)
+from accel_widgets.engine.azure_rest import said as server_says
 from accel_widgets.errors import QuotaError
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
 
@@ -384,44 +392,6 @@ def _check_local(
 # --------------------------------------------------------------------------------------------
 
 
-class TokenCredential(Protocol):
-    """What ``check_quota`` needs from a credential: azure-identity's ``get_token``."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: urllib would forward the bearer token to wherever they point."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
-        return None
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_endpoint(endpoint: str) -> urllib.parse.SplitResult:
-    """Only HTTPS carries a bearer token, except to this machine (test stand-ins, proxies)."""
-    parts = urllib.parse.urlsplit(endpoint)
-    if parts.scheme == "https" and parts.hostname:
-        return parts
-    if parts.scheme == "http" and _is_loopback(parts.hostname):
-        return parts
-    raise QuotaError(
-        f"endpoint {endpoint!r} is not an https:// URL; the sign-in token is only sent over "
-        "HTTPS (plain http is allowed to 127.0.0.1 and localhost). The default is "
-        "https://management.azure.com."
-    )
-
-
 def _sign_in(credential: TokenCredential | None, report: Reporter) -> str:
     """A bearer token for Azure Resource Manager, or a QuotaError that says how to sign in."""
     report(_STEP, None, "signing in")
@@ -446,63 +416,17 @@ def _sign_in(credential: TokenCredential | None, report: Reporter) -> str:
         token = credential.get_token(ARM_SCOPE)
     except unavailable as exc:  # nothing to sign in with at all
         raise QuotaError(
-            f"no Azure sign-in was found ({_first_line(exc)}); to check Azure quota, "
+            f"no Azure sign-in was found ({first_line(exc)}); to check Azure quota, "
             f"{_NO_SIGN_IN_HELP}"
         ) from exc
     except failed as exc:  # a sign-in exists but Azure AD refused it (expired, wrong secret)
         raise QuotaError(
-            f"Azure sign-in failed ({_first_line(exc)}); to check Azure quota, {_NO_SIGN_IN_HELP}"
+            f"Azure sign-in failed ({first_line(exc)}); to check Azure quota, {_NO_SIGN_IN_HELP}"
         ) from exc
     value = getattr(token, "token", token)
     if not isinstance(value, str) or not value:
         raise QuotaError(f"the credential returned no token; {_NO_SIGN_IN_HELP}")
     return value
-
-
-def _first_line(exc: BaseException) -> str:
-    """azure-identity's messages run to many lines; the first says what happened."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _error_parts(body: bytes) -> tuple[str | None, str | None]:
-    """The ``error.code`` and ``error.message`` of an Azure error body, when it has them."""
-    try:
-        error = json.loads(body.decode("utf-8", "replace")).get("error") or {}
-    except (ValueError, AttributeError):
-        return None, None
-    if not isinstance(error, dict):
-        return None, None
-    code, message = error.get("code"), error.get("message")
-    return (str(code) if code else None), (str(message) if message else None)
-
-
-def _server_says(status: int, code: str | None, message: str | None) -> str:
-    """'HTTP 403 AuthorizationFailed: The client ...', for every error message we raise."""
-    text = f"HTTP {status}"
-    if code:
-        text += f" {code}"
-    if message:
-        text += f": {message}"
-    return text
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from a Retry-After header (the delta-seconds form Azure sends), else None."""
-    raw = headers.get("Retry-After") if headers is not None else None
-    try:
-        return max(0.0, float(raw)) if raw is not None else None
-    except ValueError:
-        return None
-
-
-def _sleep(seconds: float, report: Reporter) -> None:
-    """Wait, but let a Cancel button end the wait within a tenth of a second."""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        report.check()
-        time.sleep(min(0.1, left))
-    report.check()
 
 
 def _http_error(
@@ -513,8 +437,8 @@ def _http_error(
         body = exc.read()
     except OSError:
         body = b""
-    code, message = _error_parts(body)
-    said = _server_says(exc.code, code, message)
+    code, message = error_parts(body)
+    said = server_says(exc.code, code, message)
     if exc.code == 401:
         return QuotaError(
             f"Azure rejected the sign-in token ({said}); sign in again with `az login` (or "
@@ -579,9 +503,9 @@ def _get_page(
                 raise _http_error(
                     exc, subscription=subscription, region=region, endpoint=endpoint
                 ) from None
-            code, message = _error_parts(exc.read())
-            said = _server_says(429, code, message)
-            given = _retry_after(exc.headers)
+            code, message = error_parts(exc.read())
+            said = server_says(429, code, message)
+            given = retry_after(exc.headers)
             wait = _RETRY_AFTER_DEFAULT_S if given is None else given
             if attempt == 2 or wait > _RETRY_AFTER_MAX_S:
                 raise QuotaError(
@@ -589,7 +513,7 @@ def _get_page(
                     "seconds and try again."
                 ) from None
             report(_STEP, None, f"throttled by Azure, waiting {wait:.0f} s before one retry")
-            _sleep(wait, report)
+            sleep(wait, report)
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise QuotaError(
@@ -617,8 +541,8 @@ def _read_usages(
     report: Reporter,
 ) -> tuple[list[dict[str, Any]], int]:
     """Every usage item of the region, following ``nextLink`` from page to page."""
-    base = _check_endpoint(endpoint)
-    opener = urllib.request.build_opener(_NoRedirect)
+    base = check_endpoint(endpoint, error=QuotaError, setting="endpoint")
+    opener = urllib.request.build_opener(NoRedirect)
     url: str | None = (
         f"{endpoint.rstrip('/')}/subscriptions/{urllib.parse.quote(subscription, safe='')}"
         f"/providers/Microsoft.Compute/locations/{urllib.parse.quote(region, safe='')}"
@@ -707,7 +631,7 @@ def _check_azure(
         raise QuotaError("family is empty; give a vCPU family such as 'standardPBSFamily'.")
     if needed < 0:
         raise QuotaError(f"needed={needed} vCPUs is negative; give 0 or more.")
-    _check_endpoint(endpoint)
+    check_endpoint(endpoint, error=QuotaError, setting="endpoint")
 
     token = _sign_in(credential, report)
     items, pages = _read_usages(
@@ -810,6 +734,8 @@ def check_quota(
     cancel: CancelToken | None = None,
     timeout: float = 30.0,
     settings: Mapping[str, Any] | None = None,
+    model: Any = None,
+    workspace: Any = None,
 ) -> QuotaReport:
     """Check the capacity a deployment needs on a target, before any time is spent on it.
 
@@ -843,6 +769,10 @@ def check_quota(
     settings : mapping, optional
         The deployment target's settings (``replicas``, ``instance_type``...), for targets
         that check what a deployment with them needs (``Target.check_capacity``).
+    model, workspace : optional
+        The model a deployment would serve (a workspace model or catalog name) and the
+        workspace it is in (a ``Workspace`` or its folder; default: ``workspace_dir``), passed
+        to the target's ``check_capacity``: a cluster target sizes its pods from the model.
 
     Returns
     -------
@@ -882,6 +812,9 @@ def check_quota(
             credential=credential,
             endpoint=endpoint,
             timeout=timeout,
+            model=model,
+            workspace=workspace,
+            workspace_dir=workspace_dir,
         )
         if answer is not None:
             return answer

@@ -20,7 +20,6 @@ What ARM documents and this client does:
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import math
 import time
@@ -28,13 +27,22 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from accel_widgets.engine.azure_rest import (
+    ARM_SCOPE,
+    NoRedirect,
+    TokenCredential,
+    check_endpoint,
+    error_parts,
+    first_line,
+    retry_after,
+    said,
+    sleep,
+)
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
 
-ARM_SCOPE = "https://management.azure.com/.default"
-DEFAULT_ARM = "https://management.azure.com"
 RETRY_AFTER_MAX_S = 30.0  # a longer wait is handed back to the user instead of blocking
 RETRY_AFTER_DEFAULT_S = 5.0  # a 429 without a usable Retry-After
 POLL_DEFAULT_S = 10.0  # an LRO answer without Retry-After
@@ -47,12 +55,6 @@ NO_SIGN_IN_HELP = (
 )
 
 
-class TokenCredential(Protocol):
-    """What the client needs from a credential: azure-identity's ``get_token``."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
-
-
 class ArmError(ServingError):
     """An ARM answer that is an error: the HTTP status, Azure's error code and message."""
 
@@ -62,86 +64,6 @@ class ArmError(ServingError):
         self.message = message or ""
         self.what = what
         super().__init__(f"{what}: {said(status, code, message)}")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: urllib would forward the bearer token to wherever they point."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
-        return None
-
-
-def said(status: int, code: str | None, message: str | None) -> str:
-    """'HTTP 403 AuthorizationFailed: The client ...' for every message built from an answer."""
-    parts = [f"HTTP {status}"] if status else []
-    if code:
-        parts.append(code)
-    text = " ".join(parts)
-    if message:
-        text = f"{text}: {message}" if text else message
-    return text
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_endpoint(endpoint: str) -> urllib.parse.SplitResult:
-    """Only HTTPS carries a bearer token, except to this machine (test stand-ins, proxies)."""
-    parts = urllib.parse.urlsplit(endpoint)
-    if parts.scheme == "https" and parts.hostname:
-        return parts
-    if parts.scheme == "http" and is_loopback(parts.hostname):
-        return parts
-    raise ServingError(
-        f"arm_endpoint {endpoint!r} is not an https:// URL; the sign-in token is only sent over "
-        f"HTTPS (plain http is allowed to 127.0.0.1 and localhost). The default is {DEFAULT_ARM}."
-    )
-
-
-def error_parts(body: bytes) -> tuple[str | None, str | None]:
-    """The ``error.code`` and ``error.message`` of an Azure error body, when it has them."""
-    try:
-        data = json.loads(body.decode("utf-8", "replace"))
-    except ValueError:
-        return None, None
-    error = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(error, dict):
-        return None, None
-    code, message = error.get("code"), error.get("message")
-    return (str(code) if code else None), (str(message) if message else None)
-
-
-def retry_after(headers: Any) -> float | None:
-    """Seconds from a Retry-After header (the delta-seconds form Azure sends), else None."""
-    if headers is None:
-        return None
-    raw = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return max(0.0, float(raw)) if raw is not None else None
-    except ValueError:
-        return None
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def sleep(seconds: float, report: Reporter) -> None:
-    """Wait, but let a Cancel button end the wait within a tenth of a second."""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        report.check()
-        time.sleep(min(0.1, left))
-    report.check()
 
 
 def sign_in(credential: TokenCredential | None, purpose: str) -> str:
@@ -206,7 +128,7 @@ class ArmClient:
         self.report = report
         self.step = step
         self.timeout = timeout
-        self.opener = urllib.request.build_opener(_NoRedirect)
+        self.opener = urllib.request.build_opener(NoRedirect)
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):

@@ -57,15 +57,9 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
+from accel_widgets.engine.azure_rest import DEFAULT_ARM, check_endpoint, said
 from accel_widgets.engine.package_context import REST_PORT
-from accel_widgets.engine.targets.azure_arm import (
-    DEFAULT_ARM,
-    ArmClient,
-    ArmError,
-    check_endpoint,
-    said,
-    sign_in,
-)
+from accel_widgets.engine.targets.azure_arm import ArmClient, ArmError, sign_in
 from accel_widgets.engine.targets.base import Setting, Target, pushed_reference
 from accel_widgets.engine.workspace import (
     ArtifactRecord,

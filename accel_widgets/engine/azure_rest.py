@@ -1,0 +1,110 @@
+"""What every call to Azure Resource Manager shares: tokens only over HTTPS, no redirects,
+Azure's error bodies, Retry-After, and waits a Cancel button can end.
+
+Used by the quota check (``engine/quota.py``) and the Azure ML target's ARM client
+(``engine/targets/azure_arm.py``), so both treat a token, a 429 and an error body alike.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+import urllib.parse
+import urllib.request
+from typing import Any, Protocol
+
+from accel_widgets.errors import AccelError, ServingError
+from accel_widgets.progress import Reporter
+
+DEFAULT_ARM = "https://management.azure.com"
+ARM_SCOPE = "https://management.azure.com/.default"
+
+
+class TokenCredential(Protocol):
+    """What a caller needs from a credential: azure-identity's ``get_token``."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: urllib would forward the bearer token to wherever they point."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+        return None
+
+
+def said(status: int, code: str | None, message: str | None) -> str:
+    """'HTTP 403 AuthorizationFailed: The client ...' for every message built from an answer."""
+    parts = [f"HTTP {status}"] if status else []
+    if code:
+        parts.append(code)
+    text = " ".join(parts)
+    if message:
+        text = f"{text}: {message}" if text else message
+    return text
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(
+    endpoint: str, *, error: type[AccelError] = ServingError, setting: str = "arm_endpoint"
+) -> urllib.parse.SplitResult:
+    """Only HTTPS carries a bearer token, except to this machine (test stand-ins, proxies)."""
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme == "https" and parts.hostname:
+        return parts
+    if parts.scheme == "http" and is_loopback(parts.hostname):
+        return parts
+    raise error(
+        f"{setting} {endpoint!r} is not an https:// URL; the sign-in token is only sent over "
+        f"HTTPS (plain http is allowed to 127.0.0.1 and localhost). The default is {DEFAULT_ARM}."
+    )
+
+
+def error_parts(body: bytes) -> tuple[str | None, str | None]:
+    """The ``error.code`` and ``error.message`` of an Azure error body, when it has them."""
+    try:
+        data = json.loads(body.decode("utf-8", "replace"))
+    except ValueError:
+        return None, None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    code, message = error.get("code"), error.get("message")
+    return (str(code) if code else None), (str(message) if message else None)
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (the delta-seconds form Azure sends), else None."""
+    if headers is None:
+        return None
+    raw = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def first_line(exc: BaseException) -> str:
+    """azure-identity's messages run to many lines; the first says what happened."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def sleep(seconds: float, report: Reporter) -> None:
+    """Wait, but let a Cancel button end the wait within a tenth of a second."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        report.check()
+        time.sleep(min(0.1, left))
+    report.check()
