@@ -79,6 +79,8 @@ def cmd_quota(args: argparse.Namespace) -> int:
         workspace_dir=args.workspace,
         progress=progress,
         settings=settings,
+        model=args.model,
+        workspace=_workspace(args) if args.model else None,
     )
     progress.close()
     print(_table(report.to_table()))
@@ -626,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", default="standardPBSFamily")
     p.add_argument("--needed", type=int, default=6, help="vCPUs a deployment needs (azure)")
     p.add_argument("--subscription", help="Azure subscription id ($AZURE_SUBSCRIPTION_ID)")
+    p.add_argument(
+        "--model", help="size a cluster deployment for this model (workspace or catalog name)"
+    )
     _add_target_settings(p, skip=("subscription", "host", "port", "auth", "ready_timeout"))
 
     p = parsers["convert"]

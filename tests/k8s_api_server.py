@@ -14,6 +14,11 @@ bearer token, stores objects, records every call, and plays a rollout:
 - ``"ImagePullBackOff"``, ``"FailedScheduling"`` (``Insufficient cpu``) and
   ``"CrashLoopBackOff"`` (with ``crash_logs`` as the pod's log): the pods stay stuck so.
 
+For the capacity check it also lists ``nodes`` (``GET /api/v1/nodes``, built with
+:func:`node`: ``status.allocatable``, taints, cordoned) and the pods of every namespace
+(``GET /api/v1/pods``, with the ``fieldSelector`` terms ``path=value`` and ``path!=value``);
+:meth:`FakeKubeAPI.add_pod` places a pod with requests on a node.
+
 Why not ``kmock`` (PyPI): it mocks HTTP at the level of handlers to be scripted per test,
 with no object store or rollout of its own; the targets need create/replace/list-by-label/
 delete semantics and pods that follow a Deployment, which this small server keeps in one place.
@@ -37,6 +42,7 @@ ITEM_RE = re.compile(
     r"(?:/(?P<name>[^/]+)(?:/(?P<sub>log|status))?)?$"
 )
 NAMESPACE_RE = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?$")
+CLUSTER_RE = re.compile(r"^/api/v1/(?P<plural>nodes|pods)$")
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 
 
@@ -48,6 +54,62 @@ def _matches(labels: dict[str, str], selector: str | None) -> bool:
         if labels.get(key.strip()) != value.strip():
             return False
     return True
+
+
+def _field(obj: dict[str, Any], path: str) -> str:
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
+def _fields_match(obj: dict[str, Any], selector: str | None) -> bool:
+    """The API server's field selectors: ``a.b=v``, ``a.b==v`` and ``a.b!=v``, comma-joined."""
+    for term in (selector or "").split(","):
+        if not term.strip():
+            continue
+        if "!=" in term:
+            path, value = term.split("!=", 1)
+            if _field(obj, path.strip()) == value.strip():
+                return False
+        else:
+            path, _, value = term.replace("==", "=").partition("=")
+            if _field(obj, path.strip()) != value.strip():
+                return False
+    return True
+
+
+def node(
+    name: str,
+    cpu: str = "4",
+    memory: str = "16Gi",
+    gpu: int = 0,
+    *,
+    taints: tuple[dict[str, str], ...] = (),
+    unschedulable: bool = False,
+    ready: bool = True,
+    pods: int = 110,
+) -> dict[str, Any]:
+    """A Node as the API server returns it: allocatable, taints, cordoned, Ready."""
+    allocatable = {"cpu": cpu, "memory": memory, "pods": str(pods)}
+    if gpu:
+        allocatable["nvidia.com/gpu"] = str(gpu)
+    spec: dict[str, Any] = {}
+    if taints:
+        spec["taints"] = [dict(t) for t in taints]
+    if unschedulable:
+        spec["unschedulable"] = True
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": spec,
+        "status": {
+            "capacity": dict(allocatable),
+            "allocatable": allocatable,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
 
 
 def _merge(into: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -73,8 +135,10 @@ class FakeKubeAPI:
         ready_after: int = 3,
         crash_logs: str = "",
         load_balancer_ip: str | None = None,
+        nodes: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
     ) -> None:
         self.namespaces = list(namespaces)
+        self.nodes = [copy.deepcopy(n) for n in nodes]
         self.token = token
         self.scenario = scenario
         self.ready_after = ready_after
@@ -133,6 +197,37 @@ class FakeKubeAPI:
 
     def names(self, plural: str) -> list[str]:
         return sorted(o["metadata"]["name"] for o in self.objects(plural))
+
+    def add_pod(
+        self,
+        name: str,
+        node_name: str,
+        cpu: str = "0",
+        memory: str = "0",
+        gpu: int = 0,
+        *,
+        namespace: str = "default",
+        phase: str = "Running",
+        limits_only: bool = False,
+    ) -> dict[str, Any]:
+        """A pod of someone else's, scheduled on ``node_name`` with these requests."""
+        asked: dict[str, str] = {"cpu": cpu, "memory": memory}
+        resources: dict[str, Any] = {"limits" if limits_only else "requests": asked}
+        if gpu:
+            resources.setdefault("limits", {})["nvidia.com/gpu"] = str(gpu)
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+            "spec": {
+                "nodeName": node_name,
+                "containers": [{"name": "main", "image": "busybox", "resources": resources}],
+            },
+            "status": {"phase": phase},
+        }
+        with self._lock:
+            self.store.setdefault(("/api/v1", namespace, "pods"), {})[name] = pod
+        return pod
 
     def writes(self) -> list[tuple[str, str]]:
         """The calls that changed something (POST, PUT, PATCH, DELETE), in order."""
@@ -301,6 +396,20 @@ class FakeKubeAPI:
                         "metadata": {"name": name},
                     }
                 return _status(404, "NotFound", f'namespaces "{name}" not found')
+            match = CLUSTER_RE.match(path)
+            if match and method == "GET":
+                fields = (query.get("fieldSelector") or [""])[0]
+                if match["plural"] == "nodes":
+                    found = self.nodes
+                else:
+                    found = [
+                        pod
+                        for (prefix, _, plural), items in self.store.items()
+                        if (prefix, plural) == ("/api/v1", "pods")
+                        for pod in items.values()
+                    ]
+                found = [o for o in found if _fields_match(o, fields)]
+                return 200, {"kind": "List", "apiVersion": "v1", "items": copy.deepcopy(found)}
             match = ITEM_RE.match(path)
             if match is None:
                 return _status(404, "NotFound", f"the server could not find {path}")

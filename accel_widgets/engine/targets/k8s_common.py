@@ -10,6 +10,10 @@ The ``kubernetes`` package (>= 37) is imported only inside the calls that talk t
 ``manifests`` works without it. Requests go through the client's own ``ApiClient`` (its
 kubeconfig loading, token and certificate handling, its transport) on the documented REST
 paths of each kind, so one small table serves core objects and KServe's custom resources.
+
+The quota step's check (:meth:`ClusterTarget.check_capacity`) reads the nodes'
+``status.allocatable`` and the requests of the pods on them, and compares what is free where
+the pods may go with replicas x the requests the manifests give the model's pods.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from accel_widgets.engine.package_context import GRPC_PORT, REST_PORT, SERVING_UID
@@ -38,6 +42,9 @@ from accel_widgets.engine.workspace import (
 )
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
+
+if TYPE_CHECKING:
+    from accel_widgets.engine.quota import QuotaReport
 
 MANAGED_BY = "accel-widgets"
 SERVICE_LABEL = "io.accel-widgets/service"
@@ -597,6 +604,276 @@ def split_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname or "", parts.port or (443 if tls else 80), tls
 
 
+# -- capacity: the cluster's allocatable CPU, memory and GPUs against the requests ----------
+
+_QUANTITY = re.compile(
+    r"^(?P<number>[+-]?(?:\d+\.?\d*|\.\d+))"
+    r"(?:(?P<exponent>[eE][+-]?\d+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$"
+)
+_SCALE = {
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+    "E": 1e18, "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50,
+    "Ei": 2.0**60,
+}  # fmt: skip
+_GIB = 2**30
+#: The resources the capacity check counts, in whole units: millicores, bytes, GPUs.
+COUNTED = ("cpu", "memory", GPU_RESOURCE)
+#: Knative's queue-proxy sidecar in every serverless KServe pod requests this much CPU by
+#: default (``queue-sidecar-cpu-request`` in Knative's ``config-deployment``).
+QUEUE_PROXY_CPU_M = 25
+
+
+def parse_quantity(value: Any) -> float:
+    """A Kubernetes quantity (``"3920m"``, ``"16Gi"``, ``"1e3"``, ``4``) as a plain number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    match = _QUANTITY.match(str(value).strip())
+    if match is None:
+        raise ServingError(f"{value!r} is not a Kubernetes quantity (such as 500m, 4 or 16Gi)")
+    number = float(match["number"])
+    if match["exponent"]:
+        return number * 10.0 ** int(match["exponent"][1:])
+    return number * _SCALE.get(match["suffix"] or "", 1.0)
+
+
+def _units(resource: str, value: Any) -> int:
+    """One resource in whole units: CPU in millicores, memory in bytes, GPUs as a count."""
+    amount = parse_quantity(value)
+    if resource == "cpu":
+        amount *= 1000
+    return math.ceil(amount - 1e-9)
+
+
+def container_requests(resources: dict[str, Any] | None) -> dict[str, int]:
+    """What one container asks the scheduler for; a limit alone stands for its request.
+
+    (The API server defaults a missing request to the limit, and extended resources such
+    as ``nvidia.com/gpu`` are given as limits only.)
+    """
+    resources = resources or {}
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    found = {}
+    for resource in COUNTED:
+        value = requests.get(resource, limits.get(resource))
+        found[resource] = _units(resource, value) if value is not None else 0
+    return found
+
+
+def pod_requests(pod: dict[str, Any]) -> dict[str, int]:
+    """A pod's effective requests, as the scheduler counts them.
+
+    The containers' sum (with sidecar init containers, ``restartPolicy: Always``), or the
+    largest plain init container when that is more, plus the runtime class's overhead.
+    """
+    spec = pod.get("spec") or {}
+    total = dict.fromkeys(COUNTED, 0)
+    largest_init = dict.fromkeys(COUNTED, 0)
+    for container in spec.get("containers") or []:
+        for resource, amount in container_requests(container.get("resources")).items():
+            total[resource] += amount
+    for container in spec.get("initContainers") or []:
+        asked = container_requests(container.get("resources"))
+        for resource, amount in asked.items():
+            if container.get("restartPolicy") == "Always":
+                total[resource] += amount
+            else:
+                largest_init[resource] = max(largest_init[resource], amount)
+    overhead = container_requests({"requests": spec.get("overhead") or {}})
+    return {r: max(total[r], largest_init[r]) + overhead[r] for r in COUNTED}
+
+
+def tolerates(tolerations: list[dict[str, Any]], taint: dict[str, Any]) -> bool:
+    """Whether one of ``tolerations`` tolerates ``taint`` (Kubernetes' matching rules)."""
+    for toleration in tolerations:
+        effect = toleration.get("effect") or ""
+        if effect and effect != taint.get("effect"):
+            continue
+        key = toleration.get("key") or ""
+        if toleration.get("operator") == "Exists":
+            if not key or key == taint.get("key"):
+                return True
+        elif key == taint.get("key") and (toleration.get("value") or "") == (
+            taint.get("value") or ""
+        ):
+            return True
+    return False
+
+
+def _taint_text(taint: dict[str, Any]) -> str:
+    value = f"={taint['value']}" if taint.get("value") else ""
+    return f"{taint.get('key')}{value}:{taint.get('effect')}"
+
+
+def node_excluded(node: dict[str, Any], tolerations: list[dict[str, Any]]) -> str | None:
+    """Why the pod cannot go to ``node`` whatever is free there, or ``None`` when it can."""
+    spec, status = node.get("spec") or {}, node.get("status") or {}
+    if spec.get("unschedulable"):
+        return "cordoned"
+    for taint in spec.get("taints") or []:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, taint):
+            return f"taint {_taint_text(taint)}, not tolerated"
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready" and condition.get("status") != "True":
+            return "not Ready"
+    return None
+
+
+def _cores(millicores: float) -> float:
+    return millicores / 1000
+
+
+def _gib(amount: float) -> float:
+    return amount / _GIB
+
+
+def _need_text(need: dict[str, int]) -> str:
+    parts = [_amount("cpu", need["cpu"]), _amount("memory", need["memory"])]
+    if need[GPU_RESOURCE]:
+        parts.append(_amount(GPU_RESOURCE, need[GPU_RESOURCE]))
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _amount(resource: str, amount: int) -> str:
+    """``1 core``, ``2.5 cores``, ``448 MiB``, ``1.5 GiB``, ``1 GPU``, as a user reads them."""
+    if resource == "cpu":
+        cores = _cores(amount)
+        return f"{cores:g} core{'' if cores == 1 else 's'}"
+    if resource == "memory":
+        if abs(amount) < _GIB:
+            return f"{amount / 2**20:.0f} MiB"
+        return f"{_gib(amount):.2f}".rstrip("0").rstrip(".") + " GiB"
+    return f"{amount} GPU{'' if amount == 1 else 's'}"
+
+
+def _free_text(node: dict[str, Any]) -> str:
+    free = dict(node["_free"])
+    if not node["_alloc"][GPU_RESOURCE]:
+        free[GPU_RESOURCE] = 0
+    return _need_text(free)
+
+
+def _pods_that_fit(free: dict[str, int], need: dict[str, int], slots: int) -> int:
+    """How many pods of ``need`` fit in ``free`` on one node (``slots``: its pod room left)."""
+    counts = [free[r] // need[r] for r in COUNTED if need[r] > 0]
+    return max(0, min([*counts, slots]))
+
+
+def read_nodes(
+    kube: Kube, tolerations: list[dict[str, Any]], need: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Every node: allocatable, requested by its running pods, free, and pods that fit."""
+    nodes = kube.request("GET", "/api/v1/nodes").get("items") or []
+    pods = (
+        kube.request(
+            "GET",
+            "/api/v1/pods",
+            query=[("fieldSelector", "status.phase!=Succeeded,status.phase!=Failed")],
+        ).get("items")
+        or []
+    )
+    used: dict[str, dict[str, int]] = {}
+    counted: dict[str, int] = {}
+    for pod in pods:
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        phase = (pod.get("status") or {}).get("phase")
+        if not node_name or phase in ("Succeeded", "Failed"):
+            continue
+        asked = pod_requests(pod)
+        into = used.setdefault(node_name, dict.fromkeys(COUNTED, 0))
+        for resource in COUNTED:
+            into[resource] += asked[resource]
+        counted[node_name] = counted.get(node_name, 0) + 1
+    found = []
+    for node in nodes:
+        name = (node.get("metadata") or {}).get("name", "")
+        allocatable = (node.get("status") or {}).get("allocatable") or {}
+        alloc = {r: _units(r, allocatable[r]) if r in allocatable else 0 for r in COUNTED}
+        requested = used.get(name, dict.fromkeys(COUNTED, 0))
+        free = {r: alloc[r] - requested[r] for r in COUNTED}
+        slots = int(parse_quantity(allocatable.get("pods", 110))) - counted.get(name, 0)
+        excluded = node_excluded(node, tolerations)
+        found.append(
+            {
+                "name": name,
+                "counted": excluded is None,
+                "why_not": excluded,
+                "allocatable": {
+                    "cpu": _cores(alloc["cpu"]),
+                    "memory_gib": _gib(alloc["memory"]),
+                    "gpu": alloc[GPU_RESOURCE],
+                },
+                "requested": {
+                    "cpu": _cores(requested["cpu"]),
+                    "memory_gib": _gib(requested["memory"]),
+                    "gpu": requested[GPU_RESOURCE],
+                },
+                "free": {
+                    "cpu": _cores(free["cpu"]),
+                    "memory_gib": _gib(free["memory"]),
+                    "gpu": free[GPU_RESOURCE],
+                },
+                "pods_that_fit": 0 if excluded else _pods_that_fit(free, need, slots),
+                "_alloc": alloc,
+                "_requested": requested,
+                "_free": free,
+            }
+        )
+    return found
+
+
+def _row(name: str, used: int, total: int, needed: int, scale, unit: str):
+    """A :class:`QuotaRow` whose ``enough`` agrees with the exact whole-unit comparison
+    (``3.9 - 0.9`` cores is ``2.9999999999999996`` in floats)."""
+    from accel_widgets.engine.quota import QuotaRow
+
+    row = QuotaRow(name, scale(used), scale(total), unit, scale(needed))
+    if row.enough != (total - used >= needed):
+        row = QuotaRow(name, scale(used) - 1e-9, scale(total), unit, scale(needed))
+    return row
+
+
+def capacity_model(options: dict[str, Any]) -> tuple[ArtifactRecord, str]:
+    """The artifact to size pods for, from the quota step's ``model`` and ``workspace``.
+
+    A workspace model (its newest version; int8 before fp32, as deploy picks), else a
+    catalog name (not converted yet: sized from the catalog's measurements), else, with no
+    model named, a custom model of the smallest size (1 core, 512 MiB a pod).
+    """
+    from accel_widgets.engine import catalog
+    from accel_widgets.errors import AccelError, CatalogError
+
+    model = options.get("model")
+    if isinstance(model, ArtifactRecord):
+        return model, f"{model.model_name}:{model.model_version} ({model.precision})"
+    if not model:
+        stub = ArtifactRecord(0, 0, "custom", 0, "fp32", "onnx", Path(), 0, {}, 0.0)
+        return stub, "a custom model of the default size (no model was named)"
+    name = str(model)
+    where = options.get("workspace") or options.get("workspace_dir")
+    problem = ""
+    try:
+        workspace = where if isinstance(where, Workspace) else Workspace(where)
+        if workspace.find_model(name) is not None:
+            artifact = workspace.get_artifact(name)
+            return (
+                artifact,
+                f"{artifact.model_name}:{artifact.model_version} ({artifact.precision})",
+            )
+    except AccelError as exc:  # no artifact yet, an unreadable workspace: try the catalog
+        problem = f" ({exc})"
+    try:
+        spec = catalog.get_spec(name)
+    except CatalogError:
+        names = ", ".join(s.name for s in catalog.list_specs(include_quantized=False))
+        raise ServingError(
+            f"cannot size the pods for model {name!r}: it is not a converted model in the "
+            f"workspace{problem} nor a catalog model ({names}); convert it first, or leave "
+            "model out to check for a small custom model"
+        ) from None
+    stub = ArtifactRecord(0, 0, spec.name, 0, "fp32", "onnx", Path(), 0, {}, 0.0)
+    return stub, f"{spec.name} (sized from the catalog)"
+
+
 # -- the shared target ---------------------------------------------------------------------
 
 
@@ -640,6 +917,197 @@ class ClusterTarget(Target):
     @abstractmethod
     def pod_selector(self, name: str) -> str:
         """The label selector of the service's pods."""
+
+    # -- capacity --
+
+    def pod_requests_for(self, artifact: ArtifactRecord, settings: dict[str, Any]) -> dict:
+        """One serving pod's requests as this target's manifests ask for them (whole units:
+        millicores, bytes, GPUs)."""
+        return container_requests(resources_for(artifact, settings["gpu"]))
+
+    def check_capacity(
+        self, settings: dict[str, Any], report: Reporter, **options: Any
+    ) -> QuotaReport:
+        """The cluster's allocatable CPU, memory and GPUs against what the deployment asks.
+
+        Connects as deploy does (the kubeconfig, the context, the namespace must exist),
+        lists the nodes and the pods scheduled on them, and counts a node only when the
+        pods could go there: not cordoned, Ready, and no ``NoSchedule``/``NoExecute`` taint
+        they do not tolerate (with ``gpu`` they tolerate ``nvidia.com/gpu``). Free is a
+        node's ``status.allocatable`` less the requests of its pods that have not finished
+        (not Succeeded or Failed).
+
+        Needed is replicas x one pod's requests, as the manifests size them for the model:
+        ``replicas`` or, with ``autoscale MIN:MAX``, MIN now (what MAX needs is said in the
+        advice and ``details["max_needed"]``). The model comes from the ``model`` option (a
+        workspace model, or a catalog name not converted yet) and ``workspace`` (or
+        ``workspace_dir``); with no model named, the pods are sized for a custom model of
+        the default size: 1 core and 512 MiB (the smallest a custom model gets), which the
+        advice says. Enough in total is not enough: the pods must also fit whole on the
+        nodes, one node each at least, which is checked and said.
+
+        Not counted: namespace ResourceQuotas and LimitRanges, node selectors or affinity
+        of other pods, and sidecars injected by a service mesh.
+
+        Raises
+        ------
+        QuotaError
+            The kubeconfig or context is missing, the namespace does not exist, the
+            cluster cannot be reached, or the account may not list nodes and pods.
+        """
+        from accel_widgets.errors import QuotaError
+
+        try:
+            return self._check_capacity(settings, report, options)
+        except KubeApiError as exc:
+            if exc.status in (401, 403):
+                raise QuotaError(
+                    f"{exc} (the capacity check lists the cluster's nodes and the pods on "
+                    "them, which needs permission to list nodes and pods in all namespaces; "
+                    "`kubectl auth can-i list nodes` tells whether you have it, and the "
+                    "cluster's admin can grant it)"
+                ) from None
+            raise QuotaError(f"the cluster's capacity could not be read: {exc}") from None
+        except ServingError as exc:
+            raise QuotaError(str(exc)) from None
+
+    def _check_capacity(
+        self, settings: dict[str, Any], report: Reporter, options: dict[str, Any]
+    ) -> QuotaReport:
+        from accel_widgets.engine.quota import QuotaReport
+
+        autoscale = check_settings(settings)["autoscale"]
+        replicas = autoscale[0] if autoscale else settings["replicas"]
+        most = autoscale[1] if autoscale else replicas
+        artifact, model = capacity_model(options)
+        need = self.pod_requests_for(artifact, settings)
+        gpu = need[GPU_RESOURCE]
+        namespace = settings["namespace"]
+        report("quota", 0.0, f"connecting to the cluster ({settings.get('context') or 'current'})")
+        kube = connect(settings)
+        kube.check_namespace(namespace)
+        report("quota", 0.3, f"reading the nodes and pods of context {kube.context}")
+        nodes = read_nodes(kube, gpu_tolerations(settings["gpu"]), need)
+        report("quota", 0.8, f"comparing with {replicas} pod(s) of {_need_text(need)}")
+        usable = [n for n in nodes if n["counted"]]
+        total = {r: sum(n["_alloc"][r] for n in usable) for r in COUNTED}
+        used = {r: sum(n["_requested"][r] for n in usable) for r in COUNTED}
+        needed = {r: replicas * need[r] for r in COUNTED}
+        rows = [
+            _row("CPU (cluster)", used["cpu"], total["cpu"], needed["cpu"], _cores, "cores"),
+            _row(
+                "memory (cluster)", used["memory"], total["memory"], needed["memory"], _gib, "GiB"
+            ),
+        ]
+        if gpu:
+            rows.append(
+                _row(
+                    "GPUs (cluster)",
+                    used[GPU_RESOURCE],
+                    total[GPU_RESOURCE],
+                    needed[GPU_RESOURCE],
+                    float,
+                    "GPUs",
+                )
+            )
+        short = [r for r in COUNTED if total[r] - used[r] < needed[r]]
+        fit = sum(n["pods_that_fit"] for n in usable)
+        verdict = not short and fit >= replicas
+
+        def room(node: dict[str, Any]) -> float:
+            return min(node["_free"][r] / need[r] for r in COUNTED if need[r] > 0)
+
+        best = max(usable, key=room) if usable else None
+        largest = (
+            {"node": best["name"], **best["free"], "pods_that_fit": best["pods_that_fit"]}
+            if best
+            else None
+        )
+        per_pod = f"{_need_text(need)} a pod"
+        named = artifact.model_name if options.get("model") else "a custom model"
+        pods = f"{replicas} pod{'s' if replicas != 1 else ''}"
+        where = f"context {kube.context}"
+        if not usable:
+            advice = (
+                f"No node of {where} can take the pods ({len(nodes)} nodes, none counted): "
+                "uncordon a node, or add a node pool without taints the pods do not tolerate."
+            )
+        elif gpu and not total[GPU_RESOURCE]:
+            advice = (
+                f"The pods ask for {_amount(GPU_RESOURCE, gpu)} each, but no schedulable "
+                f"node of {where} has nvidia.com/gpu: add a GPU node pool with the NVIDIA "
+                "device plugin (on AKS: `az aks nodepool add --node-vm-size "
+                "Standard_NC4as_T4_v3 ...`; taint it nvidia.com/gpu:NoSchedule if at all, the "
+                "taint the pods tolerate), or deploy without GPUs (gpu=0)."
+            )
+        elif short:
+            lacking = ", ".join(
+                f"{_amount(r, total[r] - used[r])} free of {_amount(r, needed[r])} needed"
+                for r in short
+            )
+            fewer = f"at most {fit} fit now" if fit else "none fits now"
+            extra = " or GPU nodes" if GPU_RESOURCE in short else ""
+            advice = (
+                f"{pods} of {named} need more than {where} has free ({lacking}): scale the "
+                f"node pool{extra} (on AKS: `az aks nodepool scale --node-count N ...`, or turn "
+                f"on the cluster autoscaler), ask for fewer replicas ({fewer}), or pick a "
+                "smaller model."
+            )
+        elif fit == 0:
+            advice = (
+                f"Enough in total, but no single node has room for one pod ({per_pod}); the "
+                f"node with the most room, {best['name']}, has {_free_text(best)} free. The "
+                "free capacity is split across nodes: add a node pool of larger nodes, free "
+                "some room on one node, or pick a smaller model."
+            )
+        elif fit < replicas:
+            advice = (
+                f"Enough in total, but only {fit} of the {pods} fit on the nodes as they are "
+                f"(each pod must fit on one node: {per_pod}): ask for {fit} replicas, scale "
+                "the node pool, or pick a smaller model."
+            )
+        else:
+            advice = (
+                f"{where.capitalize()} has room for {pods} of {named} ({per_pod}); {fit} "
+                "would fit now."
+            )
+        details: dict[str, Any] = {
+            "context": kube.context,
+            "namespace": namespace,
+            "server": kube.server,
+            "model": model,
+            "per_pod": {"cpu": _cores(need["cpu"]), "memory_gib": _gib(need["memory"]), "gpu": gpu},
+            "replicas": replicas,
+            "pods_that_fit": fit,
+            "nodes": [{k: v for k, v in n.items() if not k.startswith("_")} for n in nodes],
+            "largest_node_free": largest,
+        }
+        if most > replicas:
+            at_most = {r: most * need[r] for r in COUNTED}
+            details["max_replicas"] = most
+            details["max_needed"] = {
+                "cpu": _cores(at_most["cpu"]),
+                "memory_gib": _gib(at_most["memory"]),
+                "gpu": at_most[GPU_RESOURCE],
+            }
+            then = (
+                "that fits now too."
+                if fit >= most
+                else f"only {fit} fit now, so scale the node pool (or let the cluster "
+                "autoscaler add nodes) before the load gets there."
+            )
+            advice += (
+                f" At the autoscale maximum of {most} pods it needs {_need_text(at_most)}: {then}"
+            )
+        skipped = [f"{n['name']} ({n['why_not']})" for n in nodes if not n["counted"]]
+        if skipped:
+            advice += f" Not counted: {', '.join(skipped)}."
+        if not options.get("model"):
+            advice += " Sized for a small custom model: name the model for its own requests."
+        report("quota", 1.0, "cluster check done")
+        return QuotaReport(
+            target=self.name, rows=rows, verdict=verdict, advice=advice, details=details
+        )
 
     def _prepare(
         self,

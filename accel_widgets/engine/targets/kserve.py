@@ -89,6 +89,14 @@ class KServeTarget(kc.ClusterTarget):
     def pod_selector(self, name: str) -> str:
         return f"{ISVC_LABEL}={name}"
 
+    def pod_requests_for(self, artifact: ArtifactRecord, settings: dict[str, Any]) -> dict:
+        """The predictor's requests, plus Knative's queue-proxy sidecar in serverless mode
+        (25m CPU by default), which the capacity check counts as the scheduler does."""
+        need = super().pod_requests_for(artifact, settings)
+        if settings["mode"] == "serverless":
+            need = {**need, "cpu": need["cpu"] + kc.QUEUE_PROXY_CPU_M}
+        return need
+
     def build(
         self,
         artifact: ArtifactRecord,
