@@ -108,6 +108,14 @@ class BuildContext:
         return self.path / "Dockerfile"
 
 
+def workspace_label(workspace: Workspace) -> str:
+    """Which workspace made an image or a container (several users or test runs may share
+    one engine). In the image's labels it makes the image the workspace's own: two
+    workspaces packaging the same model get two images, so deleting one never removes the
+    other's, though a tag names whichever was built last."""
+    return hashlib.sha256(str(workspace.root.resolve()).encode()).hexdigest()[:16]
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -260,6 +268,7 @@ def write_context(
         f"{LABEL}.precision": artifact.precision,
         f"{LABEL}.onnx-sha256": onnx_sha,
         f"{LABEL}.serving": accel_widgets.__version__,
+        f"{LABEL}.workspace": workspace_label(workspace),
         "org.opencontainers.image.title": f"{artifact.model_name} ({artifact.precision})",
         "org.opencontainers.image.description": "ONNX model served over TF Serving's gRPC API",
     }

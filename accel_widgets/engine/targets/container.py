@@ -11,14 +11,13 @@ starting is reported with its last log lines.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import secrets
 import time
 from typing import Any
 
 from accel_widgets.engine import docker_engine
 from accel_widgets.engine.package import ensure_local
-from accel_widgets.engine.package_context import GRPC_PORT, LABEL, REST_PORT
+from accel_widgets.engine.package_context import GRPC_PORT, LABEL, REST_PORT, workspace_label
 from accel_widgets.engine.targets.base import (
     Setting,
     Target,
@@ -42,11 +41,6 @@ NETWORKS = ("auto", "host", "bridge")
 
 def container_name(service: str) -> str:
     return f"accel-widgets-{service}"
-
-
-def workspace_label(workspace: Workspace) -> str:
-    """Which workspace made a container (several users or tests may share one engine)."""
-    return hashlib.sha256(str(workspace.root.resolve()).encode()).hexdigest()[:16]
 
 
 def _has_bridge(client: Any) -> bool:
