@@ -438,6 +438,28 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return SUCCESS
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Download the real pretrained sample model (SqueezeNet 1.1, 2.4 MB) and its ImageNet
+    labels from their public addresses, verify their sha256, and keep them where the walk
+    looks (~/.cache/accel-widgets/weights, or the first folder of $ACCEL_WIDGETS_WEIGHTS_DIR)."""
+    from accel_widgets.engine.labels import WEIGHTS_DIR_ENV, weights_dirs
+    from accel_widgets.engine.sample_model import SAMPLE_FILES, download_sample
+
+    if args.list:
+        for file in SAMPLE_FILES:
+            print(f"{file.name}  {file.size} bytes  sha256 {file.sha256[0]}\n  {file.url}")
+        return SUCCESS
+    progress = TerminalProgress()
+    try:
+        path = download_sample(args.folder, base_url=args.url, progress=progress)
+    finally:
+        progress.close()
+    print(f"the sample model is ready: {path} (and {SAMPLE_FILES[1].name}, sha256 verified)")
+    if path.parent.resolve() not in {d.resolve() for d in weights_dirs()}:
+        print(f"the walk does not look there: export {WEIGHTS_DIR_ENV}={path.parent}")
+    return SUCCESS
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
     """Where a service can run, and the settings each target takes."""
     from accel_widgets.engine.targets import targets
@@ -598,6 +620,7 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "manifests": (cmd_manifests, "Write the objects a target would create, as YAML."),
     "images": (cmd_images, "List packaged images."),
     "targets": (cmd_targets, "List deployment targets and their settings."),
+    "sample": (cmd_sample, "Download and verify the real pretrained sample model (2.4 MB)."),
     "delete": (cmd_delete, "Delete a service, image or model."),
 }
 
@@ -707,6 +730,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = parsers["services"]
     p.add_argument("--show-keys", action="store_true", help="print whole API keys")
 
+    p = parsers["sample"]
+    p.add_argument(
+        "--folder",
+        help="where to put it (default: first of $ACCEL_WIDGETS_WEIGHTS_DIR, else "
+        "~/.cache/accel-widgets/weights)",
+    )
+    p.add_argument(
+        "--url", help="a mirror serving the same files by name ($ACCEL_WIDGETS_SAMPLE_URL)"
+    )
+    p.add_argument("--list", action="store_true", help="print the files, addresses, checksums")
+
     p = parsers["delete"]
     p.add_argument("kind", choices=["service", "image", "model"])
     p.add_argument("name")
@@ -730,7 +764,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ncancelled by the user", file=sys.stderr)
         return INTERRUPTED
     except AccelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Some errors carry the same advice in command-line words (--weights random).
+        print(f"error: {getattr(exc, 'cli_message', None) or exc}", file=sys.stderr)
         return ERROR
 
 

@@ -165,7 +165,7 @@ def walk_to_a_cat(page, shots: Screenshots) -> list[list[str]]:
     )
     page.locator(".accel-deploy-status").first.scroll_into_view_if_needed()
     shots.take(page, "deployed")
-    page.locator(".accel-sample select").first.select_option("chelsea")
+    page.locator(".accel-sample select").first.select_option(label="cat (chelsea)")
     click(page, "score")
     snap = wait_for(
         page,
@@ -282,3 +282,175 @@ def test_voila_serves_the_walkthrough_and_scores_a_cat(voila, page, shots):
 
         rows = walk_to_a_cat(page, shots)
         assert_cat_first(rows)
+
+
+# --------------------------------------------------------------------------- a laptop screen
+
+LAPTOP = {"width": 1280, "height": 800}
+
+# Where the score step's pieces are, in CSS pixels of the viewport, and each picture's
+# natural size against the size it is drawn at.
+SCORE_LAYOUT_JS = r"""() => {
+  const one = (sel) => document.querySelector('.accel-walkthrough ' + sel);
+  const box = (el) => {
+    if (!el || !el.getClientRects().length) return null;
+    const r = el.getBoundingClientRect();
+    return {top: r.top, bottom: r.bottom, left: r.left, right: r.right,
+            width: r.width, height: r.height};
+  };
+  const picture = (sel) => {
+    const img = one(sel + ' img') || one('img' + sel);
+    if (!img || !img.getClientRects().length) return null;
+    return {box: box(img), natural: [img.naturalWidth, img.naturalHeight],
+            complete: img.complete, src: img.src.slice(0, 5)};
+  };
+  const errors = [...document.querySelectorAll('.accel-step-score .accel-error')]
+    .filter((el) => el.getClientRects().length && el.innerText.trim());
+  return {
+    viewport: [window.innerWidth, window.innerHeight],
+    step: box(one('.accel-step-score')),
+    benchmark: box(one('button.accel-benchmark')),
+    score: box(one('button.accel-score')),
+    photo: picture('.accel-picture'),
+    histogram: picture('.accel-histogram'),
+    top5: [...document.querySelectorAll('.accel-top5 tr.accel-top5-row')].length,
+    latency: (one('.accel-score-latency') || {}).innerText || '',
+    error: errors.length ? {text: errors[0].innerText.trim(), box: box(errors[0])} : null,
+    header: (one('.accel-step-score h3') || {}).innerText || '',
+  };
+}"""
+
+
+def score_layout(page) -> dict[str, Any]:
+    return page.evaluate(SCORE_LAYOUT_JS)
+
+
+def in_viewport(box: dict[str, float] | None, viewport: list[int]) -> bool:
+    """The whole box is on screen."""
+    return bool(box) and box["top"] >= 0 and box["bottom"] <= viewport[1] and box["left"] >= 0
+
+
+def drawn_at_natural_size(picture: dict[str, Any] | None) -> bool:
+    """An image shown at the size it was drawn: no upscaling, no squeezing (1 px of rounding)."""
+    if not picture or not picture["complete"]:
+        return False
+    width, height = picture["natural"]
+    box = picture["box"]
+    return abs(box["width"] - width) <= 1 and abs(box["height"] - height) <= 1
+
+
+@pytest.fixture
+def laptop(browser) -> Iterator[Any]:
+    """A page the size of a 1280x800 laptop screen."""
+    context = browser.new_context(viewport=LAPTOP)
+    context.set_default_timeout(30_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def open_lab_walkthrough(page, lab: LabServer, shots: Screenshots) -> None:
+    """The notebook opened in JupyterLab, all cells run, the walk's widgets on screen."""
+    page.goto(lab.url(f"/lab/tree/{NOTEBOOK}", reset=""), timeout=PAGE_LOAD_MS)
+    page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\|\s*Idle")).wait_for(
+        timeout=90_000
+    )
+    page.locator("#jp-menu-panel, .lm-MenuBar").get_by_role(
+        "menuitem", name="Run", exact=True
+    ).first.click()
+    page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
+    wait_for(page, "the walkthrough widgets", enabled("quota-check"), 120)
+
+
+def show_score_step(page) -> None:
+    """Scroll so that the Score step starts at the top of the notebook panel."""
+    page.locator(".accel-walkthrough .accel-step-score").first.evaluate(
+        "(el) => el.scrollIntoView({block: 'start'})"
+    )
+    page.wait_for_timeout(300)
+
+
+def test_score_step_fits_a_laptop_screen_and_charts_are_not_stretched(lab, laptop, shots):
+    """At 1280x800 the scored photo, its top 5 and the Benchmark button are on one screen,
+    and the pictures are drawn at their own size, not stretched to the cell."""
+    page = laptop
+    with shots.on_failure(page, [lab.server]):
+        open_lab_walkthrough(page, lab, shots)
+        rows = walk_to_a_cat(page, shots)
+        assert_cat_first(rows)
+
+        show_score_step(page)
+        layout = score_layout(page)
+        shots.take(page, "laptop-scored")
+        assert layout["viewport"] == [1280, 800]
+        assert in_viewport(layout["benchmark"], layout["viewport"]), (
+            f"the Benchmark button is off screen after scoring: {layout!r}"
+        )
+        assert layout["photo"] and layout["photo"]["box"]["width"] <= 300, layout["photo"]
+        assert layout["photo"]["box"]["width"] <= layout["photo"]["natural"][0], (
+            f"the photo is upscaled: {layout['photo']!r}"
+        )
+
+        page.locator(".accel-walkthrough .accel-score-latency").first.wait_for()
+        requests = page.locator(".accel-walkthrough .accel-step-score input[type=number]")
+        requests.first.fill("30")
+        requests.first.press("Tab")
+        click(page, "benchmark")
+        deadline = time.monotonic() + 60
+        while not drawn_at_natural_size((layout := score_layout(page))["histogram"]):
+            assert time.monotonic() < deadline, f"no histogram at its natural size: {layout!r}"
+            page.wait_for_timeout(300)
+        page.locator(".accel-walkthrough .accel-histogram").first.scroll_into_view_if_needed()
+        layout = score_layout(page)
+        shots.take(page, "laptop-benchmarked")
+        histogram = layout["histogram"]
+        assert histogram["src"] == "blob:", histogram  # the SVG, not a stretched PNG
+        width, height = histogram["natural"]
+        assert (width, height) == (576, 240), histogram
+        assert drawn_at_natural_size(histogram), f"the histogram is stretched: {histogram!r}"
+        assert in_viewport(histogram["box"], layout["viewport"]), histogram
+
+
+def test_a_failed_score_replaces_the_old_result_with_the_error_in_view(lab, laptop, shots):
+    """Score the cat, then upload a file that is no image: the cat's top 5, latency and
+    photo are gone, and the error is on screen at the Score step, not far below it."""
+    page = laptop
+    with shots.on_failure(page, [lab.server]):
+        open_lab_walkthrough(page, lab, shots)
+        assert_cat_first(walk_to_a_cat(page, shots))
+        show_score_step(page)
+
+        upload = page.locator(".accel-walkthrough .accel-upload").first
+        # FileUpload writes "<description> (0)"; the page shows the words without the count.
+        label = upload.evaluate(
+            "(el) => [getComputedStyle(el, '::after').content, getComputedStyle(el).fontSize]"
+        )
+        assert label == ['"Upload your own photo"', "0px"], label
+        with page.expect_file_chooser() as chooser:
+            upload.click()
+        chooser.value.set_files(
+            files=[{"name": "cat.jpg", "mimeType": "image/jpeg", "buffer": b"not a picture\n"}]
+        )
+        page.locator(".accel-walkthrough .accel-sample select").first.locator(
+            "option", has_text="yours: cat.jpg"
+        ).wait_for(state="attached", timeout=15_000)
+        page.wait_for_timeout(500)  # the drop-down switches to the upload in the kernel
+        click(page, "score")
+        deadline = time.monotonic() + 60
+        while not (layout := score_layout(page))["error"]:
+            assert time.monotonic() < deadline, f"no error shown: {layout!r}"
+            page.wait_for_timeout(300)
+        shots.take(page, "failed-upload")
+        error = layout["error"]
+        assert "cat.jpg could not be scored" in error["text"], error
+        assert layout["top5"] == 0 and layout["latency"].strip() == "", (
+            f"the cat's result is still on screen after a failed score: {layout!r}"
+        )
+        assert layout["photo"] is None, f"a picture is still shown: {layout['photo']!r}"
+        assert "✓" not in layout["header"], layout["header"]
+        assert in_viewport(error["box"], layout["viewport"]), (
+            f"the error is out of view at {error['box']!r}"
+        )
+        step = layout["step"]
+        assert error["box"]["top"] - step["top"] < 150, "the error is not at the top of the step"

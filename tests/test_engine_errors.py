@@ -55,7 +55,7 @@ def test_imagenet_weights_offline_name_the_file_and_the_ways_out(workspace):
         build_model("resnet50", weights="imagenet", workspace=workspace)
     message = str(caught.value)
     assert "resnet50_weights_tf_dim_ordering_tf_kernels.h5" in message
-    assert "weights='random'" in message and "offline" in message
+    assert 'weights="random"' in message and "offline" in message
     _untouched(workspace)
 
 

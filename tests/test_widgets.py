@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import html
 import re
+import time
 
 import psutil
 import pytest
 
+from accel_widgets.engine.choices import model_choices
 from accel_widgets.engine.targets import delete_service
-from accel_widgets.progress import ProgressEvent
+from accel_widgets.progress import CancelToken, ProgressEvent, as_reporter
 from accel_widgets.widgets import ModelWidget, QuotaWidget, ScoreWidget, Walkthrough
-from accel_widgets.widgets.base import ProgressPanel
+from accel_widgets.widgets.base import ProgressPanel, Step
+from accel_widgets.widgets.charts import svg_size
 
 CATS = {"Egyptian cat", "tabby", "tiger cat", "Persian cat", "Siamese cat", "lynx"}
 CLICK_TIMEOUT_S = 300
@@ -72,8 +75,19 @@ def test_quota_shows_the_capacity_table_and_a_verdict(walk):
     assert all(row[-1] in ("yes", "no") for row in rows)
     verdict = text(walk.quota.verdict.value)
     assert verdict.startswith(("Enough capacity", "Not enough capacity"))
-    assert "Models that fit here now: " in verdict and "resnet50" in verdict  # 24 GiB here
+    assert "Models that fit here now" in verdict and "resnet50" in verdict  # 24 GiB here
     assert walk.quota.progress.updates > 1
+
+
+def test_quota_verdict_lists_exactly_the_models_the_model_step_offers(walk):
+    """The sample is listed (it is preselected); ssd_vgg, which is not offered, is not."""
+    click(walk.quota, walk.quota.check_button)
+    verdict = text(walk.quota.verdict.value)
+    listed = verdict.split("Models that fit here now")[1].split(":", 1)[1].strip(" .")
+    offered = [key for _, key in walk.model.choice.options if key != "__own__"]
+    assert list(walk.quota.report.details["models"]) == offered  # judged: exactly these
+    assert listed.split(", ")[0] == "squeezenet" and set(listed.split(", ")) <= set(offered)
+    assert offered == [c.key for c in model_choices()] and "ssd_vgg" not in verdict
 
 
 def test_quota_error_is_shown_in_the_widget(monkeypatch):
@@ -107,11 +121,18 @@ def test_the_whole_walk_by_clicks_scores_a_cat(walk, workspace):
     walk.convert.progress.observe(lambda change: seen.append(change["new"]), "updates")
     click(walk.convert, walk.convert.convert_button)
     assert walk.convert.error == ""
-    assert walk.convert.status.startswith("converted squeezenet:1")
+    # The sample is registered as it ships, not converted: the words say what happened.
+    assert walk.convert.status == (
+        "registered squeezenet:1 as is (fp16, not converted); ready to deploy"
+    )
     assert len(seen) > 1, "the progress did not move while the model was registered"
     report = cells(walk.convert.report_table.value)
     assert report[0][0] == "fp16" and "registered as is" in report[0][2]
+    assert report[0][4] == "- (ran on 6 photos)"
     assert float(report[0][5]) > 0  # ONNX Runtime latency measured on this machine
+    # The log said "checking it on real photos": the report shows what that check found.
+    check = text(walk.convert.report_table.value)
+    assert "Checked on 6 real photos" in check and "cat (chelsea) →" in check
 
     assert walk.deploy.service_name.value == "squeezenet"
     click(walk.deploy, walk.deploy.deploy_button)
@@ -130,7 +151,10 @@ def test_the_whole_walk_by_clicks_scores_a_cat(walk, workspace):
     assert top5[0][0] in CATS, top5
     confidences = [float(row[1]) for row in top5]
     assert confidences == sorted(confidences, reverse=True) and 0 < confidences[0] <= 1
-    assert walk.score.chart.value[:8] == b"\x89PNG\r\n\x1a\n"
+    # The top 5 is shown once, as a table with a bar per class (no second chart of it).
+    assert walk.score.top5.value.count("accel-top5-bar") == 5
+    assert "Top 5 for cat (chelsea)" in text(walk.score.top5.value)
+    assert walk.score.status.startswith("cat (chelsea): ")
     assert walk.score.picture.value[:2] == b"\xff\xd8"  # the photo itself is shown
     assert re.search(r"\d+\.\d ms", text(walk.score.latency.value))
 
@@ -140,7 +164,14 @@ def test_the_whole_walk_by_clicks_scores_a_cat(walk, workspace):
     assert re.fullmatch(
         r"20 requests, 1 at a time: p50 \d+\.\d ms, p99 \d+\.\d ms, \d+\.\d requests/s", stats
     )
-    assert walk.score.histogram.value[:8] == b"\x89PNG\r\n\x1a\n"
+    # The histogram is an SVG shown at the size it was drawn (never stretched to the cell).
+    histogram = walk.score.histogram
+    svg = bytes(histogram.value)
+    assert histogram.format == "svg+xml" and b"<svg" in svg
+    width, height = svg_size(svg)
+    assert (histogram.layout.width, histogram.layout.height) == (f"{width}px", f"{height}px")
+    assert width <= 640 and height <= 300  # fits a 1280x800 laptop screen with room to spare
+    assert svg.count(b"stroke-dasharray") >= 2  # the p50 and p99 lines, dashed and dotted
     assert walk.score.benchmark.errors == 0
 
     # Scoring opened clean-up, which lists the service and the model it blocks.
@@ -194,11 +225,25 @@ def test_running_the_walk_again_reuses_the_model_and_the_service(walk, workspace
 
 def test_a_corrupt_upload_is_an_error_in_the_widget_and_the_service_keeps_serving(walk):
     walk.run_all()
+    walk.score.requests.value = 5
+    click(walk.score, walk.score.benchmark_button)
+    assert walk.score.histogram.value and walk.score.stats.value
     walk.score.use_image(b"\xff\xd8\xff\xe0 this is not really a JPEG", "broken.jpg")
     assert walk.score.sample.value == "__uploaded__"
+    assert walk.score.sample.label == "yours: broken.jpg"
     click(walk.score, walk.score.score_button)
     assert "broken.jpg could not be scored" in walk.score.error
     assert "JPEG" in walk.score.error or "image" in walk.score.error.lower()
+    # The error replaced the cat's result: nothing of the last score is left on screen...
+    score = walk.score
+    assert score.top5.value == "" and score.latency.value == "" and score.result is None
+    assert score.picture.value == b"" and score.picture.layout.display == "none"
+    assert score.histogram.value == b"" and score.stats.value == "" and score.benchmark is None
+    assert score.status == "broken.jpg: not scored"
+    # ...and it is at the top of the step, under the title, which no longer has a check mark.
+    assert score.children.index(score.error_box) == 2  # header, lock hint, error
+    assert "broken.jpg could not be scored" in text(score.error_box.value)
+    assert "&#10003;" not in score.header.value and "&#10007;" in score.header.value
     walk.score.sample.value = "chelsea"
     click(walk.score, walk.score.score_button)
     assert walk.score.error == ""
@@ -210,6 +255,54 @@ def test_score_step_without_a_service_says_what_to_do(workspace):
     score.run()
     assert score.error == "deploy a service in the step above first"
     assert not score.done
+
+
+def test_words_name_precision_photos_and_estimates_as_they_are(weights_dir, workspace):
+    """fp16 is called fp16, photos by what they show, a catalog latency an estimate."""
+    model = ModelWidget(model="squeezenet")
+    assert model.precision.options[0] == ("Float (fp16, as the sample ships)", "float")
+    model.confirm()
+    assert model.status.endswith("fp16, as the sample ships") and "float" not in model.status
+    model.choice.value = "resnet50"
+    assert model.precision.options[0] == ("Float (fp32)", "float")
+    labels = [label for label, key in model.choice.options if key != "__own__"]
+    assert all("catalog estimate" in label for label in labels if " ms" in label), labels
+    assert "catalog estimate" in text(model.facts.value)
+    model.precision.value = "int8"
+    model.confirm()
+    assert "quantized to INT8" in model.status
+
+    score = ScoreWidget(workspace=workspace)
+    names = dict(score.sample.options)
+    assert names["cat (chelsea)"] == "chelsea" and names["espresso cup"] == "coffee"
+    assert "astronaut (Eileen Collins)" in names
+    assert score.sample.label == "cat (chelsea)"
+    assert score.upload.description == "Upload your own photo"
+
+
+class SlowStep(Step):
+    """A step whose work takes a while to reach its next safe point (like a converter)."""
+
+    css_name = "slow"
+
+    def work(self) -> None:
+        report = as_reporter(None, self._new_cancel())
+        for _ in range(200):
+            time.sleep(0.02)
+            report("slow", None, "working")
+
+
+def test_cancel_answers_at_once_and_says_when_it_is_done():
+    step = SlowStep([])
+    step._start(step.work)
+    while step._cancel is None:
+        time.sleep(0.01)
+    step.cancel()
+    assert step.status.startswith("cancelling...")  # before the work has stopped
+    assert step.wait(30)
+    assert re.fullmatch(r"cancelled \(\d+\.\d s after the click\)", step.status), step.status
+    assert step.error.startswith("Cancelled") and not step.busy
+    assert isinstance(step._cancel, CancelToken)
 
 
 def test_model_step_checks_a_bring_your_own_path(tmp_path):
@@ -303,3 +396,18 @@ def test_imagenet_weights_offline_is_a_clear_error_in_the_convert_step(walk, wor
     assert walk.convert.status == "not converted" and not walk.convert.done
     assert workspace.list_models() == []
     assert walk.deploy.locked
+
+
+def test_without_the_sample_the_model_step_preselects_what_works_and_says_why(
+    tmp_path, monkeypatch
+):
+    """A clone with no weights folder: not a broken 'own ONNX file' path named squeezenet."""
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    monkeypatch.setenv("ACCEL_WIDGETS_WEIGHTS_DIR", str(empty))
+    step = ModelWidget(model="squeezenet")
+    assert step.choice.value == "densenet121" and step.weights.value == "random"
+    note = text(step.note.value)
+    assert "not on this machine" in note and "accel-widgets sample" in note
+    assert "meaningless" in note
+    assert step.path.value == ""

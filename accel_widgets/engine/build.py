@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from accel_widgets.engine.catalog import LEGACY_INPUT, ModelSpec, get_spec
+from accel_widgets.engine.labels import labels_path
 from accel_widgets.engine.workspace import ModelRecord, Workspace, check_name
 from accel_widgets.errors import BuildError, WeightsError
 from accel_widgets.progress import CancelToken, Progress, as_reporter
@@ -89,7 +90,7 @@ def resolve_weights(spec: ModelSpec, weights: str | os.PathLike[str]) -> str | N
         if expected.is_file():
             return str(expected)
         if os.environ.get(OFFLINE_ENV):
-            raise WeightsError(_offline_message(spec, expected))
+            raise _offline_error(spec, expected)
         return "imagenet"
     path = Path(text).expanduser()
     if not path.is_file():
@@ -100,13 +101,39 @@ def resolve_weights(spec: ModelSpec, weights: str | os.PathLike[str]) -> str | N
     return str(path)
 
 
-def _offline_message(spec: ModelSpec, expected: Path) -> str:
+def _offline_message(spec: ModelSpec, expected: Path, *, cli: bool) -> str:
+    """One message, in Python's words (``weights="random"``) or the CLI's (``--weights``)."""
+    path = f"/path/to/{spec.keras_weights_file}"
+    if cli:
+        file_option, random_option = f"--weights {path}", "--weights random"
+    else:
+        file_option, random_option = f'weights="{path}"', 'weights="random"'
     return (
         f"ImageNet weights for {spec.title} are not on this machine and cannot be downloaded "
         f"(offline). Expected the file {spec.keras_weights_file} in {expected.parent}. Copy it "
         f"there from a machine that has it (it is Keras' standard download), pass its path as "
-        f"weights='/path/to/{spec.keras_weights_file}', or use weights='random' for a dry run."
+        f"{file_option}, or use {random_option} for a dry run."
     )
+
+
+def _offline_error(spec: ModelSpec, expected: Path, detail: str = "") -> WeightsError:
+    """The offline error; ``cli_message`` is what the command line prints instead."""
+    error = WeightsError(_offline_message(spec, expected, cli=False) + detail)
+    error.cli_message = _offline_message(spec, expected, cli=True) + detail
+    return error
+
+
+def _labels_for(spec: ModelSpec, weights: str | os.PathLike[str]) -> str | None:
+    """The label set to record. Random weights answer meaningless classes anyway: where the
+    label file is not on this machine (a fresh offline clone) they are served as class
+    numbers instead of failing at deploy."""
+    if str(weights) != "random":
+        return spec.labels
+    try:
+        labels_path(spec.labels)
+    except WeightsError:
+        return None
+    return spec.labels
 
 
 def load_keras_application(spec: ModelSpec, weights: str | os.PathLike[str] = "imagenet"):
@@ -128,7 +155,7 @@ def load_keras_application(spec: ModelSpec, weights: str | os.PathLike[str] = "i
     except Exception as exc:  # network failure during the Keras download
         if source == "imagenet":
             expected = keras_cache_dir() / (spec.keras_weights_file or "")
-            raise WeightsError(_offline_message(spec, expected) + f" ({exc})") from exc
+            raise _offline_error(spec, expected, f" ({exc})") from exc
         raise
 
 
@@ -307,7 +334,7 @@ def build_model(
             "seed": seed if str(weights) == "random" else None,
             "preprocessing": spec.preprocessing(),
             "tensors": names.to_dict(),
-            "labels": spec.labels,
+            "labels": _labels_for(spec, weights),
             "format": "savedmodel",
             "network": network_file,
         }

@@ -2,9 +2,14 @@
 
 The catalog models need ImageNet weights from the Keras download (or a file) to give
 meaningful labels; a workshop room that is offline would only ever see random weights. The
-shared weights folder holds a small real pretrained classifier (SqueezeNet 1.1), so the walk
-offers it as the first choice whenever it is there: a new user gets from the first click to
-"Egyptian cat" on a real photo without an account or a download.
+sample is a small real pretrained classifier (SqueezeNet 1.1, 2.4 MB): in the shared weights
+folder, or downloaded once with ``accel-widgets sample`` (:mod:`~accel_widgets.engine.
+sample_model`). The walk offers it as the first choice whenever it is there: a new user gets
+from the first click to "Egyptian cat" on a real photo without an account.
+
+When it is not there, :func:`preselect` picks what can work on this machine instead (the
+smallest catalog model, with ImageNet weights when they can be had, random weights offline)
+and says what was skipped and why.
 
 Both kinds end the same way: :func:`prepare_choice` returns a registered model with its
 artifacts, reusing what the workspace already holds.
@@ -20,13 +25,17 @@ from typing import Any
 from accel_widgets.engine.catalog import get_spec, list_specs
 from accel_widgets.engine.labels import weights_dirs
 from accel_widgets.engine.prepare import prepare_model, prepare_onnx
+from accel_widgets.engine.sample_model import SAMPLE_FILE, download_sample, how_to_get
 from accel_widgets.engine.workspace import ArtifactRecord, ModelRecord, Workspace
 from accel_widgets.errors import CatalogError, WeightsError
 from accel_widgets.progress import CancelToken, Progress, Reporter
 
 SAMPLE_NAME = "squeezenet"
-SAMPLE_FILE = "SqueezeNet_fp16.onnx"
 WEIGHTS = ("imagenet", "random", "file")
+#: Preselected when the sample is absent: the smallest float catalog model (32 MB).
+FALLBACK_MODEL = "densenet121"
+#: Where Keras downloads ImageNet weights from (checked with one short connection).
+KERAS_WEIGHTS_HOST = ("storage.googleapis.com", 443)
 
 
 @dataclass(frozen=True)
@@ -128,8 +137,8 @@ def get_choice(key: str) -> ModelChoice:
         raise WeightsError(
             f"the sample model {SAMPLE_FILE} was not found; looked in "
             + ", ".join(str(d) for d in weights_dirs())
-            + ". Set ACCEL_WIDGETS_WEIGHTS_DIR to the folder that holds it, or pick a "
-            "catalog model"
+            + f". {how_to_get()}, set ACCEL_WIDGETS_WEIGHTS_DIR to the folder that holds it, "
+            "or pick a catalog model"
         )
     try:
         spec = get_spec(key)
@@ -139,6 +148,104 @@ def get_choice(key: str) -> ModelChoice:
             f"unknown model {key!r}; choose one of: {known}, or give the path of an .onnx file"
         ) from None
     raise CatalogError(f"{spec.title} is listed but cannot be built yet: {spec.notes}")
+
+
+@dataclass(frozen=True)
+class Preselection:
+    """What the walk preselects: a choice key, its weights, and what was skipped and why.
+
+    ``note`` is empty when the requested model is used as asked; otherwise it is one or two
+    sentences for the model step (and a notebook's output). ``sample_missing`` says whether
+    to offer "Get the sample" (:func:`download_sample`, with progress).
+    """
+
+    key: str
+    weights: str
+    note: str = ""
+    sample_missing: bool = False
+
+
+def imagenet_weights_available(model: str, *, timeout: float = 1.5) -> bool:
+    """Whether ImageNet weights for a catalog model can be had here: the file is in the Keras
+    cache, or (unless ``ACCEL_WIDGETS_OFFLINE`` is set) Keras' download host answers."""
+    from accel_widgets.engine.build import OFFLINE_ENV, keras_cache_dir
+
+    spec = get_spec(model)
+    if spec.keras_weights_file is None:
+        return False
+    if (keras_cache_dir() / spec.keras_weights_file).is_file():
+        return True
+    if os.environ.get(OFFLINE_ENV):
+        return False
+    return _reachable(KERAS_WEIGHTS_HOST, timeout)
+
+
+def _reachable(address: tuple[str, int], timeout: float) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def get_sample(
+    *, progress: Progress | Reporter | None = None, cancel: CancelToken | None = None
+) -> ModelChoice:
+    """Download the sample (with progress, checksum verified) and return its choice: what the
+    model step's "Get the sample" button runs. Raises ``WeightsError`` offline, saying how to
+    get the file by hand."""
+    download_sample(progress=progress, cancel=cancel)
+    path = sample_model_path()
+    if path is None:  # downloaded into a folder the lookup does not read
+        raise WeightsError(
+            "the sample was downloaded but is not found in "
+            + ", ".join(str(d) for d in weights_dirs())
+        )
+    return _sample_choice(path)
+
+
+RANDOM_MEANING = (
+    "random weights: every step is real (build, convert to ONNX, deploy, score over gRPC) "
+    "but the classes it answers are meaningless"
+)
+
+
+def preselect(model: str | None = SAMPLE_NAME) -> Preselection:
+    """What the walk should preselect for ``model`` on this machine, and why.
+
+    The sample when its file is found; otherwise :data:`FALLBACK_MODEL` instead of a broken
+    path. A catalog model gets ImageNet weights when they can be had here (in the Keras cache
+    or downloadable), random weights when not, with a note saying what that means. A path or
+    an unknown name is passed through (the model step reports it).
+    """
+    key = (model or SAMPLE_NAME).strip()
+    note = ""
+    sample_missing = sample_model_path() is None
+    if key.lower() == SAMPLE_NAME:
+        if not sample_missing:
+            return Preselection(SAMPLE_NAME, "imagenet")
+        key = FALLBACK_MODEL
+        note = (
+            f"The SqueezeNet sample ({SAMPLE_FILE}) is not on this machine (looked in "
+            + ", ".join(str(d) for d in weights_dirs())
+            + f"). {how_to_get()}. Meanwhile the walk uses {get_spec(key).title}"
+        )
+    elif key.lower() not in {s.name for s in list_specs() if s.graph_ready}:
+        return Preselection(key, "imagenet", "", sample_missing)
+    key = key.lower()
+    if imagenet_weights_available(key):
+        weights = "imagenet"
+        note += " with ImageNet weights (Keras downloads them once)." if note else ""
+    else:
+        weights = "random"
+        text = (
+            f"ImageNet weights for {get_spec(key).title} cannot be had here (offline, and "
+            f"not in the Keras cache), so it uses {RANDOM_MEANING}."
+        )
+        note = f"{note} with {RANDOM_MEANING}." if note else text
+    return Preselection(key, weights, note.strip(), sample_missing)
 
 
 def prepare_choice(

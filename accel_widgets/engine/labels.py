@@ -4,8 +4,9 @@ Label files are plain text, one label per line, line ``i`` for class ``i``. Two 
 by name and read from the shared weights folder, never from the package (the project does
 not redistribute them): ``"imagenet"`` (1000 ImageNet-1k classes, ``imagenet_classes.txt``)
 and ``"voc"`` (background + the 20 Pascal VOC classes, ``voc_classes.txt``, as SSD numbers
-them). The folder is ``$ACCEL_WIDGETS_WEIGHTS_DIR``, else ``../shared/weights`` beside the
-repository checkout.
+them). The folders are those of ``$ACCEL_WIDGETS_WEIGHTS_DIR`` (one, or several separated by
+``os.pathsep``), else the download folder of ``accel-widgets sample``
+(``~/.cache/accel-widgets/weights``) and ``../shared/weights`` beside the repository checkout.
 """
 
 from __future__ import annotations
@@ -24,14 +25,33 @@ NAMED_LABELS = {"imagenet": "imagenet_classes.txt", "voc": "voc_classes.txt"}
 WEIGHTS_DIR_ENV = "ACCEL_WIDGETS_WEIGHTS_DIR"
 
 
+def _given_dirs() -> list[Path]:
+    value = os.environ.get(WEIGHTS_DIR_ENV, "")
+    return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
+
+
+def download_dir() -> Path:
+    """Where ``accel-widgets sample`` puts what it downloads: the first folder of
+    ``$ACCEL_WIDGETS_WEIGHTS_DIR``, else ``~/.cache/accel-widgets/weights``
+    (``$XDG_CACHE_HOME`` is honoured)."""
+    given = _given_dirs()
+    if given:
+        return given[0]
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "accel-widgets" / "weights"
+
+
 def weights_dirs() -> list[Path]:
-    """Where named label files are looked for, in order."""
-    dirs = []
-    if os.environ.get(WEIGHTS_DIR_ENV):
-        dirs.append(Path(os.environ[WEIGHTS_DIR_ENV]).expanduser())
+    """Where the sample model and named label files are looked for, in order.
+
+    ``$ACCEL_WIDGETS_WEIGHTS_DIR`` (one folder, or several separated by ``os.pathsep``)
+    replaces the defaults, so pointing it at an empty folder shows what a fresh machine sees.
+    """
+    dirs = _given_dirs()
+    if dirs:
+        return dirs
     repo = Path(__file__).resolve().parents[2]
-    dirs.append(repo.parent / "shared" / "weights")
-    return dirs
+    return [download_dir(), repo.parent / "shared" / "weights"]
 
 
 def labels_path(path_or_name: str | os.PathLike[str]) -> Path:
@@ -54,6 +74,7 @@ def labels_path(path_or_name: str | os.PathLike[str]) -> Path:
                 f"the {name} label file {file_name} was not found; looked in "
                 + ", ".join(str(p.parent) for p in searched)
                 + f". Put {file_name} there or set {WEIGHTS_DIR_ENV} to its folder"
+                + ("; `accel-widgets sample` downloads it" if name.lower() == "imagenet" else "")
             )
         return path
     path = Path(name).expanduser()

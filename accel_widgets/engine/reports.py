@@ -1,8 +1,9 @@
 """Validation reports as table rows: one row per artifact, the same columns for every kind.
 
 A catalog model's FP32 artifact is compared with TensorFlow, an INT8 artifact with its FP32
-parent, and a model registered as is with nothing (it runs and is timed). The Convert widget
-and anyone printing a summary read the same columns.
+parent, and a model registered as is with nothing: it is run on the real photos (what it
+predicts for each is in :func:`photo_predictions`) and timed. The Convert widget and anyone
+printing a summary read the same columns.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ REPORT_COLUMNS = [
     "compared with",
     "max |difference|",
     "top-1 agreement",
-    "ONNX Runtime p50 (ms)",
+    "ONNX Runtime p50 here (ms)",
     "reference p50 (ms)",
 ]
 
@@ -42,12 +43,13 @@ def report_row(artifact: ArtifactRecord) -> list[str]:
     elif "vs_fp32" in report:
         cmp, against, ours, theirs = report["vs_fp32"], "FP32 ONNX", "int8", "fp32"
     else:
+        photos = len(report.get("predictions", []))
         return [
             artifact.precision,
             size,
             "- (registered as is)",
             "-",
-            "-",
+            f"- (ran on {photos} photos)" if photos else "-",
             _p50(latency, "onnxruntime"),
             "-",
         ]
@@ -60,3 +62,9 @@ def report_row(artifact: ArtifactRecord) -> list[str]:
         _p50(latency, ours),
         _p50(latency, theirs),
     ]
+
+
+def photo_predictions(artifact: ArtifactRecord) -> list[tuple[str, int]]:
+    """(photo name, top-1 class index) for each real photo a registered-as-is check ran."""
+    report = artifact.report
+    return list(zip(report.get("photos", []), report.get("predictions", []), strict=False))

@@ -23,6 +23,24 @@ from accel_widgets.errors import AccelError, CancelledError
 from accel_widgets.progress import CancelToken, ProgressEvent
 
 _LOG_LINES = 200
+
+#: What each bundled sample photo shows, as the walk names it (the file name in brackets
+#: where people know the photo by it).
+PHOTO_NAMES = {
+    "chelsea": "cat (chelsea)",
+    "coffee": "espresso cup",
+    "astronaut": "astronaut (Eileen Collins)",
+    "rocket": "rocket (Falcon 9)",
+    "china": "palace (china)",
+    "flower": "flower",
+}
+
+
+def photo_name(name: str) -> str:
+    """What a bundled photo shows ("cat (chelsea)"), or the name itself for any other."""
+    return PHOTO_NAMES.get(name, name)
+
+
 _DIGITS = re.compile(r"\d+")
 
 
@@ -130,8 +148,11 @@ class Step(widgets.VBox):
         self.error_box.add_class("accel-error")
         self._thread: threading.Thread | None = None
         self._cancel: CancelToken | None = None
+        self._cancel_asked: float | None = None
+        # The error sits at the top of the step, under its title: where the user is looking
+        # after a click, and in the place of the result it replaces.
         super().__init__(
-            [self.header, self.lock_hint, *children, self.status_line, self.error_box], **kwargs
+            [self.header, self.lock_hint, self.error_box, *children, self.status_line], **kwargs
         )
         self.add_class("accel-step")
         self.add_class(f"accel-step-{self.css_name}")
@@ -140,9 +161,15 @@ class Step(widgets.VBox):
 
     # -- what the user sees -------------------------------------------------------------
 
-    @traitlets.observe("title", "done")
+    @traitlets.observe("title", "done", "error")
     def _render_header(self, change: Any = None) -> None:
-        mark = " &#10003;" if self.done else ""
+        # A failed last action never leaves a check mark: the user must not believe it worked.
+        if self.error:
+            mark = " <span style='color:#b00020' title='the last action failed'>&#10007;</span>"
+        elif self.done:
+            mark = " &#10003;"
+        else:
+            mark = ""
         self.header.value = f"<h3 style='margin:0.4em 0'>{html.escape(self.title)}{mark}</h3>"
 
     @traitlets.observe("locked")
@@ -184,11 +211,13 @@ class Step(widgets.VBox):
             return work()
         except CancelledError as exc:
             self.error = f"Cancelled: {exc}"
+            self.status = self._cancelled_words()
         except AccelError as exc:
             self.error = error_text(exc)
         except Exception as exc:  # a bug: say what happened, keep the kernel and the walk alive
             self.error = error_text(exc) + "\n" + traceback.format_exc(limit=3)
         finally:
+            self._cancel_asked = None
             self.busy = False
         return None
 
@@ -218,14 +247,31 @@ class Step(widgets.VBox):
         return self._cancel
 
     def cancel(self) -> None:
-        """Ask the running work to stop at its next progress event."""
-        if self._cancel is not None:
-            self._cancel.cancel()
+        """Ask the running work to stop at its next progress event; say so at once.
+
+        The work stops at its next safe point (a converter may take seconds to get there),
+        so the step answers the click now ("cancelling...") and says when it has stopped.
+        """
+        if self._cancel is None or not self.busy:
+            return
+        self._cancel.cancel()
+        if self._cancel_asked is None:
+            self._cancel_asked = time.monotonic()
+        self.status = "cancelling... (stopping at the next safe point)"
+
+    def _cancelled_words(self) -> str:
+        if self._cancel_asked is None:
+            return "cancelled"
+        return f"cancelled ({time.monotonic() - self._cancel_asked:.1f} s after the click)"
 
 
-def image(css: str, **layout: str) -> widgets.Image:
-    """An Image widget hidden until it has a picture (an empty one shows a broken icon)."""
-    picture = widgets.Image(format="png", layout=widgets.Layout(display="none", **layout))
+def image(css: str, fmt: str = "png", **layout: str) -> widgets.Image:
+    """An Image widget hidden until it has a picture (an empty one shows a broken icon).
+
+    ``align_self`` is ``flex-start`` so a box never stretches it to the cell's width.
+    """
+    layout.setdefault("align_self", "flex-start")
+    picture = widgets.Image(format=fmt, layout=widgets.Layout(display="none", **layout))
     picture.add_class(f"accel-{css}")
 
     def show(change: Any) -> None:

@@ -2,16 +2,60 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import ipywidgets as widgets
 import traitlets
 
 from accel_widgets.engine.choices import prepare_choice
-from accel_widgets.engine.reports import REPORT_COLUMNS, report_row
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.labels import load_labels
+from accel_widgets.engine.reports import REPORT_COLUMNS, photo_predictions, report_row
+from accel_widgets.engine.workspace import ArtifactRecord, ModelRecord, Workspace
 from accel_widgets.errors import AccelError
-from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table
+from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, photo_name
+
+
+def what_happened(model: ModelRecord, artifacts: list[ArtifactRecord], reused: bool) -> str:
+    """The Convert step's status in the words of what was done: registered as is, converted
+    to ONNX, quantized to INT8, or found done already."""
+    precisions = ", ".join(a.precision for a in artifacts)
+    as_is = model.kind != "catalog"
+    if reused:
+        how = "registered as is" if as_is else "converted"
+        return f"reusing {model.ref} ({precisions}), {how} earlier; ready to deploy"
+    if as_is:
+        source = next((a.precision for a in artifacts if a.precision != "int8"), "")
+        done = f"registered {model.ref} as is ({source}, not converted)"
+        if any(a.precision == "int8" for a in artifacts):
+            done += " and quantized it to INT8"
+        return done + "; ready to deploy"
+    return f"converted {model.ref} to ONNX ({precisions}); ready to deploy"
+
+
+def photo_check(model: ModelRecord, artifacts: list[ArtifactRecord]) -> str:
+    """What the check of a model registered as is found on the real photos, as HTML."""
+    as_is = [a for a in artifacts if photo_predictions(a) and "vs_fp32" not in a.report]
+    if not as_is:
+        return ""
+    found = photo_predictions(as_is[0])
+    labels = None
+    if model.spec.get("labels"):
+        try:
+            labels = load_labels(model.spec["labels"])
+        except AccelError:
+            labels = None
+
+    def label(index: int) -> str:
+        return labels[index] if labels and 0 <= index < len(labels) else f"class {index}"
+
+    said = "; ".join(
+        f"{html.escape(photo_name(photo))} &rarr; {html.escape(label(i))}" for photo, i in found
+    )
+    return (
+        f"<div class='accel-photo-check'>Checked on {len(found)} real photos (registered as "
+        f"is, so there is nothing to compare it with); its top-1 answers: {said}.</div>"
+    )
 
 
 class ConvertWidget(Step):
@@ -47,7 +91,7 @@ class ConvertWidget(Step):
         )
         self.title = "3. Build and convert"
         self.convert_button.on_click(lambda _: self._start(self.run))
-        self.cancel_button.on_click(lambda _: self.cancel())
+        self.cancel_button.on_click(lambda _: self._on_cancel())
 
     @traitlets.observe("selection")
     def _on_selection(self, change: Any) -> None:
@@ -63,16 +107,24 @@ class ConvertWidget(Step):
         choice = selection["choice"]
         steps = {
             "catalog": "build with TensorFlow, save, register, convert to ONNX, validate",
-            "sample": "register the ONNX file as it is and check it on real photos",
-            "onnx": "register the ONNX file as it is and check it on real photos",
+            "sample": "register the ONNX file as it is (no conversion) and run it on real photos",
+            "onnx": "register the ONNX file as it is (no conversion) and run it on real photos",
         }[choice.kind]
         if selection["quantize"]:
-            steps += ", quantize to INT8 with real calibration photos"
+            steps += ", then quantize to INT8 with real calibration photos"
         self.summary.value = f"<b>{choice.title}</b>: {steps}."
 
     def _set_enabled(self, enabled: bool) -> None:
         self.convert_button.disabled = not enabled
         self.cancel_button.disabled = not self.busy
+        self.cancel_button.description = "Cancel"
+
+    def _on_cancel(self) -> None:
+        """Answer the click at once; the status says when the work has stopped."""
+        self.cancel()
+        if self.busy:
+            self.cancel_button.disabled = True
+            self.cancel_button.description = "Cancelling..."
 
     def run(self) -> list | None:
         """Convert (synchronously); the report table shows the validation figures."""
@@ -83,6 +135,7 @@ class ConvertWidget(Step):
             raise AccelError("choose a model in the step above and click 'Use this model'")
         choice = self.selection["choice"]
         self.progress.reset()
+        self.report_table.value = ""  # a new run replaces the last report, even if it fails
         self.status = f"working on {choice.title}..."
         try:
             model, artifacts, reused = prepare_choice(
@@ -100,11 +153,9 @@ class ConvertWidget(Step):
         self.progress.finish(True)
         self.report_table.value = html_table(
             REPORT_COLUMNS, [report_row(a) for a in artifacts], css="accel-report-rows"
-        )
+        ) + photo_check(model, list(artifacts))
         self.model = model
         self.artifacts = list(artifacts)
-        verb = "reusing" if reused else "converted"
-        precisions = ", ".join(a.precision for a in artifacts)
-        self.status = f"{verb} {model.ref} ({precisions}); ready to deploy"
+        self.status = what_happened(model, list(artifacts), reused)
         self.done = True
         return self.artifacts

@@ -2,17 +2,60 @@
 
 from __future__ import annotations
 
+import functools
 import html
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 import traitlets
 
-from accel_widgets.engine.choices import ModelChoice, get_choice, model_choices
+from accel_widgets.engine.choices import ModelChoice, get_choice, model_choices, preselect
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import Step, button
 
 _OWN = "__own__"
+
+
+@functools.lru_cache(maxsize=16)
+def _onnx_precision(path: str, stamp: float) -> str | None:
+    """How an ONNX file stores its numbers (fp32, fp16 or int8), read from its graph."""
+    try:
+        import onnx
+
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # a broken file is the Convert step's to explain
+        return None
+    quantized = {"QLinearConv", "QuantizeLinear", "ConvInteger", "QLinearMatMul"}
+    if any(node.op_type in quantized for node in model.graph.node):
+        return "int8"
+    elem = model.graph.input[0].type.tensor_type.elem_type if model.graph.input else 0
+    return {1: "fp32", 10: "fp16"}.get(elem)
+
+
+def file_precision(path: Path | None) -> str | None:
+    """The precision an ONNX file ships in, or None when it cannot be read."""
+    if path is None or not path.is_file():
+        return None
+    return _onnx_precision(str(path), path.stat().st_mtime)
+
+
+def choice_label(choice: ModelChoice) -> str:
+    """One line for the drop-down; a latency that was not measured here says so."""
+    latency = f", ~{choice.latency_ms:.0f} ms catalog estimate" if choice.latency_ms else ""
+    return f"{choice.title} ({choice.file_mb:.0f} MB{latency})"
+
+
+def float_words(choice: ModelChoice | None) -> str:
+    """What "float" means for this choice, named as it is."""
+    if choice is None:
+        return "as the file is"
+    if choice.kind == "catalog":
+        return "fp32"
+    found = file_precision(choice.path)
+    if choice.kind == "sample":
+        return f"{found or 'float'}, as the sample ships"
+    return f"{found}, as the file is" if found else "as the file is"
 
 
 class ModelWidget(Step):
@@ -26,8 +69,13 @@ class ModelWidget(Step):
     selection = traitlets.Dict(allow_none=True, default_value=None)
 
     def __init__(self, model: str | None = None, **kwargs: Any) -> None:
+        # What can work here: the sample when its file is found, else a catalog model with
+        # the weights this machine can have, and a note saying so (engine/choices.py).
+        pick = preselect(model) if model else None
+        if pick is not None:
+            model = pick.key
         self.choices = model_choices()
-        options = [(c.label, c.key) for c in self.choices]
+        options = [(choice_label(c), c.key) for c in self.choices]
         options.append(("Your own ONNX file...", _OWN))
         default = model if model in {c.key for c in self.choices} else options[0][1]
         self.choice = widgets.Dropdown(options=options, value=default, description="model")
@@ -46,13 +94,19 @@ class ModelWidget(Step):
             options=[("Float", "float"), ("Quantized (INT8)", "int8")],
             value="float",
             description="precision",
+            style={"button_width": "auto"},
         )
         self.precision.add_class("accel-precision")
         self.facts = widgets.HTML()
         self.facts.add_class("accel-model-facts")
+        self.note = widgets.HTML(
+            f"<i>{html.escape(pick.note)}</i>" if pick is not None and pick.note else ""
+        )
+        self.note.add_class("accel-model-note")
         self.use_button = button("Use this model", "use-model", "primary", "check")
         super().__init__(
             [
+                self.note,
                 self.choice,
                 self.path,
                 self.weights,
@@ -67,6 +121,8 @@ class ModelWidget(Step):
         if model and model not in {c.key for c in self.choices}:
             self.choice.value = _OWN
             self.path.value = model
+        if pick is not None and pick.weights in ("imagenet", "random"):
+            self.weights.value = pick.weights
         for control in (self.choice, self.weights):
             control.observe(self._refresh, "value")
         self.precision.observe(self._unconfirm, "value")
@@ -89,15 +145,21 @@ class ModelWidget(Step):
         self.weights.layout.display = "" if catalog else "none"
         file_weights = catalog and self.weights.value == "file"
         self.weights_file.layout.display = "" if file_weights else "none"
+        precision = self.precision.value
+        options = [(f"Float ({float_words(choice)})", "float"), ("Quantized (INT8)", "int8")]
+        if list(self.precision.options) != options:
+            self.precision.options = options
+            self.precision.value = precision
         if choice is not None and choice.quantized:
             self.precision.value = "int8"
         if own:
             self.facts.value = "Registered as it is; it takes the picture size it declares."
         else:
             latency = (
-                f"about {choice.latency_ms:.0f} ms per picture on 2 CPU cores"
+                f"about {choice.latency_ms:.0f} ms per picture on 2 CPU cores (catalog "
+                "estimate; the Convert step measures it on this machine)"
                 if choice.latency_ms
-                else "latency measured when it is converted"
+                else "latency measured on this machine when it is converted"
             )
             where = {
                 "sample": "real pretrained weights from the shared weights folder",
@@ -145,7 +207,7 @@ class ModelWidget(Step):
                 raise AccelError("give the path of the weights file, or pick ImageNet")
         quantize = "int8" if self.precision.value == "int8" else None
         self.selection = {"choice": choice, "weights": weights, "quantize": quantize}
-        precision = "quantized to INT8" if quantize else "float"
+        precision = "quantized to INT8" if quantize else float_words(choice)
         self.status = f"{choice.title}, {precision}" + (
             f", {weights} weights" if choice.kind == "catalog" else ""
         )

@@ -8,9 +8,31 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from accel_widgets.engine.quota import QuotaReport, check_quota
+from accel_widgets.engine.catalog import get_spec
+from accel_widgets.engine.choices import model_choices
+from accel_widgets.engine.quota import DEFAULT_MODEL_NEEDS, ModelNeeds, QuotaReport, check_quota
 from accel_widgets.engine.targets import get_target, targets
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table
+
+
+def offered_needs() -> dict[str, ModelNeeds]:
+    """What each model the Model step offers needs here, by the key the Model step uses.
+
+    Catalog models (float and INT8) need what the catalog measured for their network; the
+    sample ONNX file is registered as is: ONNX Runtime runs it on the photos (no TensorFlow,
+    no converter) and it is copied once into the workspace.
+    """
+    needs: dict[str, ModelNeeds] = {}
+    for choice in model_choices():
+        if choice.kind == "catalog":
+            base = get_spec(choice.key).base_name
+            if base in DEFAULT_MODEL_NEEDS:
+                needs[choice.key] = DEFAULT_MODEL_NEEDS[base]
+        else:
+            needs[choice.key] = ModelNeeds(
+                convert_gib=0.5, serve_gib=0.25, disk_mib=max(1.0, 3 * choice.file_mb)
+            )
+    return needs
 
 
 class QuotaWidget(Step):
@@ -83,8 +105,12 @@ class QuotaWidget(Step):
                 **self._azure_options,
             )
         else:
+            # Judged one by one: exactly the models the Model step offers, nothing else.
             report = check_quota(
-                self.target.value, progress=self.progress, cancel=self._new_cancel()
+                self.target.value,
+                models=offered_needs(),
+                progress=self.progress,
+                cancel=self._new_cancel(),
             )
         self.progress.finish(True)
         self._show(report)
@@ -102,7 +128,10 @@ class QuotaWidget(Step):
         fits = [name for name, verdict in models.items() if verdict.get("ok")]
         extra = ""
         if models:
-            extra = f"<br>Models that fit here now: {html.escape(', '.join(fits) or 'none')}."
+            extra = (
+                "<br>Models that fit here now (of those offered in the Model step): "
+                f"{html.escape(', '.join(fits) or 'none')}."
+            )
         self.verdict.value = (
             f"<b style='color:{color}'>{word} capacity.</b> {html.escape(report.advice)}{extra}"
         )

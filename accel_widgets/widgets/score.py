@@ -14,17 +14,54 @@ from accel_widgets.engine.samples import sample_photos
 from accel_widgets.engine.scoring import ScoreResult, score, service_labels
 from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError, ImageError, ScoringError
-from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, image
-from accel_widgets.widgets.charts import latency_histogram, top_k_chart
+from accel_widgets.widgets.base import ProgressPanel, Step, button, image, photo_name
+from accel_widgets.widgets.charts import latency_histogram, show_chart
 
 _UPLOADED = "__uploaded__"
+
+# ipywidgets' FileUpload labels itself "<description> (<count>)"; the count of a single-file
+# picker reads as noise ("Upload (0)"), so the label is drawn by CSS and the count hidden.
+_UPLOAD_STYLE = """<style>
+.accel-upload.jupyter-button { font-size: 0 !important; width: auto; }
+.accel-upload.jupyter-button > i { font-size: var(--jp-widgets-font-size, 13px); }
+.accel-upload.jupyter-button::after {
+  content: "Upload your own photo"; font-size: var(--jp-widgets-font-size, 13px);
+  margin-left: 4px;
+}
+</style>"""
+
+
+def top5_table(top: list[tuple[int, str, float]], photo: str) -> str:
+    """The top classes once: a table whose confidence cells carry a bar (no second chart).
+
+    The rows keep the ``accel-top5-row`` class and plain-text cells: class, confidence.
+    """
+    rows = "".join(
+        "<tr class='accel-top5-row'>"
+        f"<td style='padding:1px 8px'>{html.escape(label)}</td>"
+        "<td style='padding:1px 8px'><div style='display:flex;align-items:center;gap:6px'>"
+        f"<span style='min-width:3.2em;text-align:right'>{value:.3f}</span>"
+        "<span class='accel-top5-bar' style='display:inline-block;height:0.8em;"
+        f"width:{max(0.0, min(1.0, value)) * 12:.2f}em;background:#2f6fb0'></span>"
+        "</div></td></tr>"
+        for _, label, value in top
+    )
+    return (
+        "<table class='accel-top5-rows'>"
+        f"<caption style='text-align:left;padding:0 8px 2px'>Top {len(top)} for "
+        f"<b>{html.escape(photo)}</b></caption>"
+        "<thead><tr><th style='text-align:left;padding:1px 8px'>class</th>"
+        "<th style='text-align:left;padding:1px 8px'>confidence</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 class ScoreWidget(Step):
     """Score an uploaded picture or a bundled sample photo with the deployed service.
 
     ``result`` holds the last :class:`ScoreResult` (top 5 and latency); ``benchmark`` the
-    last :class:`BenchmarkResult`.
+    last :class:`BenchmarkResult`. A failed score or benchmark clears what the step showed
+    before: the error, at the top of the step, takes the old result's place.
     """
 
     css_name = "score"
@@ -39,16 +76,19 @@ class ScoreWidget(Step):
         self._client = None
         self._labels: list[str] | None = None
         self.sample = widgets.Dropdown(
-            options=[(name, name) for name in self._photos], value="chelsea", description="photo"
+            options=self._photo_options(), value="chelsea", description="photo"
         )
         self.sample.add_class("accel-sample")
-        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload")
+        self.upload = widgets.FileUpload(
+            accept="image/*", multiple=False, description="Upload your own photo"
+        )
         self.upload.add_class("accel-upload")
+        self.upload.tooltip = "Score a JPEG or PNG of your own"
         self.score_button = button("Score", "score", "primary", "play")
-        self.picture = image("picture", max_width="300px")
+        self.picture = image("picture", max_width="300px", max_height="220px")
+        self.picture.layout.object_fit = "contain"
         self.top5 = widgets.HTML()
         self.top5.add_class("accel-top5")
-        self.chart = image("top5-chart")
         self.latency = widgets.HTML()
         self.latency.add_class("accel-score-latency")
         self.requests = widgets.BoundedIntText(
@@ -57,14 +97,14 @@ class ScoreWidget(Step):
         self.concurrency = widgets.BoundedIntText(value=1, min=1, max=64, description="clients")
         self.benchmark_button = button("Benchmark", "benchmark", "", "tachometer")
         self.progress = ProgressPanel()
-        self.histogram = image("histogram")
+        self.histogram = image("histogram", "svg+xml")
         self.stats = widgets.HTML()
         self.stats.add_class("accel-benchmark-stats")
         super().__init__(
             [
+                widgets.HTML(_UPLOAD_STYLE),
                 widgets.HBox([self.sample, self.upload, self.score_button]),
                 widgets.HBox([self.picture, widgets.VBox([self.top5, self.latency])]),
-                self.chart,
                 widgets.HBox([self.requests, self.concurrency, self.benchmark_button]),
                 self.progress,
                 self.stats,
@@ -84,6 +124,8 @@ class ScoreWidget(Step):
         self._client = None
         self._labels = None
         self.done = False
+        self.clear_result()  # a score of another service is not this one's
+        self.status = ""
 
     def _set_enabled(self, enabled: bool) -> None:
         for control in (
@@ -102,18 +144,35 @@ class ScoreWidget(Step):
             return
         first = files[0]
         self._uploaded = (first["name"], bytes(first["content"]))
-        options = [(name, name) for name in self._photos]
-        self.sample.options = [*options, (f"uploaded: {first['name']}", _UPLOADED)]
+        self.sample.options = [*self._photo_options(), (f"yours: {first['name']}", _UPLOADED)]
         self.sample.value = _UPLOADED
+
+    def _photo_options(self) -> list[tuple[str, str]]:
+        return [(photo_name(name), name) for name in self._photos]
+
+    def clear_result(self) -> None:
+        """Take the last score (and the benchmark of its photo) off the screen."""
+        self.picture.value = b""
+        self.top5.value = ""
+        self.latency.value = ""
+        self.result = None
+        self.clear_benchmark()
+
+    def clear_benchmark(self) -> None:
+        self.progress.reset()
+        self.stats.value = ""
+        self.histogram.value = b""
+        self.benchmark = None
 
     def use_image(self, data: bytes, name: str = "your picture") -> None:
         """Score this picture next (what an upload does, for code and tests)."""
         self._on_upload({"new": [{"name": name, "content": data}]})
 
     def _image(self) -> tuple[str, bytes]:
+        """(what to call it, its bytes) for the chosen photo."""
         if self.sample.value == _UPLOADED and self._uploaded is not None:
             return self._uploaded
-        return self.sample.value, self._photos[self.sample.value]
+        return photo_name(self.sample.value), self._photos[self.sample.value]
 
     def _connect(self):
         if self.service is None:
@@ -128,21 +187,24 @@ class ScoreWidget(Step):
         return self._guarded(self._score)
 
     def _score(self) -> ScoreResult:
+        # A new score replaces the old one: nothing of the last photo stays on screen, so a
+        # failure can never be read as this photo's result.
+        self.clear_result()
+        self.status = ""
         client = self._connect()
         name, data = self._image()
-        self.picture.format = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg"
-        self.picture.value = data
         self.status = f"scoring {name}..."
         try:
             result = score(client, data, self._labels, k=5)
         except (ImageError, ScoringError) as exc:
-            self.status = ""
+            self.status = f"{name}: not scored"
             raise AccelError(f"{name} could not be scored: {exc}") from exc
-        rows = [[label, f"{value:.3f}"] for _, label, value in result.top]
-        self.top5.value = html_table(["class", "confidence"], rows, row_css="accel-top5-row")
-        self.chart.value = top_k_chart(
-            [label for _, label, _ in result.top], [value for _, _, value in result.top], name
-        )
+        except BaseException:
+            self.status = f"{name}: not scored"
+            raise
+        self.picture.format = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg"
+        self.picture.value = data
+        self.top5.value = top5_table(result.top, name)
         self.latency.value = html.escape(
             f"{result.latency_ms:.1f} ms for the whole request (upload, decode, model, reply)"
         )
@@ -158,8 +220,8 @@ class ScoreWidget(Step):
     def _benchmark(self) -> BenchmarkResult:
         if self.service is None:
             raise AccelError("deploy a service in the step above first")
+        self.clear_benchmark()
         _, data = self._image()
-        self.progress.reset()
         try:
             result = benchmark_service(
                 self.service,
@@ -174,6 +236,8 @@ class ScoreWidget(Step):
             raise
         self.progress.finish(True)
         self.stats.value = html.escape(result.summary())
-        self.histogram.value = latency_histogram(result.latencies_ms, result.p50_ms, result.p99_ms)
+        show_chart(
+            self.histogram, latency_histogram(result.latencies_ms, result.p50_ms, result.p99_ms)
+        )
         self.benchmark = result
         return result
