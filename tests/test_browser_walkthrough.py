@@ -454,3 +454,64 @@ def test_a_failed_score_replaces_the_old_result_with_the_error_in_view(lab, lapt
         )
         step = layout["step"]
         assert error["box"]["top"] - step["top"] < 150, "the error is not at the top of the step"
+
+
+# --------------------------------------------------------------------------- one source of truth
+
+
+def deploy_details(page) -> str:
+    return page.evaluate(
+        "() => (document.querySelector('.accel-walkthrough .accel-service-details') || "
+        "{innerText: ''}).innerText"
+    )
+
+
+def test_a_service_stopped_from_the_sidebar_reopens_deploy_within_seconds(
+    lab, sandbox, page, shots
+):
+    """The walk shows the service running; it is stopped as the sidebar's Stop does (the
+    engine's delete_service). Within 5 s the Deploy step no longer says running and Score
+    says to deploy first; deploying again and scoring works without a reload."""
+    from accel_widgets.engine.targets import delete_service
+    from accel_widgets.engine.workspace import Workspace
+
+    with shots.on_failure(page, [lab.server]):
+        open_lab_walkthrough(page, lab, shots)
+        assert_cat_first(walk_to_a_cat(page, shots))
+        assert "running" in deploy_details(page)
+
+        workspace = Workspace(sandbox.workspace)
+        (service,) = workspace.list_services()
+        delete_service(service.name, workspace)
+        stopped = time.monotonic()
+        snap = wait_for(
+            page,
+            "the Deploy step to lose the stopped service and Score to say deploy first",
+            lambda s: (
+                status_matches("deploy", r"gone")(s)
+                and status_matches("score", r"deploy a service in the step above first")(s)
+            ),
+            5,
+        )
+        took = time.monotonic() - stopped
+        assert "running" not in (snap["status"]["deploy"] or "").lower(), snap["status"]
+        assert "running" not in deploy_details(page)
+        assert not snap["top5"], "the old score is still on screen"
+        assert enabled("deploy")(snap) and not enabled("score")(snap)
+        page.locator(".accel-deploy-status").first.scroll_into_view_if_needed()
+        shots.take(page, "service-stopped")
+        print(f"the walk showed the stop after {took:.1f} s")
+
+        click(page, "deploy")
+        wait_for(
+            page,
+            "the service ready again and scoring unlocked",
+            lambda s: status_matches("deploy", r"ready")(s) and enabled("score")(s),
+            120,
+        )
+        page.locator(".accel-sample select").first.select_option(label="cat (chelsea)")
+        click(page, "score")
+        snap = wait_for(page, "the top 5 again", lambda s: bool(s["top5"]), 60)
+        assert_cat_first(snap["top5"])
+        page.locator(".accel-top5").first.scroll_into_view_if_needed()
+        shots.take(page, "scored-again")

@@ -47,9 +47,13 @@ def click(step, button) -> None:
 
 @pytest.fixture
 def walk(workspace, weights_dir):
-    """A walkthrough on a fresh workspace; every service it started is stopped afterwards."""
-    walkthrough = Walkthrough(model="squeezenet", workspace=workspace)
+    """A walkthrough on a fresh workspace; every service it started is stopped afterwards.
+
+    No poll: the tests call ``walk.state.refresh()`` where the poll would have run.
+    """
+    walkthrough = Walkthrough(model="squeezenet", workspace=workspace, poll=None)
     yield walkthrough
+    walkthrough.close()
     for service in workspace.list_services():
         delete_service(service.name, workspace)
 
@@ -214,7 +218,7 @@ def test_clean_up_deletes_in_dependency_order_after_a_confirmation(walk, workspa
 def test_running_the_walk_again_reuses_the_model_and_the_service(walk, workspace):
     walk.run_all()
     first = walk.deploy.service
-    again = Walkthrough(model="squeezenet", workspace=workspace)
+    again = Walkthrough(model="squeezenet", workspace=workspace, poll=None)
     again.run_all()
     assert again.convert.status.startswith("reusing squeezenet:1")
     assert "already running, reused" in again.deploy.status
@@ -411,3 +415,135 @@ def test_without_the_sample_the_model_step_preselects_what_works_and_says_why(
     assert "not on this machine" in note and "accel-widgets sample" in note
     assert "meaningless" in note
     assert step.path.value == ""
+
+
+# --------------------------------------------------------------------------- one source of truth
+
+
+def test_a_service_deleted_behind_the_walks_back_reopens_deploy_and_locks_score(walk, workspace):
+    """The sidebar's Stop (the engine's delete_service) while the walk shows the service:
+    after one refresh the Deploy step lost its check mark and says why, Score says to deploy
+    first, and deploying again by the button scores the cat."""
+    walk.run_all()
+    name = walk.deploy.service.name
+    assert "running" in text(walk.deploy.details.value)
+    delete_service(name, workspace)  # what the sidebar's Stop does
+    walk.state.refresh()
+
+    deploy = walk.deploy
+    assert deploy.service is None and not deploy.done
+    assert deploy.status == f"service {name} is gone (deleted or stopped); deploy again"
+    assert "&#10003;" not in deploy.header.value and "running" not in text(deploy.details.value)
+    assert not deploy.deploy_button.disabled  # it can deploy again
+    assert walk.score.locked and walk.score.service is None
+    assert walk.score.status == "deploy a service in the step above first"
+    assert walk.score.top5.value == "" and walk.score.result is None
+    walk.score.run()
+    assert "Finish the step above first" in walk.score.error or "deploy" in walk.score.error
+    assert not walk.cleanup.locked  # the model is still there to clean up
+
+    click(deploy, deploy.deploy_button)
+    assert deploy.error == "" and deploy.done and "ready in" in deploy.status
+    assert not walk.score.locked
+    click(walk.score, walk.score.score_button)
+    assert walk.score.error == ""
+    assert cells(walk.score.top5.value, "accel-top5-row")[0][0] in CATS
+
+
+def test_a_dead_service_says_so_and_check_health_says_it_plainly(walk, workspace):
+    walk.run_all()
+    service = walk.deploy.service
+    psutil.Process(service.pid).kill()
+    psutil.Process(service.pid).wait(10)
+    walk.deploy.check_health()
+    assert (
+        walk.deploy.error == f"service {service.name} is dead (its process stopped); deploy again"
+    )
+    assert walk.deploy.service is None and not walk.deploy.done
+    assert "dead" in text(walk.deploy.details.value)
+    assert "running" not in text(walk.deploy.details.value)
+    assert walk.score.status == "deploy a service in the step above first"
+
+
+def test_a_score_on_a_stopped_service_says_so_in_words_not_grpc(walk, workspace):
+    """No poll ran between the stop and the click: the score's gRPC UNAVAILABLE is mapped with
+    the service's live state to words."""
+    walk.run_all()
+    name = walk.deploy.service.name
+    delete_service(name, workspace)
+    click(walk.score, walk.score.score_button)
+    assert walk.score.error == (
+        f"the service {name} is not running any more; deploy it again in the step above"
+    )
+    assert "UNAVAILABLE" not in walk.score.error
+    assert walk.deploy.service is None and "gone" in walk.deploy.status
+
+
+def test_a_deleted_model_reopens_convert(walk, workspace):
+    walk.run_all()
+    delete_service(walk.deploy.service.name, workspace)
+    workspace.delete_model("squeezenet")
+    walk.state.refresh()
+    convert = walk.convert
+    assert not convert.done and convert.model is None and convert.report_table.value == ""
+    assert convert.status == "model squeezenet:1 was deleted; convert it again"
+    assert "&#10003;" not in convert.header.value
+    assert walk.deploy.model is None and walk.package.model is None and walk.deploy.locked
+    assert not convert.convert_button.disabled
+    click(convert, convert.convert_button)
+    assert convert.done and walk.deploy.model is not None and not walk.deploy.locked
+
+
+def test_delete_everything_then_the_walk_runs_again_by_its_buttons(walk, workspace):
+    """No new Walkthrough, no reload: Clean up's "Delete everything", then the same buttons."""
+    walk.run_all()
+    cleanup = walk.cleanup
+    assert not cleanup.locked and not cleanup.all_button.disabled
+    cleanup.all_button.click()
+    assert "Delete everything" in text(cleanup.confirm_box.children[0].value)
+    click(cleanup, cleanup.confirm_box.children[1])
+    assert cleanup.error == "" and cleanup.status.startswith("deleted 2 item(s)")
+    assert workspace.list_services() == [] and workspace.list_models() == []
+    assert cleanup.locked and cleanup.rows.children == ()
+    assert not walk.convert.done and walk.deploy.service is None and walk.score.locked
+
+    click(walk.model, walk.model.use_button)
+    click(walk.convert, walk.convert.convert_button)
+    assert walk.convert.error == "" and walk.convert.done
+    click(walk.deploy, walk.deploy.deploy_button)
+    assert walk.deploy.error == "" and walk.deploy.done
+    click(walk.score, walk.score.score_button)
+    assert cells(walk.score.top5.value, "accel-top5-row")[0][0] in CATS
+    # Clean up opened again with the new deploy (it is not left locked).
+    assert not walk.cleanup.locked
+    labels = [text(row.children[0].value) for row in walk.cleanup.rows.children]
+    assert labels[0].startswith("service squeezenet")
+
+
+def test_the_service_name_follows_the_model_unless_typed(walk):
+    class Model:
+        def __init__(self, name):
+            self.name, self.version, self.ref = name, 1, f"{name}:1"
+
+    deploy = walk.deploy
+    deploy.model = Model("squeezenet")
+    assert deploy.service_name.value == "squeezenet"
+    deploy.model = Model("resnet50")
+    assert deploy.service_name.value == "resnet50"
+    deploy.service_name.value = "my-classifier"
+    deploy.model = Model("mobilenet_v2")
+    assert deploy.service_name.value == "my-classifier"
+
+
+def test_the_poll_refreshes_the_state_and_stops_with_the_widget(workspace):
+    walk = Walkthrough(model="squeezenet", workspace=workspace, poll=0.05)
+    try:
+        assert walk.state.polling
+        start = walk.state.refreshes
+        deadline = time.monotonic() + 10
+        while walk.state.refreshes < start + 3:
+            assert time.monotonic() < deadline, "the poll did not refresh the state"
+            time.sleep(0.05)
+    finally:
+        walk.close()
+    assert not walk.state.polling

@@ -149,6 +149,7 @@ class Step(widgets.VBox):
         self._thread: threading.Thread | None = None
         self._cancel: CancelToken | None = None
         self._cancel_asked: float | None = None
+        self.state: Any = None  # the walk's WalkState, when the step is part of a walk
         # The error sits at the top of the step, under its title: where the user is looking
         # after a click, and in the place of the result it replaces.
         super().__init__(
@@ -197,6 +198,25 @@ class Step(widgets.VBox):
 
     def _set_enabled(self, enabled: bool) -> None:
         """Subclasses disable their inputs and action buttons here."""
+
+    # -- the walk's shared state --------------------------------------------------------------
+
+    def use_state(self, state: Any) -> None:
+        """Show what ``state`` (a :class:`~accel_widgets.widgets.state.WalkState`) says.
+
+        The step re-reads it whenever it changes and when its own work ends.
+        """
+        self.state = state
+        state.observe(lambda change: self._sync(), ["models", "images", "services"])
+        self.observe(lambda change: change["new"] or self._sync(), "busy")
+
+    def _refresh_state(self) -> None:
+        """After an action: read the workspace again, so every step sees what it changed."""
+        if self.state is not None:
+            self.state.refresh()
+
+    def _sync(self) -> None:
+        """Subclasses compare what they show with the state here (never while busy)."""
 
     # -- running work ---------------------------------------------------------------------
 

@@ -114,6 +114,18 @@ class ConvertWidget(Step):
             steps += ", then quantize to INT8 with real calibration photos"
         self.summary.value = f"<b>{choice.title}</b>: {steps}."
 
+    def _sync(self) -> None:
+        """Reopen when the model is deleted elsewhere (clean-up, the sidebar, the CLI)."""
+        if self.busy or self.state is None or self.model is None:
+            return
+        if not self.state.has_model(self.model):
+            ref = self.model.ref
+            self.model = None
+            self.artifacts = []
+            self.report_table.value = ""
+            self.done = False
+            self.status = f"model {ref} was deleted; convert it again"
+
     def _set_enabled(self, enabled: bool) -> None:
         self.convert_button.disabled = not enabled
         self.cancel_button.disabled = not self.busy
@@ -158,4 +170,5 @@ class ConvertWidget(Step):
         self.artifacts = list(artifacts)
         self.status = what_happened(model, list(artifacts), reused)
         self.done = True
+        self._refresh_state()
         return self.artifacts

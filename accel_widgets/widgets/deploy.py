@@ -18,12 +18,14 @@ from accel_widgets.engine.targets import (
     Setting,
     deploy_or_reuse,
     get_target,
+    service_live,
     service_status,
     targets,
 )
 from accel_widgets.engine.workspace import Workspace, check_name
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button
+from accel_widgets.widgets.state import LOST, lost_words
 
 
 def mask_key(key: str | None) -> str:
@@ -82,6 +84,8 @@ class DeployWidget(Step):
 
     def __init__(self, workspace: Workspace | None = None, **kwargs: Any) -> None:
         self.workspace = workspace
+        self._auto_name = ""  # the service name this step filled in (not the user's own)
+        self._lost: str | None = None  # the service that went away, for Check health
         self.target = widgets.Dropdown(
             options=[(t.title, t.name) for t in targets()], value="local", description="target"
         )
@@ -139,8 +143,39 @@ class DeployWidget(Step):
     def _on_model(self, change: Any) -> None:
         model = change["new"]
         self.done = False
-        if model is not None and not self.service_name.value:
-            self.service_name.value = model.name
+        if self.service is not None:  # a service of another model is not this step's result
+            self.service = None
+            self.details.value = ""
+            self.status = ""
+        # The name follows the model unless the user typed one of their own.
+        typed = self.service_name.value.strip()
+        if model is not None and (not typed or typed == self._auto_name):
+            self.service_name.value = self._auto_name = model.name
+
+    @traitlets.observe("service")
+    def _on_service(self, change: Any) -> None:
+        self._set_enabled(not self.locked and not self.busy)
+
+    def _sync(self) -> None:
+        """Lose the service (and the check mark) when it is deleted or dies elsewhere."""
+        if self.busy or self.state is None or self.service is None:
+            return
+        service = self.service
+        live = self.state.service_live(service.name)
+        if live in LOST:
+            self._lose(service, live)
+        elif live != "unknown":
+            self._show(service, live)
+
+    def _lose(self, service, live: str) -> None:
+        self._lost = service.name
+        self.service = None
+        self.done = False
+        self.status = lost_words(service.name, live)
+        if live == "gone":
+            self.details.value = ""
+        else:
+            self._show(service, live)
 
     def _set_enabled(self, enabled: bool) -> None:
         for control in (self.target, self.service_name, self.deploy_button):
@@ -187,13 +222,17 @@ class DeployWidget(Step):
             self.status = "not deployed"
             raise
         self.progress.finish(True)
+        self._lost = None
         self.service = service
+        if self.state is not None:
+            self.state.watch(service.name)
         self._show(service, "running")
         ready = service.info.get("ready_seconds")
         timing = "already running, reused" if reused else f"ready in {ready:.2f} s"
         self.status = f"{name} is ready at {service.address}:{service.port} ({timing})"
         self.done = True
         self._set_enabled(not self.locked)
+        self._refresh_state()
         return service
 
     def _image_fits(self) -> bool:
@@ -209,8 +248,16 @@ class DeployWidget(Step):
 
         def check() -> str:
             if self.service is None:
+                if self._lost:
+                    raise AccelError(lost_words(self._lost, "gone"))
                 raise AccelError("deploy a service first")
-            status = service_status(self.service.name, self.workspace)
+            service = self.service
+            live = service_live(service.name, self.workspace)
+            if live in LOST:
+                self._lose(service, live)
+                self._refresh_state()
+                raise AccelError(lost_words(service.name, live))
+            status = service_status(service.name, self.workspace)
             self._show(status.service, status.live)
             return status.live
 

@@ -68,6 +68,17 @@ class PackageWidget(Step):
         self.details.value = ""
         self.status = ""
 
+    def _sync(self) -> None:
+        """Reopen when the image is deleted elsewhere."""
+        if self.busy or self.state is None or self.image is None:
+            return
+        if not self.state.has_image(self.image):
+            ref = self.image.ref
+            self.image = None
+            self.details.value = ""
+            self.done = False
+            self.status = f"image {ref} was deleted; build it again"
+
     def _set_enabled(self, enabled: bool) -> None:
         for control in (self.base, self.push, self.save, self.package_button):
             control.disabled = not enabled
@@ -105,6 +116,7 @@ class PackageWidget(Step):
         how = "reused" if image.info.get("reused") else f"built in {image.info['build_seconds']} s"
         self.status = f"{image.tag} is ready ({how})"
         self.done = True
+        self._refresh_state()
         return image
 
     def _show(self, image) -> None:

@@ -12,6 +12,7 @@ from accel_widgets.engine.benchmark import BenchmarkResult, benchmark_service
 from accel_widgets.engine.client import client_from_service
 from accel_widgets.engine.samples import sample_photos
 from accel_widgets.engine.scoring import ScoreResult, score, service_labels
+from accel_widgets.engine.targets import service_live
 from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError, ImageError, ScoringError
 from accel_widgets.widgets.base import ProgressPanel, Step, button, image, photo_name
@@ -125,7 +126,24 @@ class ScoreWidget(Step):
         self._labels = None
         self.done = False
         self.clear_result()  # a score of another service is not this one's
-        self.status = ""
+        gone = change["old"] is not None and change["new"] is None
+        self.status = "deploy a service in the step above first" if gone else ""
+
+    def _not_running(self, exc: ScoringError) -> AccelError | None:
+        """When the service stopped answering because it is gone or dead, say so in words
+        (not gRPC's "[UNAVAILABLE] failed to connect..."); None when it still runs."""
+        if exc.code != "UNAVAILABLE" or self.service is None:
+            return None
+        name = self.service.name
+        if self.state is not None:
+            live = self.state.refresh().service_live(name)
+        else:
+            live = service_live(name, self.workspace)
+        if live in ("running", "starting", "unknown"):
+            return None
+        return AccelError(
+            f"the service {name} is not running any more; deploy it again in the step above"
+        )
 
     def _set_enabled(self, enabled: bool) -> None:
         for control in (
@@ -196,7 +214,13 @@ class ScoreWidget(Step):
         self.status = f"scoring {name}..."
         try:
             result = score(client, data, self._labels, k=5)
-        except (ImageError, ScoringError) as exc:
+        except ScoringError as exc:
+            self.status = f"{name}: not scored"
+            gone = self._not_running(exc)
+            if gone is not None:
+                raise gone from exc
+            raise AccelError(f"{name} could not be scored: {exc}") from exc
+        except ImageError as exc:
             self.status = f"{name}: not scored"
             raise AccelError(f"{name} could not be scored: {exc}") from exc
         except BaseException:
@@ -231,6 +255,12 @@ class ScoreWidget(Step):
                 progress=self.progress,
                 cancel=self._new_cancel(),
             )
+        except ScoringError as exc:
+            self.progress.finish(False)
+            gone = self._not_running(exc)
+            if gone is not None:
+                raise gone from exc
+            raise
         except BaseException:
             self.progress.finish(False)
             raise

@@ -21,6 +21,7 @@ from accel_widgets.widgets.model import ModelWidget
 from accel_widgets.widgets.package import PackageWidget
 from accel_widgets.widgets.quota import QuotaWidget
 from accel_widgets.widgets.score import ScoreWidget
+from accel_widgets.widgets.state import WalkState
 
 
 class Walkthrough(widgets.VBox):
@@ -36,16 +37,23 @@ class Walkthrough(widgets.VBox):
         or the path of an ``.onnx`` file.
     workspace:
         Where models and services are recorded (default: the user's workspace).
+    poll:
+        Seconds between reads of the workspace and of the walk's services' health, for
+        changes made elsewhere (the sidebar, a terminal); ``None`` or 0: no poll (tests call
+        ``walk.state.refresh()``). The poll stops when the widget is closed.
     """
 
     def __init__(
         self,
         model: str | None = "squeezenet",
         workspace: Workspace | None = None,
+        poll: float | None = 2.0,
         **kwargs: Any,
     ) -> None:
         workspace = workspace or Workspace()
         self.workspace = workspace
+        # One source of truth: every step shows what the workspace and the services say now.
+        self.state = WalkState(workspace)
         self.quota = QuotaWidget()
         self.model = ModelWidget(model=model)
         self.convert = ConvertWidget(workspace=workspace)
@@ -76,18 +84,24 @@ class Walkthrough(widgets.VBox):
             (self.convert, self.package),
             (self.convert, self.deploy),
             (self.deploy, self.score),
-            (self.score, self.cleanup),
         ]
         for before, after in needs:
             after.locked = not before.done
             traitlets.dlink((before, "done"), (after, "locked"), transform=lambda d: not d)
+        # Clean up is open whenever the workspace holds something (its own _sync says so).
+        self.cleanup.locked = True
+        for step in self.steps:
+            step.use_state(self.state)
         super().__init__(self.steps, **kwargs)
         self.add_class("accel-walkthrough")
-        self.score.observe(self._refresh_cleanup, "done")
+        self.state.refresh()
+        if poll:
+            self.state.start(poll)
 
-    def _refresh_cleanup(self, change: Any) -> None:
-        if change["new"]:
-            self.cleanup.refresh()
+    def close(self) -> None:
+        """Stop the poll with the widget."""
+        self.state.stop()
+        super().close()
 
     def run_all(self) -> None:
         """Do every step with the current settings, stopping at the first error.

@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import importlib.metadata
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -270,6 +271,26 @@ def list_services(workspace: Workspace | None = None) -> list[ServiceStatus]:
                 service = workspace.update_service(service.name, state="dead")
         statuses.append(ServiceStatus(replace(service), live))
     return statuses
+
+
+def live_states(workspace: Workspace | None = None, check: Iterable[str] = ()) -> dict[str, str]:
+    """Every recorded service's name -> its state, cheaply: the target is asked (a health
+    call) only for the services named in ``check``; the others read as recorded.
+
+    A service that is not recorded any more (deleted by the sidebar, the CLI or clean-up)
+    is simply absent: see :func:`service_live`.
+    """
+    workspace = workspace or Workspace()
+    wanted = set(check)
+    return {
+        service.name: _live(workspace, service) if service.name in wanted else service.state
+        for service in workspace.list_services()
+    }
+
+
+def service_live(name: str, workspace: Workspace | None = None) -> str:
+    """The live state of service ``name`` now; ``gone`` when it is not recorded any more."""
+    return live_states(workspace, [name]).get(name, "gone")
 
 
 def service_logs(name: str, lines: int = 50, workspace: Workspace | None = None) -> str:
