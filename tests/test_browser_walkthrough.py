@@ -47,7 +47,7 @@ SNAPSHOT_JS = r"""() => {
     return b ? {disabled: b.disabled, visible: visible(b)} : null;
   };
   const names = ['quota-check', 'use-model', 'convert', 'deploy', 'score'];
-  const steps = ['quota', 'model', 'convert', 'deploy', 'score'];
+  const steps = ['quota', 'model', 'convert', 'deploy', 'score', 'cleanup'];
   const stderr = '[data-mime-type="application/vnd.jupyter.stderr"]';
   return {
     walk: visible(one('.accel-walkthrough')),
@@ -412,6 +412,45 @@ def test_score_step_fits_a_laptop_screen_and_charts_are_not_stretched(lab, lapto
         assert in_viewport(histogram["box"], layout["viewport"]), histogram
 
 
+def fail_a_score_with_a_non_image(page, shots: Screenshots) -> None:
+    """With the cat scored: upload a file that is no image and score it; the cat's top 5,
+    latency and photo are gone, and the error is on screen at the top of the Score step."""
+    show_score_step(page)
+    upload = page.locator(".accel-walkthrough .accel-upload").first
+    # FileUpload writes "<description> (0)"; the page shows the words without the count.
+    label = upload.evaluate(
+        "(el) => [getComputedStyle(el, '::after').content, getComputedStyle(el).fontSize]"
+    )
+    assert label == ['"Upload your own photo"', "0px"], label
+    with page.expect_file_chooser() as chooser:
+        upload.click()
+    chooser.value.set_files(
+        files=[{"name": "cat.jpg", "mimeType": "image/jpeg", "buffer": b"not a picture\n"}]
+    )
+    page.locator(".accel-walkthrough .accel-sample select").first.locator(
+        "option", has_text="yours: cat.jpg"
+    ).wait_for(state="attached", timeout=15_000)
+    page.wait_for_timeout(500)  # the drop-down switches to the upload in the kernel
+    click(page, "score")
+    deadline = time.monotonic() + 60
+    while not (layout := score_layout(page))["error"]:
+        assert time.monotonic() < deadline, f"no error shown: {layout!r}"
+        page.wait_for_timeout(300)
+    shots.take(page, "failed-upload")
+    error = layout["error"]
+    assert "cat.jpg could not be scored" in error["text"], error
+    assert layout["top5"] == 0 and layout["latency"].strip() == "", (
+        f"the cat's result is still on screen after a failed score: {layout!r}"
+    )
+    assert layout["photo"] is None, f"a picture is still shown: {layout['photo']!r}"
+    assert "✓" not in layout["header"], layout["header"]
+    assert in_viewport(error["box"], layout["viewport"]), (
+        f"the error is out of view at {error['box']!r}"
+    )
+    step = layout["step"]
+    assert error["box"]["top"] - step["top"] < 150, "the error is not at the top of the step"
+
+
 def test_a_failed_score_replaces_the_old_result_with_the_error_in_view(lab, laptop, shots):
     """Score the cat, then upload a file that is no image: the cat's top 5, latency and
     photo are gone, and the error is on screen at the Score step, not far below it."""
@@ -419,41 +458,22 @@ def test_a_failed_score_replaces_the_old_result_with_the_error_in_view(lab, lapt
     with shots.on_failure(page, [lab.server]):
         open_lab_walkthrough(page, lab, shots)
         assert_cat_first(walk_to_a_cat(page, shots))
-        show_score_step(page)
+        fail_a_score_with_a_non_image(page, shots)
 
-        upload = page.locator(".accel-walkthrough .accel-upload").first
-        # FileUpload writes "<description> (0)"; the page shows the words without the count.
-        label = upload.evaluate(
-            "(el) => [getComputedStyle(el, '::after').content, getComputedStyle(el).fontSize]"
-        )
-        assert label == ['"Upload your own photo"', "0px"], label
-        with page.expect_file_chooser() as chooser:
-            upload.click()
-        chooser.value.set_files(
-            files=[{"name": "cat.jpg", "mimeType": "image/jpeg", "buffer": b"not a picture\n"}]
-        )
-        page.locator(".accel-walkthrough .accel-sample select").first.locator(
-            "option", has_text="yours: cat.jpg"
-        ).wait_for(state="attached", timeout=15_000)
-        page.wait_for_timeout(500)  # the drop-down switches to the upload in the kernel
-        click(page, "score")
-        deadline = time.monotonic() + 60
-        while not (layout := score_layout(page))["error"]:
-            assert time.monotonic() < deadline, f"no error shown: {layout!r}"
-            page.wait_for_timeout(300)
-        shots.take(page, "failed-upload")
-        error = layout["error"]
-        assert "cat.jpg could not be scored" in error["text"], error
-        assert layout["top5"] == 0 and layout["latency"].strip() == "", (
-            f"the cat's result is still on screen after a failed score: {layout!r}"
-        )
-        assert layout["photo"] is None, f"a picture is still shown: {layout['photo']!r}"
-        assert "✓" not in layout["header"], layout["header"]
-        assert in_viewport(error["box"], layout["viewport"]), (
-            f"the error is out of view at {error['box']!r}"
-        )
-        step = layout["step"]
-        assert error["box"]["top"] - step["top"] < 150, "the error is not at the top of the step"
+
+def open_voila_walkthrough(page, voila: VoilaServer) -> None:
+    """The Voila app loaded, the walk's widgets on screen."""
+    page.goto(voila.url(), timeout=PAGE_LOAD_MS)
+    wait_for(page, "the walkthrough widgets", enabled("quota-check"), 120)
+
+
+def test_voila_a_failed_score_replaces_the_old_result_with_the_error_in_view(voila, laptop, shots):
+    """The same failed upload in Voila: the old result is gone, the error is in view."""
+    page = laptop
+    with shots.on_failure(page, [voila.server]):
+        open_voila_walkthrough(page, voila)
+        assert_cat_first(walk_to_a_cat(page, shots))
+        fail_a_score_with_a_non_image(page, shots)
 
 
 # --------------------------------------------------------------------------- one source of truth
@@ -466,52 +486,99 @@ def deploy_details(page) -> str:
     )
 
 
+def stop_the_service_and_deploy_again(page, sandbox: Sandbox, shots: Screenshots) -> None:
+    """With the cat scored: stop the service as the sidebar's Stop does (the engine's
+    delete_service); within 5 s Deploy no longer says running and Score says to deploy
+    first; deploying again and scoring works without a reload."""
+    from accel_widgets.engine.targets import delete_service
+    from accel_widgets.engine.workspace import Workspace
+
+    assert "running" in deploy_details(page)
+
+    workspace = Workspace(sandbox.workspace)
+    (service,) = workspace.list_services()
+    delete_service(service.name, workspace)
+    stopped = time.monotonic()
+    snap = wait_for(
+        page,
+        "the Deploy step to lose the stopped service and Score to say deploy first",
+        lambda s: (
+            status_matches("deploy", r"gone")(s)
+            and status_matches("score", r"deploy a service in the step above first")(s)
+        ),
+        5,
+    )
+    took = time.monotonic() - stopped
+    assert "running" not in (snap["status"]["deploy"] or "").lower(), snap["status"]
+    assert "running" not in deploy_details(page)
+    assert not snap["top5"], "the old score is still on screen"
+    assert enabled("deploy")(snap) and not enabled("score")(snap)
+    page.locator(".accel-deploy-status").first.scroll_into_view_if_needed()
+    shots.take(page, "service-stopped")
+    print(f"the walk showed the stop after {took:.1f} s")
+
+    click(page, "deploy")
+    wait_for(
+        page,
+        "the service ready again and scoring unlocked",
+        lambda s: status_matches("deploy", r"ready")(s) and enabled("score")(s),
+        120,
+    )
+    page.locator(".accel-sample select").first.select_option(label="cat (chelsea)")
+    click(page, "score")
+    snap = wait_for(page, "the top 5 again", lambda s: bool(s["top5"]), 60)
+    assert_cat_first(snap["top5"])
+    page.locator(".accel-top5").first.scroll_into_view_if_needed()
+    shots.take(page, "scored-again")
+
+
 def test_a_service_stopped_from_the_sidebar_reopens_deploy_within_seconds(
     lab, sandbox, page, shots
 ):
-    """The walk shows the service running; it is stopped as the sidebar's Stop does (the
-    engine's delete_service). Within 5 s the Deploy step no longer says running and Score
-    says to deploy first; deploying again and scoring works without a reload."""
-    from accel_widgets.engine.targets import delete_service
+    """The walk shows the service running; it is stopped as the sidebar's Stop does. Within
+    5 s the Deploy step no longer says running and Score says to deploy first; deploying
+    again and scoring works without a reload."""
+    with shots.on_failure(page, [lab.server]):
+        open_lab_walkthrough(page, lab, shots)
+        assert_cat_first(walk_to_a_cat(page, shots))
+        stop_the_service_and_deploy_again(page, sandbox, shots)
+
+
+def test_voila_a_service_stopped_from_the_sidebar_reopens_deploy_within_seconds(
+    voila, sandbox, page, shots
+):
+    """The same stop from outside, seen in Voila: Deploy reopens, deploy again and score."""
+    with shots.on_failure(page, [voila.server]):
+        open_voila_walkthrough(page, voila)
+        assert_cat_first(walk_to_a_cat(page, shots))
+        stop_the_service_and_deploy_again(page, sandbox, shots)
+
+
+# --------------------------------------------------------------------------- clean up
+
+
+def test_delete_everything_then_walk_again_without_a_reload(lab, sandbox, page, shots):
+    """Clean up's Delete everything, confirmed, empties the workspace; the walk then runs
+    again from the top by its buttons, on the same page, and scores the cat again."""
     from accel_widgets.engine.workspace import Workspace
 
     with shots.on_failure(page, [lab.server]):
         open_lab_walkthrough(page, lab, shots)
         assert_cat_first(walk_to_a_cat(page, shots))
-        assert "running" in deploy_details(page)
 
-        workspace = Workspace(sandbox.workspace)
-        (service,) = workspace.list_services()
-        delete_service(service.name, workspace)
-        stopped = time.monotonic()
+        click(page, "cleanup-all")
+        click(page, "confirm-delete")
         snap = wait_for(
             page,
-            "the Deploy step to lose the stopped service and Score to say deploy first",
-            lambda s: (
-                status_matches("deploy", r"gone")(s)
-                and status_matches("score", r"deploy a service in the step above first")(s)
-            ),
-            5,
+            "Clean up to report everything deleted",
+            status_matches("cleanup", r"deleted \d+ item"),
+            60,
         )
-        took = time.monotonic() - stopped
-        assert "running" not in (snap["status"]["deploy"] or "").lower(), snap["status"]
-        assert "running" not in deploy_details(page)
-        assert not snap["top5"], "the old score is still on screen"
-        assert enabled("deploy")(snap) and not enabled("score")(snap)
-        page.locator(".accel-deploy-status").first.scroll_into_view_if_needed()
-        shots.take(page, "service-stopped")
-        print(f"the walk showed the stop after {took:.1f} s")
+        page.locator(".accel-cleanup-status").first.scroll_into_view_if_needed()
+        shots.take(page, "cleaned-up")
+        workspace = Workspace(sandbox.workspace)
+        assert not workspace.list_services(), "a service survived Delete everything"
+        assert not snap["top5"], "the old score is still on screen after Delete everything"
+        assert not enabled("score")(snap), f"Score is still open:\n{describe(snap)}"
 
-        click(page, "deploy")
-        wait_for(
-            page,
-            "the service ready again and scoring unlocked",
-            lambda s: status_matches("deploy", r"ready")(s) and enabled("score")(s),
-            120,
-        )
-        page.locator(".accel-sample select").first.select_option(label="cat (chelsea)")
-        click(page, "score")
-        snap = wait_for(page, "the top 5 again", lambda s: bool(s["top5"]), 60)
-        assert_cat_first(snap["top5"])
-        page.locator(".accel-top5").first.scroll_into_view_if_needed()
-        shots.take(page, "scored-again")
+        assert_cat_first(walk_to_a_cat(page, shots))
