@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -301,7 +302,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(f"service   {service.name} ({service.target})")
-    print(f"address   {service.address}:{service.port}  (gRPC, TF Serving PredictionService)")
+    if service.info.get("protocol") == "rest":
+        print(f"scoring   {service.info['scoring_uri']}  (HTTPS, TF Serving REST predict)")
+    else:
+        print(f"address   {service.address}:{service.port}  (gRPC, TF Serving PredictionService)")
+    if service.info.get("connect"):
+        print(f"connect   {service.info['connect']}")
     if service.info.get("rest_port"):
         print(
             f"REST      http://{service.address}:{service.info['rest_port']}"
@@ -343,13 +349,23 @@ def cmd_manifests(args: argparse.Namespace) -> int:
 
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
+    secret = None
     for index, obj in enumerate(objects, 1):
         kind = obj.get("kind", "object").lower()
         name = obj.get("metadata", {}).get("name", "unnamed")
         path = folder / f"{index:02d}-{kind}-{name}.yaml"
         path.write_text(yaml.safe_dump(obj, sort_keys=False))
+        if obj.get("kind") == "Secret":
+            os.chmod(path, 0o600)
+            secret = path
         print(f"wrote {path}")
     print(f"apply with: kubectl apply -f {folder}")
+    if secret is not None:
+        print(
+            f"{secret.name} holds the service's new API key (clients send it as "
+            "'authorization: Bearer KEY'): keep it out of version control, or use a "
+            "secret manager (for GitOps: sealed-secrets, external-secrets); --no-auth leaves it out"
+        )
     return SUCCESS
 
 

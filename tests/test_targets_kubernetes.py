@@ -413,3 +413,45 @@ def test_the_target_declares_its_settings():
     ]  # fmt: skip
     assert described["needs_image"] is True
     assert target.setting("ready_timeout").default == 300.0
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def test_cli_writes_manifests_that_validate_and_deploys_with_the_connect_hint(
+    workspace, image, cluster, tmp_path, capsys
+):
+    """`accel-widgets manifests --out` writes one file per object; `deploy` prints how to
+    reach a service with no external address (the fake cluster has no load balancer)."""
+    import yaml
+
+    from accel_widgets.cli import main
+
+    out = tmp_path / "k8s"
+    common = ["--workspace", str(workspace.root)]
+    code = main([*common, "manifests", "sq", "--image", PUSHED_REF, "--replicas", "2",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == [
+        "01-secret-sq-api-key.yaml",
+        "02-deployment-sq.yaml",
+        "03-service-sq.yaml",
+        "04-poddisruptionbudget-sq.yaml",
+    ]
+    for path in out.iterdir():
+        validate(yaml.safe_load(path.read_text()))
+    printed = capsys.readouterr().out
+    assert f"kubectl apply -f {out}" in printed
+    # The Secret holds a fresh key: readable by its owner only, and the user is told so.
+    assert "01-secret-sq-api-key.yaml holds the service's new API key" in printed
+    assert "keep it out of version control" in printed
+    assert (out / "01-secret-sq-api-key.yaml").stat().st_mode & 0o077 == 0
+
+    code = main([*common, "deploy", "sq", "--target", "kubernetes", "--image", PUSHED_REF,
+                 "--kubeconfig", str(cluster.kubeconfig), "--namespace", "ml"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "service   sq (kubernetes)" in printed
+    assert "connect   kubectl port-forward -n ml svc/sq 8500:8500" in printed
+    delete_service("sq", workspace)

@@ -2,7 +2,9 @@
 Azure's error bodies, Retry-After, and waits a Cancel button can end.
 
 Used by the quota check (``engine/quota.py``) and the Azure ML target's ARM client
-(``engine/targets/azure_arm.py``), so both treat a token, a 429 and an error body alike.
+(``engine/targets/azure_arm.py``), so both treat a token, a 429 and an error body alike; the
+REST scoring client (``engine/rest_client.py``) takes the same redirect and loopback rules
+for its key.
 """
 
 from __future__ import annotations

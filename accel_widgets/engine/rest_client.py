@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from accel_widgets.engine.azure_rest import NoRedirect, is_loopback
 from accel_widgets.engine.client import ImageLike, encode_image
 from accel_widgets.errors import ScoringError
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
@@ -83,22 +84,6 @@ _ADVICE = {
 }
 _PREDICT = re.compile(r"^(?P<prefix>.*)/v1/models/(?P<name>[^/:]+)(?:/versions/\d+)?:predict$")
 _RETRY_AFTER_MAX_S = 10.0
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
-        return None
-
-
-def _loopback(host: str | None) -> bool:
-    import ipaddress
-
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host or "").is_loopback
-    except ValueError:
-        return False
 
 
 def _server_message(raw: bytes) -> str:
@@ -154,7 +139,7 @@ class RestPredictionClient:
                 f"{url!r} is not an http(s) URL; give the scoring URI, e.g. "
                 "https://NAME.REGION.inference.ml.azure.com/score or http://127.0.0.1:8501"
             )
-        if key and parts.scheme == "http" and not _loopback(parts.hostname):
+        if key and parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(
                 f"refusing to send the key in clear text to {parts.hostname}: use https:// "
                 "(plain http is allowed to 127.0.0.1 and localhost only)"
@@ -172,7 +157,7 @@ class RestPredictionClient:
                 if isinstance(root_certificates, (str, os.PathLike)):
                     root_certificates = Path(root_certificates).read_bytes()
                 context.load_verify_locations(cadata=root_certificates.decode())
-        handlers: list[Any] = [_NoRedirect()]
+        handlers: list[Any] = [NoRedirect()]
         if context is not None:
             handlers.append(urllib.request.HTTPSHandler(context=context))
         self._opener = urllib.request.build_opener(*handlers)
