@@ -79,7 +79,6 @@ class DeployWidget(Step):
 
     css_name = "deploy"
     model = traitlets.Any(None, allow_none=True, help="ModelRecord from the Convert step")
-    image = traitlets.Any(None, allow_none=True, help="ImageRecord from the Package step")
     service = traitlets.Any(None, allow_none=True, help="the deployed ServiceRecord")
 
     def __init__(self, workspace: Workspace | None = None, **kwargs: Any) -> None:
@@ -196,26 +195,18 @@ class DeployWidget(Step):
         self.progress.reset()
         self.status = f"deploying {name}..."
         try:
-            target = get_target(self.target.value)
-            settings = self.settings()
-            common = {k: settings.pop(k) for k in ("host", "port", "auth") if k in settings}
-            common["host"] = common.get("host") or "127.0.0.1"
-            common["port"] = common.get("port") or 0
-            # The image of the Package step when it holds this model; else the engine finds
-            # the newest image of the artifact, or says to package first.
-            image = self.image if target.needs_image and self._image_fits() else None
-            # No precision: the engine serves INT8 when the model has it, else float.
+            # No precision or image: the engine serves INT8 when the model has it, else
+            # float, and a target that runs an image gets the newest one packaged from it
+            # (the Package step's), or an error saying to package first.
             service, reused = deploy_or_reuse(
                 self.model.name,
                 version=self.model.version,
                 name=name,
-                target=target.name,
-                image=image,
+                target=self.target.value,
                 workspace=self.workspace,
                 progress=self.progress,
                 cancel=self._new_cancel(),
-                **common,
-                **{k: v for k, v in settings.items() if v is not None},
+                **self.settings(),
             )
         except BaseException:
             self.progress.finish(False)
@@ -234,14 +225,6 @@ class DeployWidget(Step):
         self._set_enabled(not self.locked)
         self._refresh_state()
         return service
-
-    def _image_fits(self) -> bool:
-        if self.image is None or self.model is None:
-            return False
-        held = self.image.info.get("labels", {})
-        return held.get("io.accel-widgets.model") == self.model.name and held.get(
-            "io.accel-widgets.model-version"
-        ) == str(self.model.version)
 
     def check_health(self) -> str | None:
         """Ask the service now: running, starting, unhealthy or dead."""

@@ -74,7 +74,6 @@ class Walkthrough(widgets.VBox):
         traitlets.dlink((self.model, "selection"), (self.convert, "selection"))
         traitlets.dlink((self.convert, "model"), (self.package, "model"))
         traitlets.dlink((self.convert, "model"), (self.deploy, "model"))
-        traitlets.dlink((self.package, "image"), (self.deploy, "image"))
         traitlets.dlink((self.deploy, "service"), (self.score, "service"))
         # ...and each step opens when the one it needs is done: Package and Deploy both
         # need only the converted model.

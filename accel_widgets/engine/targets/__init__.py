@@ -307,30 +307,31 @@ def delete_service(name: str, workspace: Workspace | None = None) -> ServiceReco
     return get_target(service.target).delete(workspace, service)
 
 
-def _same(target: Target, existing: ServiceRecord, settings: dict[str, Any], tls: Any) -> bool:
+def _same(target: Target, existing: ServiceRecord, settings: dict[str, Any]) -> bool:
     """Whether a running service was deployed with what is asked now.
 
-    Only what the target declares is compared: ``host`` against the recorded address,
-    ``port`` unless 0 (any free port), ``auth`` unless None (the target decides), TLS, and
-    every other setting against what was recorded at deploy time.
+    The target's settings are resolved (what was not asked takes the target's default) and
+    compared with the record: ``host`` against the address, ``port`` unless 0 (any free
+    port), ``auth`` unless None (the target decides), ``tls`` as on or off, and every other
+    setting against what was recorded at deploy time.
     """
     recorded = existing.info.get("settings", {})
-    declared = target._names()
-    for key, value in settings.items():
-        if value is None or key in ("key", "ready_timeout") or key not in declared:
+    for key, value in target.resolve(settings).items():
+        if key in ("key", "ready_timeout"):
             continue
         if key == "host":
-            if existing.address != value:
-                return False
+            same = existing.address == value
         elif key == "port":
-            if value not in (0, existing.port):
-                return False
+            same = value in (0, None, existing.port)
         elif key == "auth":
-            if bool(existing.key) != value:
-                return False
-        elif recorded.get(key) != value:
+            same = value is None or bool(existing.key) == value
+        elif key == "tls":
+            same = existing.use_ssl == bool(value)
+        else:
+            same = value is None or recorded.get(key) == value
+        if not same:
             return False
-    return existing.use_ssl == bool(tls)
+    return True
 
 
 def deploy_or_reuse(
@@ -340,10 +341,6 @@ def deploy_or_reuse(
     precision: str | None = None,
     name: str | None = None,
     target: str = "local",
-    host: str = "127.0.0.1",
-    port: int = 0,
-    auth: bool | None = None,
-    tls: tuple[str, str] | None = None,
     image: str | ImageRecord | None = None,
     workspace: Workspace | None = None,
     progress: Progress | Reporter | None = None,
@@ -353,46 +350,40 @@ def deploy_or_reuse(
     """Deploy, unless a healthy service of that name already serves the same artifact.
 
     A re-run notebook must not stop a working service and start it again, nor fail on
-    "already exists". A dead service, or one that differs in artifact, target, image,
-    address, port (when one is asked for), auth, TLS or another setting, is replaced.
-    Returns ``(service, reused)``.
+    "already exists". A dead service, or one that differs in artifact, target, image or a
+    setting (``host``, ``port`` when one is asked for, ``auth``, ``tls``, the target's own),
+    is replaced. ``settings`` are the target's, as for :func:`deploy`. Returns
+    ``(service, reused)``.
     """
     report = as_reporter(progress, cancel)
     workspace = workspace or Workspace()
     artifact = workspace.get_artifact(model, version, precision)
     name = name or artifact.model_name
     chosen = get_target(target)
-    if chosen.needs_image:
-        wanted_image = _image_for(workspace, artifact, image)
+    settings = {k: v for k, v in settings.items() if v is not None}
+    wanted_image = _image_for(workspace, artifact, image) if chosen.needs_image else None
     existing = next((s for s in workspace.list_services() if s.name == name), None)
     if existing is not None:
         same = (
             existing.artifact_id == artifact.id
             and existing.target == chosen.name
-            and (not chosen.needs_image or existing.image_id == wanted_image.id)
-            and _same(chosen, existing, {"host": host, "port": port, "auth": auth, **settings}, tls)
+            and (wanted_image is None or existing.image_id == wanted_image.id)
+            and _same(chosen, existing, settings)
         )
         if same and service_status(name, workspace).healthy:
             report("deploy", 1.0, f"service {name} already serves {artifact.model_name}; reusing")
             return existing, True
         report("deploy", 0.0, f"replacing the earlier service {name} ({existing.state})")
         delete_service(name, workspace)
-    # Only what the target declares: a cluster target has no host or port to bind.
-    common = {
-        k: v
-        for k, v in {"host": host, "port": port, "auth": auth, "tls": tls}.items()
-        if k in chosen._names() and v is not None
-    }
     service = deploy(
         artifact.model_name,
         version=artifact.model_version,
         precision=artifact.precision,
         name=name,
         target=chosen.name,
-        image=wanted_image if chosen.needs_image else None,
+        image=wanted_image,
         workspace=workspace,
         progress=report,
-        **common,
         **settings,
     )
     return service, False
