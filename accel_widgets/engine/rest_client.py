@@ -47,9 +47,8 @@ from typing import Any
 import numpy as np
 
 from accel_widgets.engine.azure_rest import NoRedirect, is_loopback
-from accel_widgets.engine.client import ImageLike, encode_image
+from accel_widgets.engine.client import ImageLike, PredictionClient, encode_image
 from accel_widgets.errors import ScoringError
-from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
 
 __all__ = ["RestPredictionClient"]
 
@@ -387,20 +386,6 @@ class RestPredictionClient:
             return {k: np.asarray([p[k] for p in predictions]) for k in predictions[0]}
         return np.asarray(predictions)
 
-    def score_batch(
-        self,
-        paths: Sequence[str | os.PathLike[str]],
-        progress: Progress | Reporter | None = None,
-        cancel: CancelToken | None = None,
-        **kwargs: Any,
-    ) -> list[np.ndarray | dict[str, np.ndarray]]:
-        """Score files one request each, reporting progress (as the gRPC client does)."""
-        report = as_reporter(progress, cancel)
-        results = []
-        total = len(paths)
-        report("score", 0.0 if total else 1.0, f"scoring {total} image(s)")
-        for index, path in enumerate(paths):
-            report.check()
-            results.append(self.score_file(path, **kwargs))
-            report("score", (index + 1) / total, f"scored {Path(path).name}")
-        return results
+    #: Files one request each with progress: the gRPC client's loop, over this client's
+    #: ``score_file``.
+    score_batch = PredictionClient.score_batch
