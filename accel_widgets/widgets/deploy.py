@@ -52,7 +52,13 @@ def setting_control(setting: Setting) -> widgets.Widget:
             options=list(setting.choices), value=setting.default, description=label
         )
     elif setting.type is bool:
-        control = widgets.Checkbox(value=bool(setting.default), description=setting.help)
+        # The help is the label here: the whole sentence, not cut at the description width.
+        control = widgets.Checkbox(
+            value=bool(setting.default),
+            description=setting.help,
+            indent=True,
+            layout=widgets.Layout(width="auto"),
+        )
     elif setting.type is int:
         control = widgets.IntText(value=setting.default or 0, description=label)
     elif setting.type is float:
@@ -60,6 +66,9 @@ def setting_control(setting: Setting) -> widgets.Widget:
     else:
         control = widgets.Text(value=setting.default or "", description=label)
     control.tooltip = setting.help
+    if not isinstance(control, widgets.Checkbox):
+        # "ready timeout", "resource group": labels longer than the default width show whole.
+        control.style.description_width = "9em"
     control.add_class(f"accel-setting-{setting.name.replace('_', '-')}")
     return control
 
