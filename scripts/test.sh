@@ -4,6 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+export ACCEL_WIDGETS_WEIGHTS_DIR="${ACCEL_WIDGETS_WEIGHTS_DIR:-$(cd .. && pwd)/shared/weights}"
+# The tests score with real pretrained weights: stop at once, saying where they go, rather than
+# after a quarter of an hour of failures.
+for file in SqueezeNet_fp16.onnx imagenet_classes.txt mobilenetv2-12-int8.onnx; do
+    if [ ! -f "$ACCEL_WIDGETS_WEIGHTS_DIR/$file" ]; then
+        echo "error: $file is not in $ACCEL_WIDGETS_WEIGHTS_DIR. The tests need the shared" >&2
+        echo "weights folder beside the checkout (../shared/weights), or set" >&2
+        echo "ACCEL_WIDGETS_WEIGHTS_DIR to a folder holding SqueezeNet_fp16.onnx and" >&2
+        echo "imagenet_classes.txt (\`accel-widgets sample --folder DIR\` downloads both) and" >&2
+        echo "mobilenetv2-12-int8.onnx (ONNX Model Zoo, validated/vision/classification/mobilenet)." >&2
+        exit 2
+    fi
+done
+
 source scripts/prerequisites.sh
 # Browser tests drive Debian's chromium (Playwright's own browser download does not work here).
 ensure_command chromium chromium
@@ -24,5 +38,4 @@ ruff check accel_widgets tests bench
 ruff format --check accel_widgets tests bench
 
 echo "== pytest"
-export ACCEL_WIDGETS_WEIGHTS_DIR="${ACCEL_WIDGETS_WEIGHTS_DIR:-$(cd .. && pwd)/shared/weights}"
 python -m pytest -q --timeout=900 "$@"
