@@ -275,7 +275,8 @@ def test_voila_serves_the_walkthrough_and_scores_a_cat(voila, page, shots):
         wait_for(page, "the walkthrough widgets", enabled("quota-check"), 120)
         code = page.locator(".jp-CodeMirrorEditor:visible, .cm-editor:visible")
         source = page.get_by_text("Walkthrough(model=MODEL)")
-        assert code.count() == 0 and source.count() == 0, (
+        snippet = page.locator("pre:visible", has_text="accel_widgets")  # a markdown code block
+        assert code.count() == 0 and source.count() == 0 and snippet.count() == 0, (
             "Voilà shows the notebook's code; it should show only text and widgets"
         )
         shots.take(page, "app-opened")

@@ -175,3 +175,48 @@ def test_cli_walk_without_weights_explains_what_it_skips_and_finishes(tmp_path, 
     assert "accel-widgets sample" in out and str(empty_weights) in out
     assert "Deploying densenet121 (random weights) instead" in out and "meaningless" in out
     assert "deleted service walkthrough" in out
+
+
+def _sample_widget():
+    from accel_widgets.widgets.model import ModelWidget
+
+    widget = ModelWidget(model="squeezenet")
+    assert widget.sample_box.layout.display == ""  # offered: the walk asked for the sample
+    assert widget.choice.value == "densenet121"
+    assert "squeezenet" not in [key for _, key in widget.choice.options]
+    return widget
+
+
+def test_get_the_sample_button_downloads_with_progress_and_selects_it(
+    empty_weights, mirror, monkeypatch
+):
+    """The model step's button: live progress, then the sample is in the list and chosen."""
+    url, _ = mirror
+    monkeypatch.setenv(SAMPLE_URL_ENV, url)
+    widget = _sample_widget()
+    widget.sample_button.click()
+    assert widget.wait(60)
+    assert widget.error == ""
+    assert widget.progress.updates > 0 and "sha256 verified" in widget.progress.log_box.value
+    assert widget.choice.value == "squeezenet"
+    assert widget.sample_box.layout.display == "none" and widget.note.value == ""
+    assert "downloaded" in widget.status
+    assert widget.confirm()["choice"].kind == "sample"
+    assert (empty_weights / SAMPLE_FILE).is_file()
+
+
+def test_get_the_sample_button_shows_a_failed_download_and_keeps_the_choices(
+    empty_weights, mirror, monkeypatch
+):
+    url, served = mirror
+    (served / SAMPLE_FILE).write_bytes(b"<html>not a model</html>")
+    monkeypatch.setenv(SAMPLE_URL_ENV, url)
+    widget = _sample_widget()
+    options = list(widget.choice.options)
+    widget.sample_button.click()
+    assert widget.wait(60)
+    assert "not the expected file" in widget.error and "nothing was kept" in widget.error
+    assert list(widget.choice.options) == options and widget.choice.value == "densenet121"
+    assert widget.sample_box.layout.display == ""  # still offered, to try again
+    assert not widget.sample_button.disabled
+    assert list(empty_weights.iterdir()) == []

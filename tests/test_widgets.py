@@ -538,6 +538,7 @@ def test_the_service_name_follows_the_model_unless_typed(walk):
 def test_the_poll_refreshes_the_state_and_stops_with_the_widget(workspace):
     walk = Walkthrough(model="squeezenet", workspace=workspace, poll=0.05)
     try:
+        walk._view_count = 1  # on screen (what the front end sends)
         assert walk.state.polling
         start = walk.state.refreshes
         deadline = time.monotonic() + 10
@@ -547,3 +548,39 @@ def test_the_poll_refreshes_the_state_and_stops_with_the_widget(workspace):
     finally:
         walk.close()
     assert not walk.state.polling
+
+
+def test_the_poll_runs_only_while_a_front_end_shows_the_walk(workspace, weights_dir):
+    """A re-run cell leaves no poll behind: the front end's view count starts and stops it.
+
+    The count is what JupyterLab and Voila send (ipywidgets' ``_view_count``); the browser
+    tests see the real front end drive it (a service stopped from the sidebar reopens Deploy).
+    """
+    walk = Walkthrough(model="squeezenet", workspace=workspace, poll=0.05)
+    try:
+        assert not walk.state.polling  # created, not shown yet
+        walk._view_count = 1  # the cell's output shows it
+        assert walk.state.polling
+        before = walk.state.refreshes
+        deadline = time.monotonic() + 10
+        while walk.state.refreshes == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert walk.state.refreshes > before
+        walk._view_count = 0  # the cell is re-run: its old output goes
+        assert not walk.state.polling
+    finally:
+        walk.close()
+    assert not walk.state.polling
+
+
+def test_a_locked_step_says_one_thing_and_an_empty_clean_up_has_no_check_mark(walk):
+    """Score, locked, shows the lock hint only; Clean up on an empty workspace shows no ✓."""
+    walk.score.status = "deploy a service in the step above first"
+    assert walk.score.locked and "Finish the step above first" in walk.score.lock_hint.value
+    assert walk.score.status_line.value == ""
+    walk.cleanup._rebuild(keep_question=False)  # what Delete everything ends with
+    assert walk.state.empty and not walk.cleanup.done
+    assert "&#10003;" not in walk.cleanup.header.value
+    assert "the workspace is empty" in walk.cleanup.lock_hint.value
+    walk.cleanup.status = "deleted 3 item(s)"  # its last words stay beside the hint
+    assert "deleted 3 item(s)" in walk.cleanup.status_line.value

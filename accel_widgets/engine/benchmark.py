@@ -72,6 +72,7 @@ def benchmark_service(
     clients = [client_from_service(service) for _ in range(concurrency)]
     latencies: list[float] = []
     errors = [0]
+    first_error: list[AccelError] = []  # what the first failure said, for the message
     lock = threading.Lock()
     remaining = [requests]
     try:
@@ -87,9 +88,11 @@ def benchmark_service(
                 started = time.perf_counter()
                 try:
                     client.score_image(image)
-                except AccelError:
+                except AccelError as exc:
                     with lock:
                         errors[0] += 1
+                        if not first_error:
+                            first_error.append(exc)
                     continue
                 with lock:
                     latencies.append((time.perf_counter() - started) * 1000.0)
@@ -108,7 +111,9 @@ def benchmark_service(
             client.close()
     report.check()
     if not latencies:
-        raise AccelError(f"all {requests} requests failed; check `accel-widgets services`")
+        # Say why in the service's words (gone, stopped, refused), not only how many failed.
+        reason = f": {first_error[0]}" if first_error else ""
+        raise AccelError(f"none of the {requests} requests was answered{reason}")
     result = BenchmarkResult(latencies, elapsed, concurrency, errors[0])
     report("benchmark", 1.0, result.summary())
     return result

@@ -138,6 +138,10 @@ class Step(widgets.VBox):
 
     #: the CSS class of the step's box, for notebooks, Voila and browser tests
     css_name = "step"
+    #: what a locked step says instead of its controls' state
+    lock_words = "Finish the step above first."
+    #: a locked step hides its status (it would repeat the lock hint in other words)
+    quiet_when_locked = True
 
     def __init__(self, children: list[widgets.Widget], **kwargs: Any) -> None:
         self.header = widgets.HTML()
@@ -175,10 +179,10 @@ class Step(widgets.VBox):
 
     @traitlets.observe("locked")
     def _render_lock(self, change: Any = None) -> None:
-        self.lock_hint.value = (
-            "<i>Finish the step above first.</i>" if self.locked and not self.done else ""
-        )
+        waiting = self.locked and not self.done
+        self.lock_hint.value = f"<i>{html.escape(self.lock_words)}</i>" if waiting else ""
         self._set_enabled(not self.locked and not self.busy)
+        self._render_status()
 
     @traitlets.observe("busy")
     def _render_busy(self, change: Any) -> None:
@@ -193,8 +197,10 @@ class Step(widgets.VBox):
         )
 
     @traitlets.observe("status")
-    def _render_status(self, change: Any) -> None:
-        self.status_line.value = html.escape(self.status)
+    def _render_status(self, change: Any = None) -> None:
+        # A locked step says one thing, what to do first; its own last words wait below it.
+        waiting = self.locked and not self.done and self.quiet_when_locked
+        self.status_line.value = "" if waiting else html.escape(self.status)
 
     def _set_enabled(self, enabled: bool) -> None:
         """Subclasses disable their inputs and action buttons here."""
@@ -223,7 +229,7 @@ class Step(widgets.VBox):
     def _guarded(self, work: Callable[[], Any]) -> Any:
         """Run ``work`` with busy/error bookkeeping; errors become the step's error text."""
         if self.locked:
-            self.error = "Finish the step above first."
+            self.error = self.lock_words
             return None
         self.error = ""
         self.busy = True
@@ -246,7 +252,7 @@ class Step(widgets.VBox):
         if self._thread is not None and self._thread.is_alive():
             return
         if self.locked:
-            self.error = "Finish the step above first."
+            self.error = self.lock_words
             return
         self.busy = True  # at once, so a second click cannot start a second run
         self._thread = threading.Thread(

@@ -27,6 +27,8 @@ class CleanupWidget(Step):
     """
 
     css_name = "cleanup"
+    lock_words = "Nothing to clean up: the workspace is empty."
+    quiet_when_locked = False  # "deleted 5 item(s)" stays beside "nothing to clean up"
 
     def __init__(self, workspace: Workspace | None = None, **kwargs: Any) -> None:
         self.workspace = workspace
@@ -100,7 +102,8 @@ class CleanupWidget(Step):
         self.status = (
             f"{len(items)} item(s) in the workspace" if items else "the workspace is empty"
         )
-        self.done = True
+        # Nothing left to clean is not a finished step: no check mark over greyed-out buttons.
+        self.done = bool(items)
         self._seen = self._state_key()
         return self.items
 

@@ -10,9 +10,16 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from accel_widgets.engine.choices import ModelChoice, get_choice, model_choices, preselect
+from accel_widgets.engine.choices import (
+    SAMPLE_NAME,
+    ModelChoice,
+    get_choice,
+    get_sample,
+    model_choices,
+    preselect,
+)
 from accel_widgets.errors import AccelError
-from accel_widgets.widgets.base import Step, button
+from accel_widgets.widgets.base import ProgressPanel, Step, button
 
 _OWN = "__own__"
 
@@ -75,8 +82,7 @@ class ModelWidget(Step):
         if pick is not None:
             model = pick.key
         self.choices = model_choices()
-        options = [(choice_label(c), c.key) for c in self.choices]
-        options.append(("Your own ONNX file...", _OWN))
+        options = self._options()
         default = model if model in {c.key for c in self.choices} else options[0][1]
         self.choice = widgets.Dropdown(options=options, value=default, description="model")
         self.choice.layout.width = "46em"
@@ -103,10 +109,21 @@ class ModelWidget(Step):
             f"<i>{html.escape(pick.note)}</i>" if pick is not None and pick.note else ""
         )
         self.note.add_class("accel-model-note")
+        # Offered only when the walk asked for the sample and its file is not here: a
+        # verified download (engine/sample_model.py) with live progress and Cancel.
+        self.sample_button = button("Get the sample", "get-sample", "info", "download")
+        self.sample_cancel = button("Cancel", "cancel-sample", "warning", "stop")
+        self.sample_cancel.on_click(lambda _: self.cancel())
+        self.sample_box = widgets.HBox([self.sample_button, self.sample_cancel])
+        offer = pick is not None and pick.sample_missing
+        self.sample_box.layout.display = "" if offer else "none"
+        self.progress = ProgressPanel()
         self.use_button = button("Use this model", "use-model", "primary", "check")
         super().__init__(
             [
                 self.note,
+                self.sample_box,
+                self.progress,
                 self.choice,
                 self.path,
                 self.weights,
@@ -129,7 +146,37 @@ class ModelWidget(Step):
         self.path.observe(self._unconfirm, "value")
         self.weights_file.observe(self._unconfirm, "value")
         self.use_button.on_click(lambda _: self.confirm())
+        self.sample_button.on_click(lambda _: self._start(self.get_sample))
         self._refresh()
+
+    def _options(self) -> list[tuple[str, str]]:
+        options = [(choice_label(c), c.key) for c in self.choices]
+        options.append(("Your own ONNX file...", _OWN))
+        return options
+
+    def get_sample(self) -> ModelChoice:
+        """Download the real pretrained sample (checksum verified) and select it.
+
+        Runs on the step's background thread when "Get the sample" is clicked; a failure
+        (offline, a wrong checksum) becomes the step's error and leaves the choices as they
+        were, with the button still offered.
+        """
+        self.progress.reset()
+        self.status = "downloading the sample..."
+        try:
+            choice = get_sample(progress=self.progress, cancel=self._new_cancel())
+        except BaseException:
+            self.progress.finish(False)
+            self.status = ""
+            raise
+        self.progress.finish(True)
+        self.choices = model_choices()
+        self.choice.options = self._options()
+        self.choice.value = SAMPLE_NAME
+        self.sample_box.layout.display = "none"
+        self.note.value = ""
+        self.status = f"downloaded {choice.title}: click 'Use this model'"
+        return choice
 
     def _current(self) -> ModelChoice | None:
         key = self.choice.value
@@ -186,8 +233,10 @@ class ModelWidget(Step):
             self.weights_file,
             self.precision,
             self.use_button,
+            self.sample_button,
         ):
             control.disabled = not enabled
+        self.sample_cancel.disabled = not self.busy
 
     def confirm(self) -> dict[str, Any] | None:
         """Check the inputs and fix the selection (synchronous: it only reads files' sizes)."""

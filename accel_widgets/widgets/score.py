@@ -129,10 +129,12 @@ class ScoreWidget(Step):
         gone = change["old"] is not None and change["new"] is None
         self.status = "deploy a service in the step above first" if gone else ""
 
-    def _not_running(self, exc: ScoringError) -> AccelError | None:
+    def _not_running(self, exc: AccelError) -> AccelError | None:
         """When the service stopped answering because it is gone or dead, say so in words
-        (not gRPC's "[UNAVAILABLE] failed to connect..."); None when it still runs."""
-        if exc.code != "UNAVAILABLE" or self.service is None:
+        (not gRPC's "[UNAVAILABLE] failed to connect..." nor a count of failed requests);
+        None when it still runs."""
+        unavailable = not isinstance(exc, ScoringError) or exc.code == "UNAVAILABLE"
+        if not unavailable or self.service is None:
             return None
         name = self.service.name
         if self.state is not None:
@@ -255,7 +257,7 @@ class ScoreWidget(Step):
                 progress=self.progress,
                 cancel=self._new_cancel(),
             )
-        except ScoringError as exc:
+        except AccelError as exc:  # a refused first call, or no request answered
             self.progress.finish(False)
             gone = self._not_running(exc)
             if gone is not None:

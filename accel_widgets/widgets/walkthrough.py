@@ -40,7 +40,9 @@ class Walkthrough(widgets.VBox):
     poll:
         Seconds between reads of the workspace and of the walk's services' health, for
         changes made elsewhere (the sidebar, a terminal); ``None`` or 0: no poll (tests call
-        ``walk.state.refresh()``). The poll stops when the widget is closed.
+        ``walk.state.refresh()``). The poll runs while a front end shows the walk (ipywidgets'
+        view count): re-running the cell or clearing its output stops the old walk's poll,
+        and so does closing the widget.
     """
 
     def __init__(
@@ -94,8 +96,18 @@ class Walkthrough(widgets.VBox):
         super().__init__(self.steps, **kwargs)
         self.add_class("accel-walkthrough")
         self.state.refresh()
+        self._poll = poll
         if poll:
-            self.state.start(poll)
+            # The front end counts this widget's views once the count is a number.
+            self.observe(self._on_views, "_view_count")
+            self._view_count = 0
+
+    def _on_views(self, change: Any) -> None:
+        """Poll only while the walk is on screen somewhere."""
+        if change["new"]:
+            self.state.start(self._poll or 2.0)
+        else:
+            self.state.stop()
 
     def close(self) -> None:
         """Stop the poll with the widget."""
