@@ -100,7 +100,7 @@ def cmd_quota(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Build a catalog model (or take a registered one), convert it to ONNX, validate, quantize."""
-    from accel_widgets.engine.catalog import CATALOG, get_spec
+    from accel_widgets.engine.catalog import CATALOG, get_spec, quantize_for
     from accel_widgets.engine.convert import convert
 
     workspace = _workspace(args)
@@ -112,8 +112,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             from accel_widgets.engine.build import build_model
 
             spec = get_spec(args.model)
-            if spec.quantized and quantize is None:
-                quantize = "int8"
+            quantize = quantize_for(spec, quantize)
             record = build_model(
                 spec.name,
                 weights=args.weights,
@@ -138,47 +137,87 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise
     finally:
         progress.close()
-    for artifact in artifacts:
-        _print_report(artifact)
+    _print_reports(artifacts)
     return SUCCESS
 
 
-def _print_report(artifact) -> None:
-    r = artifact.report
+def _print_reports(artifacts) -> None:
+    """The validation table the Convert widget shows (engine/reports.py), then the files."""
+    from accel_widgets.engine.reports import REPORT_COLUMNS, report_row
+
+    print(_table([REPORT_COLUMNS, *(report_row(a) for a in artifacts)]))
+    for artifact in artifacts:
+        ref = f"{artifact.model_name}:{artifact.model_version}"
+        print(f"{ref} {artifact.precision}  {artifact.file}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a classifier head for your own classes (one sub-folder per class) on a catalog
+    featurizer, and register featurizer + head as one model: convert, deploy and score it next."""
+    from accel_widgets.engine.train import train_classifier
+    from accel_widgets.engine.train_data import TrainDataError
+
+    if (args.folder is None) == (args.sample is None):
+        raise TrainDataError(
+            "give a training folder (one sub-folder per class) or --sample digits|lfw, not both"
+        )
+    workspace = _workspace(args)
+    cancel = CancelToken()
+    progress = TerminalProgress()
+    try:
+        result = train_classifier(
+            args.name,
+            args.folder,
+            sample=args.sample,
+            sample_per_class=args.per_class,
+            featurizer=args.featurizer,
+            weights=args.weights,
+            size=args.size,
+            holdout=args.holdout,
+            seed=args.seed,
+            epochs=args.epochs,
+            patience=args.patience,
+            augment=args.augment,
+            workspace=workspace,
+            progress=progress,
+            cancel=cancel,
+        )
+    except KeyboardInterrupt:
+        cancel.cancel()
+        raise
+    finally:
+        progress.close()
+    report = result.report
+    held = report["holdout"]
     print(
-        f"\n{artifact.model_name}:{artifact.model_version} {artifact.precision}  "
-        f"{artifact.size_bytes / 2**20:.1f} MB  {artifact.file}"
+        f"\ntrained {result.model.ref}: {len(report['classes'])} classes on "
+        f"{report['featurizer']['title']} ({report['featurizer']['weights']} weights, "
+        f"{report['featurizer']['size']} px)"
     )
-    if "vs_tensorflow" in r:
-        same, jpeg = r["vs_tensorflow"], r["vs_tensorflow_jpeg"]
-        lat = r["latency"]
-        print(
-            f"  vs TensorFlow, same pixels : max |diff| {same['max_abs_diff']:.2e}, "
-            f"top-1 {same['top1_agree_count']}/{same['n_images']}"
+    print(
+        f"held-out accuracy: {held['accuracy']:.3f} on {held['n_images']} images "
+        f"(stopped after {report['head']['epochs_run']} epochs, "
+        f"kept epoch {report['head']['best_epoch']})"
+    )
+    rows: list[list[Any]] = [["class", "precision", "recall", "held out"]]
+    rows += [
+        [c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", c["support"]]
+        for c in held["per_class"]
+    ]
+    print(_table(rows))
+    print("\nconfusion matrix (rows: true class, columns: predicted)")
+    classes = report["classes"]
+    print(
+        _table(
+            [["", *classes], *[[c, *r] for c, r in zip(classes, held["confusion"], strict=True)]]
         )
-        print(
-            f"  vs TensorFlow, JPEG in     : max |diff| {jpeg['max_abs_diff']:.2e}, "
-            f"top-1 {jpeg['top1_agree_count']}/{jpeg['n_images']}"
-        )
-        print(
-            f"  latency p50, batch 1       : ONNX Runtime {lat['onnxruntime']['p50_ms']:.1f} ms,"
-            f" TensorFlow {lat['tensorflow']['p50_ms']:.1f} ms "
-            f"({r['latency_ratio_ort_vs_tf']:.2f}x)"
-        )
-        print(
-            f"  conversion                 : {r['convert_seconds']} s, peak "
-            f"{r['convert_peak_rss_gib']} GiB"
-        )
-    if "vs_fp32" in r:
-        cmp, lat = r["vs_fp32"], r["latency"]
-        print(
-            f"  vs fp32                    : top-1 {cmp['top1_agree_count']}/{cmp['n_images']},"
-            f" max |diff| {cmp['max_abs_diff']:.2e}"
-        )
-        print(
-            f"  latency p50, batch 1       : int8 {lat['int8']['p50_ms']:.1f} ms, fp32 "
-            f"{lat['fp32']['p50_ms']:.1f} ms ({r['latency_ratio_int8_vs_fp32']:.2f}x)"
-        )
+    )
+    examples = result.model.path / result.model.spec["examples"]
+    print(
+        f"\nnext: accel-widgets convert {result.model.name} --quantize int8 --calibration "
+        f"{examples}\n      accel-widgets deploy {result.model.name}"
+    )
+    return SUCCESS
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -277,7 +316,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def _mask(key: str | None) -> str:
-    return "-" if not key else f"{key[:4]}...{key[-4:]}"
+    from accel_widgets.engine.keys import mask_key
+
+    return mask_key(key)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -491,11 +532,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score an image with a deployed service: top labels, confidences and latency."""
-    import time
-
     from accel_widgets.engine.client import client_from_service
-    from accel_widgets.engine.labels import top_k
-    from accel_widgets.engine.scoring import service_labels
+    from accel_widgets.engine.scoring import score, service_labels
 
     workspace = _workspace(args)
     service = workspace.get_service(args.service)
@@ -513,23 +551,53 @@ def cmd_score(args: argparse.Namespace) -> int:
         data = path.read_bytes()
     else:
         raise AccelError("give an image file, or --sample chelsea (a bundled cat photo)")
+    if _serves_detector(workspace, service):
+        return _score_detector(service, data, labels, args)
     with client_from_service(service) as client:
-        started = time.perf_counter()
-        scores = client.score_image(data)
-        first_ms = (time.perf_counter() - started) * 1000
-        timings = []
-        for _ in range(max(0, args.repeat - 1)):
-            started = time.perf_counter()
-            client.score_image(data)
-            timings.append((time.perf_counter() - started) * 1000)
+        results = [score(client, data, labels, k=args.top) for _ in range(max(1, args.repeat))]
     rows: list[list[Any]] = [["rank", "class", "label", "confidence"]]
-    for rank, (index, label, score) in enumerate(top_k(scores, labels, k=args.top), 1):
-        rows.append([rank, index, label, f"{score:.4f}"])
+    for rank, (index, label, value) in enumerate(results[0].top, 1):
+        rows.append([rank, index, label, f"{value:.4f}"])
     print(_table(rows))
-    line = f"latency: {first_ms:.1f} ms (first call, includes connecting)"
-    if timings:
-        timings.sort()
-        line += f"; p50 {timings[len(timings) // 2]:.1f} ms over {len(timings)} more calls"
+    line = f"latency: {results[0].latency_ms:.1f} ms (first call, includes connecting)"
+    if len(results) > 1:
+        rest = sorted(r.latency_ms for r in results[1:])
+        line += f"; p50 {rest[len(rest) // 2]:.1f} ms over {len(rest)} more calls"
+    print(line)
+    return SUCCESS
+
+
+def _serves_detector(workspace, service) -> bool:
+    artifact = workspace.get_artifact_by_id(service.artifact_id)
+    model = workspace.get_model(artifact.model_name, artifact.model_version)
+    return model.spec.get("task") == "detection"
+
+
+def _score_detector(service, data: bytes, labels, args: argparse.Namespace) -> int:
+    """A detector's answer: one row per labelled box (class, score, [ymin, xmin, ymax, xmax])."""
+    import time
+
+    from accel_widgets.engine.client import client_from_service
+    from accel_widgets.engine.detection import detections_from_outputs
+    from accel_widgets.engine.ssd_decode import DETECTION_OUTPUTS
+
+    timings = []
+    with client_from_service(service) as client:
+        for _ in range(max(1, args.repeat)):
+            started = time.perf_counter()
+            arrays = client.score_image(data, outputs=list(DETECTION_OUTPUTS))
+            timings.append((time.perf_counter() - started) * 1000)
+    found = detections_from_outputs(arrays, labels)
+    rows: list[list[Any]] = [["#", "class", "label", "score", "box [ymin, xmin, ymax, xmax]"]]
+    for rank, d in enumerate(found, 1):
+        box = "[" + ", ".join(f"{v:.3f}" for v in d.box) + "]"
+        rows.append([rank, d.class_id, d.label, f"{d.score:.4f}", box])
+    print(_table(rows) if found else "no objects found (score threshold 0.5)")
+    print(f"{len(found)} detection(s)")
+    line = f"latency: {timings[0]:.1f} ms (first call, includes connecting)"
+    if len(timings) > 1:
+        rest = sorted(timings[1:])
+        line += f"; p50 {rest[len(rest) // 2]:.1f} ms over {len(rest)} more calls"
     print(line)
     return SUCCESS
 
@@ -627,6 +695,7 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "quota": (cmd_quota, "Check capacity (local machine or an Azure region)."),
     "convert": (cmd_convert, "Build, register, convert to ONNX, validate and quantize a model."),
     "register": (cmd_register, "Register your own ONNX, Keras or SavedModel model."),
+    "train": (cmd_train, "Train a classifier for your own classes on a catalog featurizer."),
     "list": (cmd_list, "List workspace models and converted artifacts."),
     "deploy": (cmd_deploy, "Deploy a converted model as a gRPC service."),
     "score": (cmd_score, "Score an image with a deployed service."),
@@ -687,6 +756,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default="imagenet", help="imagenet, voc or a labels file")
     p.add_argument("--preprocessing", help='JSON, e.g. \'{"channel_order": "BGR"}\'')
     p.add_argument("--postprocess", default="flatten", choices=["flatten", "softmax", "none"])
+
+    p = parsers["train"]
+    p.add_argument("name", help="workspace name of the trained model (lowercase)")
+    p.add_argument("folder", nargs="?", help="a folder with one sub-folder of images per class")
+    p.add_argument("--sample", choices=["digits", "lfw"], help="a bundled demo set instead")
+    p.add_argument("--per-class", type=int, help="with --sample: the first N images of each class")
+    p.add_argument("--featurizer", default="resnet50", help="catalog classifier (default resnet50)")
+    p.add_argument(
+        "--weights", default="imagenet", help="imagenet (default), random, or a Keras weights file"
+    )
+    p.add_argument("--size", type=int, help="featurizer input in pixels (default: the catalog's)")
+    p.add_argument("--holdout", type=float, default=0.2, help="share of each class held out")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the head")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--patience", type=int, default=6, help="early stopping: epochs without gain")
+    p.add_argument("--augment", action="store_true", help="also train on mirror images")
 
     p = parsers["list"]
     p.add_argument("--json", action="store_true", help="also print the full reports as JSON")

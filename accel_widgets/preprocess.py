@@ -9,9 +9,29 @@ engine's conversion checks all share: the same bytes give the same tensor everyw
 Choices, and why:
 
 * **JPEG through simplejpeg** (bundles libjpeg-turbo): 2-5x faster than Pillow on large
-  photos, and its DCT-domain downscaling (``min_height``/``min_width``) decodes a 4000x3000
-  photo at 1/4 or 1/8 size for a fraction of the work, as long as the short side stays at or
-  above the size we resize to next. Other formats (PNG, BMP, GIF, WebP, TIFF) go through Pillow.
+  photos, and bit-identical to Pillow's full-size decode (0 grey levels apart on every bundled
+  photo). Other formats (PNG, BMP, GIF, WebP, TIFF) go through Pillow.
+* **Two decode paths, chosen per model with** ``Preprocessing.decode``:
+
+  - ``"exact"`` (the default): decode at full size, resize the whole image (short side to
+    ``short_side``, bilinear), then take the centre crop. These are the documented steps a
+    reference pipeline takes (Pillow: open, resize, crop), and the result is bit-identical to
+    it, so the service answers what an in-process reference answers.
+  - ``"fast"``: libjpeg-turbo's DCT-domain downscaling (``min_height``/``min_width``) decodes
+    a photo at 1/2, 1/4 or 1/8 size when its short side stays at or above ``short_side``,
+    and only the source box the crop keeps is resampled.
+
+  Measured (2-core AMD EPYC, quiet, 2026-11-30; ``bench/bench_decode.py`` prints it;
+  docs/MEASUREMENTS.md "Decode paths"): per image, exact vs fast costs 1.7 vs 1.1 ms for a
+  451x300 JPEG, 2.6 vs 0.8 ms for 512x512, 5.9 vs 2.3 ms for 1024x768 and 96 vs 10 ms for
+  a 12-megapixel 4032x3024 photo. The price of "fast" is fidelity: a 512x512 photo decoded at
+  1/2 size skips the bilinear filter's anti-aliasing and lands up to 49 grey levels (mean 2.2)
+  from the reference, enough to flip the real SqueezeNet's top 1 on the bundled astronaut
+  (served "drumstick" 0.24 vs reference "barbell" 0.27), and the crop-box resampling is up to
+  1 grey level off, which moves the real MobileNetV2 INT8's scores by up to 0.09. For the
+  photo sizes users send to a widget the exact path costs 1-2 ms more, small against the
+  model, so it is the default; a service scoring large photos at high rates can set
+  ``"decode": "fast"`` for that model and accept those differences.
 * **A decompression-bomb guard before decoding**: the header's width and height are read
   first (simplejpeg's header parser, Pillow's lazy ``open``) and an image above
   ``max_pixels`` is refused before a single pixel buffer is allocated.
@@ -42,6 +62,7 @@ RESIZE_MODES = ("short_side_crop", "stretch")
 CHANNEL_ORDERS = ("RGB", "BGR")
 LAYOUTS = ("NHWC", "NCHW")
 DTYPES = ("float32", "float16", "uint8")
+DECODE_MODES = ("exact", "fast")
 
 #: Default pixel limit: a 50-megapixel photo decodes to 150 MB of RGB, which is plenty.
 MAX_PIXELS = 50_000_000
@@ -78,6 +99,10 @@ class Preprocessing:
         ``"NHWC"`` or ``"NCHW"``.
     dtype
         ``"float32"``, ``"float16"`` or ``"uint8"`` (raw pixels; needs scale 1, mean 0, std 1).
+    decode
+        ``"exact"`` (full-size decode, then resize and crop: the reference's pixels) or
+        ``"fast"`` (DCT-scaled decode of large JPEGs, resample only the crop); see the module
+        docstring for what each costs and how far apart they land.
     """
 
     size: int = 224
@@ -89,6 +114,7 @@ class Preprocessing:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     layout: str = "NHWC"
     dtype: str = "float32"
+    decode: str = "exact"
 
     def __post_init__(self) -> None:
         # Validate at construction so a bad config fails when it is written, not at the
@@ -104,6 +130,7 @@ class Preprocessing:
         choice("channel_order", CHANNEL_ORDERS)
         choice("layout", LAYOUTS)
         choice("dtype", DTYPES)
+        choice("decode", DECODE_MODES)
         for name in ("size", "short_side"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8192:
@@ -308,9 +335,9 @@ def _geometry(rgb: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """Resize and crop to ``size x size`` (bilinear, see the module docstring).
 
     For ``short_side_crop`` the result is "resize the short side to ``short_side``, then take
-    the centre ``size x size``", computed in one Pillow call that resamples only the source
-    box the crop keeps: half the work, and within one grey level of resizing the whole image
-    and cropping afterwards.
+    the centre ``size x size``". ``decode="exact"`` does exactly that; ``decode="fast"``
+    computes it in one Pillow call that resamples only the source box the crop keeps: half
+    the work, and within one grey level of resizing the whole image and cropping afterwards.
     """
     height, width = rgb.shape[:2]
     image = Image.fromarray(rgb, "RGB")
@@ -328,6 +355,9 @@ def _geometry(rgb: np.ndarray, pre: Preprocessing) -> np.ndarray:
     top = (new_h - pre.size) // 2
     if (new_w, new_h) == (width, height):
         return np.asarray(image)[top : top + pre.size, left : left + pre.size]
+    if pre.decode == "exact":
+        resized = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR))
+        return resized[top : top + pre.size, left : left + pre.size]
     sx, sy = width / new_w, height / new_h
     box = (left * sx, top * sy, (left + pre.size) * sx, (top + pre.size) * sy)
     return np.asarray(image.resize((pre.size, pre.size), Image.Resampling.BILINEAR, box=box))
@@ -388,5 +418,7 @@ def prepare(data: bytes, pre: Preprocessing, *, max_pixels: int = MAX_PIXELS) ->
     ImageError
         When the bytes are empty, not an image, corrupt, or above ``max_pixels``.
     """
-    min_side = pre.short_side if pre.resize == "short_side_crop" else pre.size
+    min_side = None
+    if pre.decode == "fast":
+        min_side = pre.short_side if pre.resize == "short_side_crop" else pre.size
     return prepare_array(decode_image(data, max_pixels=max_pixels, min_side=min_side), pre)

@@ -18,7 +18,9 @@ Routes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from jupyter_server.utils import url_path_join
 from accel_widgets.engine.notebooks import copy_walkthrough, scoring_notebook
 from accel_widgets.engine.package import delete_image, list_images
 from accel_widgets.engine.targets import delete_service, get_target, list_services, targets
-from accel_widgets.engine.workspace import Workspace, check_name
+from accel_widgets.engine.workspace import Workspace, check_name, default_root
 from accel_widgets.errors import (
     AccelError,
     DependencyError,
@@ -51,12 +53,33 @@ def _status_for(exc: AccelError) -> int:
     return 400
 
 
+_workspaces: dict[Path, Workspace] = {}
+_workspaces_lock = threading.Lock()
+
+
+def shared_workspace() -> Workspace:
+    """The workspace kernels use too (``$ACCEL_WIDGETS_WORKSPACE`` or the user default), once.
+
+    Opening a :class:`Workspace` runs the schema script and a recovery sweep that may wait
+    up to 30 s on SQLite's busy timeout; the sidebar polls every 5 s, so doing it per request
+    (as this module once did) blocked Jupyter's event loop again and again. One instance per
+    root is kept for the server's life (its methods open a connection per call, so sharing
+    it between threads is safe); a workspace folder deleted meanwhile is opened afresh.
+    """
+    root = default_root()
+    with _workspaces_lock:
+        workspace = _workspaces.get(root)
+        if workspace is None or not workspace.db_path.exists():
+            workspace = _workspaces[root] = Workspace(root)
+        return workspace
+
+
 class _Handler(APIHandler):
     """JSON in and out; engine errors become 4xx answers with the engine's own words."""
 
     def workspace(self) -> Workspace:
-        """The workspace kernels use too: ``$ACCEL_WIDGETS_WORKSPACE`` or the user default."""
-        return Workspace()
+        """The shared workspace (see :func:`shared_workspace`)."""
+        return shared_workspace()
 
     def send(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -267,4 +290,12 @@ def _load_jupyter_server_extension(serverapp) -> None:
         (url_path_join(base, "walkthrough"), WalkthroughHandler),
     ]
     web_app.add_handlers(".*$", handlers)
+    # Open the workspace now, off the event loop, so the first sidebar poll does not wait.
+    threading.Thread(target=_open_quietly, name="accel-widgets-workspace", daemon=True).start()
     serverapp.log.info("accel-widgets: REST API at %s", base)
+
+
+def _open_quietly() -> None:
+    """Warm :func:`shared_workspace`; a failure here is reported by the first request."""
+    with contextlib.suppress(AccelError):
+        shared_workspace()

@@ -9,7 +9,7 @@ Prints, for one model (ResNet-50 INT8 with random weights by default):
   ``--deploys`` each, alternating, deleted between;
 * **served latency**: client-observed p50/p99 for the cat JPEG through each service, in
   alternating blocks of ``--block`` calls (ONNX Runtime threads spin after a run, so
-  measuring one service right after the other's burst would slow it: FINDINGS.md), and the
+  measuring one service right after the other's burst would slow it: docs/FINDINGS.md), and the
   ratio container / local.
 
 The CPU model is printed with the figures: they move with the machine. Needs a Docker

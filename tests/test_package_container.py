@@ -50,7 +50,9 @@ pytestmark = pytest.mark.timeout(300)
 
 CAT_CLASSES = range(281, 286)
 SQUEEZENET_PRE = {"channel_order": "BGR", "layout": "NCHW", "dtype": "float16"}
-MAX_IMAGE_BYTES = 450 * 10**6
+# 389 MB with ONNX Runtime alone; the image also carries OpenVINO, the runtime `auto` picks
+# where it measures faster (pruned to its CPU plugin and ONNX reader, +104 MB): 493 MB.
+MAX_IMAGE_BYTES = 500 * 10**6
 
 
 def _register_squeezenet(workspace: Workspace, weights_dir: Path, name: str = "squeezenet"):

@@ -109,15 +109,44 @@ def test_key_checker_accepts_bearer_and_bare_keys_only():
 
 
 def test_metrics_render_prometheus_text():
+    from prometheus_client.parser import text_string_to_metric_families
+
     metrics = Metrics()
     metrics.observe("m", "grpc", "OK", 0.004)
     metrics.observe("m", "grpc", "INVALID_ARGUMENT", 0.2)
-    text = metrics.render()
-    assert 'accel_widgets_requests_total{model="m",protocol="grpc",code="OK"} 1' in text
-    assert 'accel_widgets_request_errors_total{model="m",code="INVALID_ARGUMENT"} 1' in text
-    assert 'accel_widgets_request_duration_seconds_bucket{model="m",le="0.005"} 1' in text
-    assert 'accel_widgets_request_duration_seconds_bucket{model="m",le="+Inf"} 2' in text
-    assert 'accel_widgets_request_duration_seconds_count{model="m"} 2' in text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render())
+        for s in family.samples
+    }
+    ok = (("code", "OK"), ("model", "m"), ("protocol", "grpc"))
+    bad = (("code", "INVALID_ARGUMENT"), ("model", "m"), ("protocol", "grpc"))
+    assert samples[("accel_widgets_requests_total", ok)] == 1
+    assert (
+        samples[
+            ("accel_widgets_request_errors_total", (("code", "INVALID_ARGUMENT"), ("model", "m")))
+        ]
+        == 1
+    )
+    assert (
+        samples[
+            ("accel_widgets_request_duration_seconds_bucket", (*ok[:1], ("le", "0.005"), *ok[1:]))
+        ]
+        == 1
+    )
+    assert (
+        samples[
+            ("accel_widgets_request_duration_seconds_bucket", (*bad[:1], ("le", "0.005"), *bad[1:]))
+        ]
+        == 0
+    )
+    assert (
+        samples[
+            ("accel_widgets_request_duration_seconds_bucket", (*bad[:1], ("le", "+Inf"), *bad[1:]))
+        ]
+        == 1
+    )
+    assert samples[("accel_widgets_request_duration_seconds_count", ok)] == 1
 
 
 @pytest.mark.parametrize(

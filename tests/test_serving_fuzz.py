@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import time
 
 import grpc
@@ -133,3 +134,191 @@ def test_two_thousand_malformed_requests_then_a_cat(server, channel):
     with PredictionClient("127.0.0.1", server.port, timeout=30) as client:
         assert int(np.argmax(client.score_image(JPEG))) in CAT_CLASSES
     assert elapsed < 180, f"fuzzing took {elapsed:.0f} s"
+
+
+# -- the Open Inference Protocol (KServe v2) ---------------------------------------------------
+
+V2_DATATYPES = st.sampled_from(
+    ["BYTES", "FP32", "FP16", "FP64", "UINT8", "INT64", "BOOL", "BF16", "", "fp32"]
+)
+V2_MODELS = st.sampled_from(["", "squeezenet", "resnet50", "x" * 300])
+V2_SHAPES = st.one_of(
+    st.lists(st.integers(-2, 300), max_size=5),
+    st.just([1, 3, 224, 224]),
+    st.just([1]),
+    st.just([2**40, 2**40]),
+)
+
+
+@st.composite
+def v2_infer_requests(draw) -> bytes:
+    """ModelInfer requests: wrong datatypes, shapes, contents, names; now and then damaged."""
+    request = protocol.ModelInferRequest()
+    request.model_name = draw(V2_MODELS)
+    request.model_version = draw(st.sampled_from(["", "1", "2", "-1", "one"]))
+    use_raw = draw(st.booleans())
+    for _ in range(draw(st.integers(0, 2))):
+        entry = request.inputs.add(name=draw(NAMES), datatype=draw(V2_DATATYPES))
+        entry.shape.extend(draw(V2_SHAPES))
+        kind = draw(st.sampled_from(["fp32", "bytes", "int64", "none"]))
+        if use_raw:
+            raw = draw(
+                st.one_of(
+                    st.binary(max_size=1024),
+                    st.just(len(JPEG).to_bytes(4, "little") + JPEG[: len(JPEG) // 2]),
+                    st.just(b"\xff\xff\xff\x7f" + JPEG[:64]),
+                )
+            )
+            request.raw_input_contents.append(raw)
+        elif kind == "fp32":
+            entry.contents.fp32_contents.extend(draw(st.lists(st.floats(width=32), max_size=64)))
+        elif kind == "bytes":
+            entry.contents.bytes_contents.extend(
+                draw(st.lists(st.one_of(st.binary(max_size=128), st.just(JPEG[:500])), max_size=3))
+            )
+        elif kind == "int64":
+            entry.contents.int64_contents.extend(
+                draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=64))
+            )
+    if use_raw and draw(st.integers(0, 4)) == 0:
+        request.raw_input_contents.append(b"extra")
+    for name in draw(st.lists(NAMES, max_size=2)):
+        request.outputs.add(name=name)
+    body = request.SerializeToString()
+    if draw(st.integers(0, 9)) == 0:
+        cut = draw(st.integers(0, len(body)))
+        body = body[:cut] + draw(st.binary(max_size=8)) + body[cut + 4 :]
+    return body
+
+
+@st.composite
+def v2_other_requests(draw) -> tuple[str, bytes]:
+    """ModelMetadata and ModelReady with unknown models and versions, or garbage bytes."""
+    method = draw(st.sampled_from(["ModelMetadata", "ModelReady", "ServerMetadata", "ServerLive"]))
+    message = (
+        protocol.ModelMetadataRequest(
+            name=draw(V2_MODELS), version=draw(st.sampled_from(["", "1", "7", "x"]))
+        )
+        if method == "ModelMetadata"
+        else protocol.ModelReadyRequest(
+            name=draw(V2_MODELS), version=draw(st.sampled_from(["", "1", "7"]))
+        )
+    )
+    body = draw(st.one_of(st.just(message.SerializeToString()), st.binary(max_size=64)))
+    return method, body
+
+
+@pytest.mark.timeout(240)
+def test_malformed_open_inference_protocol_requests_then_a_cat(server, channel):
+    import tritonclient.grpc as triton
+
+    codes: collections.Counter = collections.Counter()
+    methods = {
+        name: channel.unary_unary(f"/{protocol.INFERENCE_SERVICE}/{name}")
+        for name in ("ModelInfer", "ModelMetadata", "ModelReady", "ServerMetadata", "ServerLive")
+    }
+
+    @settings(
+        max_examples=1200,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        call=st.one_of(v2_infer_requests().map(lambda b: ("ModelInfer", b)), v2_other_requests())
+    )
+    def send(call: tuple[str, bytes]) -> None:
+        method, body = call
+        try:
+            methods[method](body, timeout=20)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            code = exc.code()
+            assert code in CLIENT_ERRORS, (method, code, exc.details())
+            assert exc.details(), "every refusal says why"
+        codes[code] += 1
+
+    send()
+    assert codes[grpc.StatusCode.INVALID_ARGUMENT] > 300, codes
+    assert codes[grpc.StatusCode.NOT_FOUND] > 50, codes
+    assert server.process.poll() is None, "the server died"
+    client = triton.InferenceServerClient(server.target)
+    image = triton.InferInput("images", [1], "BYTES")
+    image.set_data_from_numpy(np.array([JPEG], dtype=object))
+    scores = client.infer("squeezenet", [image]).as_numpy("output_alias")
+    assert int(np.argmax(scores)) in CAT_CLASSES
+
+
+V2_JSON_BODIES = st.one_of(
+    st.binary(max_size=256),
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
+        lambda children: st.one_of(
+            st.lists(children, max_size=4),
+            st.dictionaries(st.text(max_size=8), children, max_size=4),
+        ),
+        max_leaves=12,
+    ).map(lambda value: json.dumps(value).encode()),
+    st.builds(
+        lambda name, datatype, shape, data, outputs: json.dumps(
+            {
+                "inputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data}],
+                "outputs": outputs,
+            }
+        ).encode(),
+        NAMES,
+        V2_DATATYPES,
+        V2_SHAPES,
+        st.one_of(
+            st.lists(st.floats(allow_nan=False), max_size=8),
+            st.lists(st.text(max_size=8), max_size=3),
+        ),
+        st.lists(st.fixed_dictionaries({"name": NAMES}), max_size=2),
+    ),
+)
+
+
+@pytest.mark.timeout(240)
+def test_malformed_v2_rest_requests_then_a_cat(server):
+    """Bad JSON, bad tensors and lying binary headers on the HTTP port: 4xx with a sentence."""
+    import http.client
+
+    codes: collections.Counter = collections.Counter()
+
+    @settings(
+        max_examples=300,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        model=V2_MODELS,
+        body=V2_JSON_BODIES,
+        header=st.one_of(st.none(), st.integers(-5, 400).map(str), st.just("x")),
+    )
+    def send(model: str, body: bytes, header: str | None) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=20)
+        headers = {"Content-Type": "application/json"}
+        if header is not None:
+            headers["Inference-Header-Content-Length"] = header
+        connection.request("POST", f"/v2/models/{model or 'squeezenet'}/infer", body, headers)
+        response = connection.getresponse()
+        text = response.read()
+        connection.close()
+        codes[response.status] += 1
+        assert response.status in (200, 400, 404, 413), (response.status, text[:300])
+        if response.status != 200:
+            assert json.loads(text)["error"], "every refusal says why"
+
+    send()
+    assert codes[400] > 100, codes
+    assert server.process.poll() is None, "the server died"
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(f"127.0.0.1:{server.rest_port}")
+    image = triton.InferInput("images", [1], "BYTES")
+    image.set_data_from_numpy(np.array([JPEG], dtype=object))
+    scores = client.infer("squeezenet", [image]).as_numpy("output_alias")
+    assert int(np.argmax(scores)) in CAT_CLASSES

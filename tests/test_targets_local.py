@@ -180,14 +180,23 @@ def test_deployed_service_puts_a_cat_first_and_espresso_first(ws, photos):
     assert int(np.argmax(coffee)) == ESPRESSO
 
 
-def test_cli_score_prints_egyptian_cat_first(ws, photos, capsys):
+def test_cli_score_prints_egyptian_cat_first(ws, photos, capsys, monkeypatch):
+    from accel_widgets.engine import scoring
+
     _deploy(ws)
     capsys.readouterr()
+    scored = []  # the CLI scores through the engine's score(), as the Score widget does
+    real = scoring.score
+    monkeypatch.setattr(
+        scoring, "score", lambda *a, **k: scored.append(real(*a, **k)) or scored[-1]
+    )
 
-    code = _cli(ws, "score", "squeezenet", str(photos["chelsea"]))
+    code = _cli(ws, "score", "squeezenet", str(photos["chelsea"]), "--repeat", "3")
 
     out = capsys.readouterr().out
     assert code == 0
+    assert len(scored) == 3 and f"{scored[0].top[0][2]:.4f}" in out
+    assert "over 2 more calls" in out
     header, _rule, first, *_ = out.splitlines()
     assert header.split()[:3] == ["rank", "class", "label"]
     assert first.split()[:2] == ["1", "285"]

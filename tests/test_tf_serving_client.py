@@ -150,7 +150,9 @@ def test_official_client_gets_the_same_scores_as_our_client(official, our_scores
     named = official["named"]
 
     assert named["model"] == "squeezenet"
-    assert named["outputs"] == ["output_alias"]
+    # No output_filter: the alias and the graph's own output name (what a client of the
+    # original service reads), the same tensor under both.
+    assert named["outputs"] == ["output_alias", "softmaxout_1"]
     assert named["shape"] == [1, 1000]
     np.testing.assert_allclose(named["scores"], our_scores, rtol=1e-6, atol=1e-7)
     assert int(np.argmax(named["scores"])) in CAT_CLASSES
@@ -169,7 +171,7 @@ def test_official_client_with_the_legacy_placeholder_input_name_scores_the_same(
 ):
     legacy = official["legacy_input"]
 
-    assert legacy["outputs"] == ["output_alias"]
+    assert legacy["outputs"] == ["output_alias", "softmaxout_1"]
     np.testing.assert_allclose(legacy["scores"], our_scores, rtol=1e-6, atol=1e-7)
     assert int(np.argmax(legacy["scores"])) in CAT_CLASSES
 
@@ -179,7 +181,8 @@ def test_official_metadata_call_shows_the_images_input(official):
 
     assert metadata["model"] == "squeezenet"
     assert metadata["inputs"]["images"] == {"name": "Placeholder:0", "dtype": "string"}
-    assert list(metadata["outputs"]) == ["output_alias"]
+    assert sorted(metadata["outputs"]) == ["output_alias", "softmaxout_1"]
+    assert metadata["outputs"]["softmaxout_1"]["name"] == "softmaxout_1"
 
 
 def test_official_metadata_output_dtype_matches_what_predict_returns(official):

@@ -312,6 +312,21 @@ def build_model(
     spec = get_spec(model)
     name = check_name(spec.base_name if name is None else name)
     workspace = workspace or Workspace()
+    if spec.task == "detection":  # SSD: its own network, outputs and weights (engine/ssd.py)
+        from accel_widgets.engine.ssd import build_detector
+
+        report("build", 0.0, f"loading TensorFlow to build {spec.title}")
+        return build_detector(
+            spec,
+            weights=weights,
+            name=name,
+            workspace=workspace,
+            description=description,
+            tags=tags,
+            seed=seed,
+            progress=report,
+            cancel=cancel,
+        )
     report("build", 0.0, f"loading TensorFlow to build {spec.title}")
     _, keras = _import_tf()
     if seed is not None and str(weights) == "random":

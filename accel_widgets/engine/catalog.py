@@ -47,7 +47,7 @@ class ModelSpec:
     int8_mb: float
     convert_gib: float
     serve_gib: float
-    latency_ms_fp32: float | None  # batch 1, ONNX Runtime, 2 cores (FINDINGS.md)
+    latency_ms_fp32: float | None  # batch 1, ONNX Runtime, 2 cores (docs/FINDINGS.md)
     latency_ms_int8: float | None
     quantized: bool = False
     graph_ready: bool = True  # False: the spec is here, the graph comes in a later release
@@ -221,12 +221,15 @@ _BASE = [
         serve_gib=0.6,
         latency_ms_fp32=None,
         latency_ms_int8=None,
-        graph_ready=False,
+        graph_ready=True,
         notes=(
             "300x300 input, 6 feature maps (grids 37/19/10/5/3/1, 4/6/6/6/4/4 anchors per cell, "
             "8,432 anchors), background + 20 VOC classes, boxes [ymin, xmin, ymax, xmax] "
             "decoded with variances 0.1/0.2, score threshold 0.5, top 400, per-class NMS at "
-            "IoU 0.45. Its graph arrives in a later release."
+            "IoU 0.45, all in the graph (engine/ssd.py). Outputs detection_boxes, "
+            "detection_classes, detection_scores, num_detections, and the 12 raw tensors "
+            "under their original names. Weights: random, 'imagenet' (VGG-16 backbone, "
+            "untrained heads) or a trained SSD300 file by layer name."
         ),
         extra={
             "grids": (37, 19, 10, 5, 3, 1),
@@ -264,6 +267,15 @@ ALIASES = {
     "ssdvgg": "ssd_vgg",
     "ssd-vgg": "ssd_vgg",
 }
+
+
+def quantize_for(spec: ModelSpec, asked: str | None) -> str | None:
+    """The quantization a build of ``spec`` gets: a quantized catalog name means INT8.
+
+    ``quantized-resnet50`` names the INT8 variant, so asking for it without ``quantize``
+    still makes the INT8 artifact. The CLI, the notebook walk and the widgets share this rule.
+    """
+    return "int8" if spec.quantized and asked is None else asked
 
 
 def get_spec(name: str) -> ModelSpec:

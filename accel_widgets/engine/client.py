@@ -36,6 +36,8 @@ from typing import Any
 import grpc
 import numpy as np
 
+from accel_widgets.engine.detection import Detection, detections_from_outputs
+from accel_widgets.engine.ssd_decode import DETECTION_OUTPUTS
 from accel_widgets.errors import ScoringError
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
 from accel_widgets.serving import protocol
@@ -327,7 +329,10 @@ class PredictionClient:
             outputs = [outputs]
         request.output_filter.extend(outputs or [])
         response = self.predict(request, timeout)
-        return {key: tensor_to_numpy(value) for key, value in response.outputs.items()}
+        tensors = dict(response.outputs.items())
+        if not outputs:
+            tensors = _without_aliases(tensors)
+        return {key: tensor_to_numpy(value) for key, value in tensors.items()}
 
     @staticmethod
     def _result(arrays: dict[str, np.ndarray], first_row: bool) -> np.ndarray | dict[str, Any]:
@@ -371,6 +376,34 @@ class PredictionClient:
         tensor = make_tensor_proto([data])
         return self._result(self._score(tensor, input_name, outputs, model_name, timeout), True)
 
+    def detect_image(
+        self,
+        image: ImageLike,
+        labels: Sequence[str] | None = None,
+        input_name: str = "images",
+        model_name: str = "",
+        timeout: float | None = None,
+    ) -> list[Detection]:
+        """Detect objects in one picture: labelled boxes, best score first.
+
+        Asks a detector (SSD-VGG) for its four detection outputs only, not the 12 raw maps
+        (840 kB a call). ``labels`` names the class ids (VOC: ``load_labels("voc")``).
+        """
+        arrays = self.score_image(image, input_name, list(DETECTION_OUTPUTS), model_name, timeout)
+        return detections_from_outputs(arrays, labels)
+
+    def detect_file(
+        self,
+        path: str | os.PathLike[str],
+        labels: Sequence[str] | None = None,
+        input_name: str = "images",
+        model_name: str = "",
+        timeout: float | None = None,
+    ) -> list[Detection]:
+        """:meth:`detect_image` on an image file sent as it is."""
+        data = Path(path).read_bytes()
+        return self.detect_image(data, labels, input_name, model_name, timeout)
+
     def score_numpy_array(
         self,
         array: np.ndarray,
@@ -404,6 +437,20 @@ class PredictionClient:
             results.append(self.score_file(path, **kwargs))
             report("score", (index + 1) / total, f"scored {Path(path).name}")
         return results
+
+
+def _without_aliases(tensors: dict[str, Any]) -> dict[str, Any]:
+    """One key per output of a filterless response: the alias, not its graph tensor names.
+
+    A server answers a request without ``output_filter`` under each output's alias *and* the
+    original graph's tensor names (``.../Softmax:0``), for clients of the original service;
+    the copies are identical tensors. The key kept: ``output_alias`` (the default alias),
+    else one without ``:<index>`` (graph tensor names end so, aliases do not).
+    """
+    kept: dict[bytes, str] = {}
+    for key in sorted(tensors, key=lambda k: (k != "output_alias", ":" in k, k)):
+        kept.setdefault(tensors[key].SerializeToString(), key)
+    return {key: tensors[key] for key in kept.values()}
 
 
 def encode_image(image: ImageLike, *, max_bytes: int = 12 * 1024 * 1024) -> bytes:

@@ -136,9 +136,10 @@ def convert(
     quantize:
         ``None``/``"fp32"`` for float only, ``"int8"`` for float plus static INT8.
     calibration:
-        A folder of typical images for INT8 calibration; default: the bundled real photos.
+        A folder of typical images for INT8 calibration; default: the model's own held-out
+        examples when it has them (a head trained on your classes), else the bundled photos.
     validation:
-        A folder of images for the validation report; default: the bundled real photos.
+        A folder of images for the validation report; default: as ``calibration``.
 
     Returns
     -------
@@ -163,6 +164,11 @@ def convert(
                 progress=report,
             )
         ]
+    # A model trained on your classes keeps held-out examples beside it: calibrating and
+    # validating on its own kind of picture beats ImageNet's photos for it.
+    if (examples := model.spec.get("examples")) and (model.path / examples).is_dir():
+        calibration = calibration or model.path / examples
+        validation = validation or model.path / examples
     saved_model = model.path / "saved_model"
     if not saved_model.is_dir():
         raise ConversionError(
@@ -176,6 +182,7 @@ def convert(
     with workspace.staging(min_free_bytes=int(estimate * 2**20 * 2.5)) as staged:
         job = {
             "kind": "convert",
+            "task": model.spec.get("task", "classification"),
             "saved_model": str(saved_model),
             "network": str(model.path / network)
             if (network := model.spec.get("network"))
@@ -240,6 +247,7 @@ def quantize_model(
     with workspace.staging(min_free_bytes=source.size_bytes) as staged:
         job = {
             "kind": "quantize",
+            "task": model.spec.get("task", "classification"),
             "fp32_onnx": str(source.file),
             "upcast_fp16": source.precision == "fp16",
             "out_dir": str(staged),

@@ -321,7 +321,11 @@ def run(job: dict[str, Any], queue: _Channel) -> None:
             fp32_dir = out / "fp32"
             fp32_dir.mkdir(parents=True, exist_ok=True)
             fp32_path = fp32_dir / "model.onnx"
-            if job.get("network"):
+            if job.get("task") == "detection":  # SSD: 16 outputs, NMS in the graph
+                from accel_widgets.engine.ssd_convert import convert_detector
+
+                convert_detector(Path(job["saved_model"]), fp32_path, job["size"], emit)
+            elif job.get("network"):
                 convert_keras_network(
                     Path(job["network"]), job["graph"], fp32_path, job["size"], emit
                 )
@@ -330,7 +334,12 @@ def run(job: dict[str, Any], queue: _Channel) -> None:
             result["convert_seconds"] = round(time.monotonic() - started, 1)
             result["convert_peak_rss_bytes"] = peak_rss_bytes()
             gc.collect()
-            report = validate_against_tf(Path(job["saved_model"]), fp32_path, job, emit)
+            if job.get("task") == "detection":
+                from accel_widgets.engine.ssd_convert import validate_detector
+
+                report = validate_detector(Path(job["saved_model"]), fp32_path, job, emit)
+            else:
+                report = validate_against_tf(Path(job["saved_model"]), fp32_path, job, emit)
             report["convert_seconds"] = result["convert_seconds"]
             report["convert_peak_rss_gib"] = round(result["convert_peak_rss_bytes"] / 2**30, 2)
             (fp32_dir / "report.json").write_text(json.dumps(report, indent=2))
@@ -347,7 +356,12 @@ def run(job: dict[str, Any], queue: _Channel) -> None:
                 emit("quantize", 0.02, "float16 model: upcasting to float32 for calibration")
                 source = out / "upcast-fp32.onnx"
                 upcast_fp16(fp32_path, source)
-            report = quantize_and_validate(source, int8_dir / "model.onnx", job, emit)
+            if job.get("task") == "detection":
+                from accel_widgets.engine.ssd_convert import quantize_detector
+
+                report = quantize_detector(source, int8_dir / "model.onnx", job, emit)
+            else:
+                report = quantize_and_validate(source, int8_dir / "model.onnx", job, emit)
             if source != fp32_path:
                 source.unlink()
             (int8_dir / "report.json").write_text(json.dumps(report, indent=2))

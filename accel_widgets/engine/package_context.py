@@ -12,6 +12,7 @@ every workspace (``$ACCEL_WIDGETS_CACHE`` or ``~/.cache/accel-widgets``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -36,7 +37,20 @@ DEFAULT_BASE = "python:3.11-slim-bookworm"
 #: A machine with no registry (a workshop room) names its own base once, here.
 BASE_ENV = "ACCEL_WIDGETS_BASE_IMAGE"
 #: What ``python -m accel_widgets.serving`` imports, and nothing else.
-SERVING_PACKAGES = ("numpy", "onnxruntime", "grpcio", "protobuf", "simplejpeg", "pillow")
+SERVING_PACKAGES = (
+    "numpy",
+    "onnxruntime",
+    "grpcio",
+    "protobuf",
+    "simplejpeg",
+    "pillow",
+    "prometheus-client",
+    "grpcio-health-checking",
+)
+#: The second runtime (the ``openvino`` extra): the image carries it when it is installed
+#: where the image is made, so the image's ``runtime: auto`` can pick it (serving/
+#: runtime_choice.py). Pruned to its CPU plugin and ONNX reader in the image: 100 MB of 180.
+OPTIONAL_SERVING_PACKAGES = ("openvino", "openvino-telemetry")
 #: Modules of this package the server needs (accel_widgets/__init__ imports progress).
 APP_MODULES = ("__init__.py", "errors.py", "progress.py", "preprocess.py")
 #: Inside the image. TF Serving's own ports: 8500 gRPC, 8501 REST.
@@ -63,6 +77,12 @@ RUN python3 -m venv /opt/accel-widgets \\
  && /opt/accel-widgets/bin/pip uninstall --yes --quiet pip setuptools \\
  && cd /opt/accel-widgets/lib/python3*/site-packages \\
  && rm -rf onnxruntime/transformers onnxruntime/quantization onnxruntime/tools \\
+      openvino/include openvino/tools openvino/libs/cache.json \\
+      openvino/libs/libopenvino_intel_gpu_plugin.so openvino/libs/libopenvino_intel_npu_plugin.so \\
+      openvino/libs/*tensorflow*_frontend* openvino/libs/*pytorch_frontend* \\
+      openvino/libs/*paddle_frontend* openvino/libs/*jax_frontend* openvino/libs/*gguf_frontend* \\
+      openvino/frontend/tensorflow openvino/frontend/pytorch openvino/frontend/paddle \\
+      openvino/frontend/jax \\
  && find . -depth -type d -name tests -exec rm -rf {{}} +
 
 FROM ${{BASE}}
@@ -135,6 +155,9 @@ def serving_pins() -> dict[str, str]:
                 f"{package} is not installed here, so its version cannot be pinned for the "
                 f"image: `pip install {package}`"
             ) from None
+    for package in OPTIONAL_SERVING_PACKAGES:  # carried when installed here
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            pins[package] = importlib.metadata.version(package)
     return pins
 
 
@@ -251,7 +274,8 @@ def write_context(
         labels = Path("labels.txt")
     # Relative paths resolve against the config file's folder (serving/config.py).
     in_image = dataclasses.replace(model, onnx=Path("model.onnx"), labels=labels)
-    config = ServerConfig(models=(in_image,), default_model=model.name)
+    # "auto": the image races the runtimes it carries on the machine it runs on.
+    config = ServerConfig(models=(in_image,), default_model=model.name, runtime="auto")
     (model_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     _copy_app(folder / "app")
     pins = serving_pins()

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from accel_widgets.engine.build import build_model
-from accel_widgets.engine.catalog import get_spec
+from accel_widgets.engine.catalog import get_spec, quantize_for
 from accel_widgets.engine.convert import convert, quantize_model
 from accel_widgets.engine.register import register_onnx
 from accel_widgets.engine.workspace import ArtifactRecord, ModelRecord, Workspace, check_name
@@ -55,8 +55,7 @@ def prepare_model(
     """
     report = as_reporter(progress, cancel)
     spec = get_spec(model)
-    if spec.quantized and quantize is None:
-        quantize = "int8"
+    quantize = quantize_for(spec, quantize)
     name = check_name(spec.base_name if name is None else name)
     workspace = workspace or Workspace()
     found = find_converted(workspace, name, weights=weights, quantize=quantize)

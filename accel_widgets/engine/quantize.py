@@ -2,7 +2,7 @@
 
 The format is QDQ with uint8 activations and int8 weights, per tensor: on this machine's
 AVX-512 VNNI cores it ran ResNet-50 in 12.8 ms against 40.4 ms for fp32, while per-channel
-int8/int8 took 30.9 ms and dynamic quantization 42.2 ms (FINDINGS.md). Calibration uses the
+int8/int8 took 30.9 ms and dynamic quantization 42.2 ms (docs/FINDINGS.md). Calibration uses the
 server's own preprocessing on real photos, so the activation ranges are the ones the service
 will see.
 """
@@ -68,8 +68,16 @@ def quantize_static_int8(
     calibration_inputs: Sequence[np.ndarray],
     *,
     tick: Callable[[], None] = lambda: None,
+    op_types: Sequence[str] | None = None,
+    symbolic_shapes: bool = True,
 ) -> None:
-    """Quantize ``fp32_path`` to ``int8_path`` (QDQ, U8 activations, S8 weights, per tensor)."""
+    """Quantize ``fp32_path`` to ``int8_path`` (QDQ, U8 activations, S8 weights, per tensor).
+
+    ``op_types`` limits quantization to those ops (the detector: its conv tower, so decoding
+    and NMS stay float); ``symbolic_shapes=False`` skips ORT's symbolic shape inference,
+    which writes wrong ranks into SSD's NMS subgraph (the calibration model then fails to
+    load: "All inputs to Concat must have same rank").
+    """
     import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -94,7 +102,9 @@ def quantize_static_int8(
     with tempfile.TemporaryDirectory(dir=Path(int8_path).parent) as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         try:
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+            quant_pre_process(
+                str(fp32_path), str(prepared), skip_symbolic_shape=not symbolic_shapes
+            )
         except Exception:  # symbolic shape inference fails on some exotic graphs
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(
@@ -107,4 +117,5 @@ def quantize_static_int8(
             per_channel=False,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=keep_float,
+            op_types_to_quantize=list(op_types) if op_types else None,
         )

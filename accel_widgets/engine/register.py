@@ -329,7 +329,10 @@ def _save_and_register(
     workspace: Workspace,
     report: Reporter,
     network=None,
+    extra=None,
 ) -> ModelRecord:
+    """Save, then register in one staging folder. ``extra(staged)`` may write more files
+    beside the model (a trained model's label file and report) and returns spec keys to add."""
     with workspace.staging() as staged:
         report("build", 0.6, "saving the SavedModel")
         names = save_serving_module(module, staged / "saved_model")
@@ -340,6 +343,9 @@ def _save_and_register(
             "labels": labels,
             "network": save_network(network, staged) if network is not None else None,
         }
+        if extra is not None:
+            spec.update(extra(staged))
+        report.check()
         (staged / "model.json").write_text(json.dumps(spec, indent=2))
         record = workspace.register_model(
             name,

@@ -32,6 +32,24 @@ def model_config_for(workspace: Workspace, artifact: ArtifactRecord) -> ModelCon
     input_names = [tensors.get("legacy_input"), tensors.get("input_tensor"), onnx_input]
     output_names = [*tensors.get("legacy_outputs", []), tensors.get("output_tensor")]
     labels = spec.get("labels")
+    outputs = (
+        OutputConfig(
+            alias=tensors.get("output_alias", "output_alias"),
+            onnx_output=onnx_output,
+            names=tuple(dict.fromkeys(n for n in output_names if n and n != "output_alias")),
+            postprocess=spec.get("postprocess", "flatten"),
+        ),
+    )
+    if spec.get("outputs"):  # several outputs (a detector: engine/ssd.py output_configs)
+        outputs = tuple(
+            OutputConfig(
+                alias=o["alias"],
+                onnx_output=o["onnx_output"],
+                names=tuple(o.get("names", ())),
+                postprocess=o.get("postprocess", "none"),
+            )
+            for o in spec["outputs"]
+        )
     return ModelConfig(
         name=model.name,
         onnx=artifact.file,
@@ -40,16 +58,21 @@ def model_config_for(workspace: Workspace, artifact: ArtifactRecord) -> ModelCon
         preprocessing=Preprocessing.from_dict(dict(pre)),
         input_alias=tensors.get("input_alias", "images"),
         input_names=tuple(dict.fromkeys(n for n in input_names if n and n != "images")),
-        outputs=(
-            OutputConfig(
-                alias=tensors.get("output_alias", "output_alias"),
-                onnx_output=onnx_output,
-                names=tuple(dict.fromkeys(n for n in output_names if n and n != "output_alias")),
-                postprocess=spec.get("postprocess", "flatten"),
-            ),
-        ),
+        outputs=outputs,
         labels=labels_path(labels) if labels else None,
+        bf16=bf16_validated(artifact.report),
     )
+
+
+def bf16_validated(report: dict) -> bool:
+    """Whether the artifact's validation showed bf16 agreeing with fp32 on every photo.
+
+    The server lets OpenVINO compute in bf16 only then (serving/openvino_runtime.py): a
+    ``report["bf16"]`` entry with ``top1_agreement`` 1.0 over at least one photo, as the
+    validation's other comparisons (``vs_fp32``) record it. No entry: f32.
+    """
+    check = report.get("bf16") or {}
+    return check.get("top1_agreement") == 1.0 and check.get("n_images", 0) > 0
 
 
 def server_config_for(

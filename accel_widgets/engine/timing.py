@@ -1,7 +1,7 @@
 """Latency measurement that survives a shared 2-core machine.
 
 ONNX Runtime's worker threads spin for a while after each run, so two sessions timed back to
-back slow each other down (FINDINGS.md). Comparisons therefore interleave the candidates
+back slow each other down (docs/FINDINGS.md). Comparisons therefore interleave the candidates
 round by round with a short idle gap, and report percentiles rather than means.
 """
 

@@ -47,13 +47,21 @@ def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) ->
 
     ``max_rel_diff`` divides by the largest reference value, so a near-uniform softmax
     (random weights) does not hide a real error behind tiny absolute numbers.
+    ``reference_top1`` and ``candidate_top1`` hold each image's top-1 class on either side,
+    so a stored report carries the evidence for its own agreement count.
     """
+    if len(reference) == 0 or len(candidate) == 0:
+        raise ConversionError(
+            f"no outputs to compare ({len(reference)} reference, {len(candidate)} candidate); "
+            "validation needs at least one photo"
+        )
     ref = np.concatenate([np.asarray(r, np.float64).reshape(1, -1) for r in reference])
     cand = np.concatenate([np.asarray(c, np.float64).reshape(1, -1) for c in candidate])
     if ref.shape != cand.shape:
         raise ConversionError(f"output shapes differ: {ref.shape} vs {cand.shape}")
     diff = np.abs(ref - cand)
-    agree = int((ref.argmax(axis=1) == cand.argmax(axis=1)).sum())
+    ref_top1, cand_top1 = ref.argmax(axis=1), cand.argmax(axis=1)
+    agree = int((ref_top1 == cand_top1).sum())
     top5 = [
         len(set(np.argsort(-r)[:5]) & set(np.argsort(-c)[:5])) / 5.0
         for r, c in zip(ref, cand, strict=True)
@@ -66,6 +74,8 @@ def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) ->
         "top1_agree_count": agree,
         "top5_overlap": float(np.mean(top5)),
         "n_images": len(ref),
+        "reference_top1": [int(i) for i in ref_top1],
+        "candidate_top1": [int(i) for i in cand_top1],
     }
 
 

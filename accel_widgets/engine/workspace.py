@@ -38,6 +38,10 @@ from accel_widgets.errors import (
 )
 
 SCHEMA_VERSION = 1
+#: How to bring a catalog written by an older accel-widgets up to :data:`SCHEMA_VERSION`:
+#: the SQL that upgrades version ``n - 1`` to ``n``, by ``n``. Change the schema by raising
+#: SCHEMA_VERSION, adding its step here, and updating ``_SCHEMA`` (which new catalogs get).
+MIGRATIONS: dict[int, str] = {}
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 _SCHEMA = """
@@ -247,7 +251,52 @@ class Workspace:
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+        self._migrate()
         self.recover()
+
+    def _migrate(self) -> None:
+        """Read ``schema_version``; upgrade an older catalog, refuse a newer one.
+
+        A newer catalog (written by a later accel-widgets) is refused rather than used: this
+        version would misread or damage what it does not know. Each upgrade step runs in the
+        same write transaction as the version bump, so a crash leaves the old version intact.
+        """
+        with self._connect() as db:
+            if self._schema_version(db) == SCHEMA_VERSION:
+                return  # the usual case: no write lock taken
+        with self._write() as db:
+            found = self._schema_version(db)
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                if version not in MIGRATIONS:
+                    raise WorkspaceError(
+                        f"no upgrade from catalog schema {version - 1} to {version} for "
+                        f"{self.db_path}; this accel-widgets cannot open it"
+                    )
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),)
+                )
+
+    def _schema_version(self, db: sqlite3.Connection) -> int:
+        """The catalog's ``schema_version``; a newer or unreadable one is refused."""
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        text = row["value"] if row else str(SCHEMA_VERSION)
+        if not text.isdigit():
+            raise WorkspaceError(
+                f"the workspace catalog {self.db_path} has schema_version {text!r}, not a "
+                "number; it was not written by accel-widgets, or is damaged"
+            )
+        found = int(text)
+        if found > SCHEMA_VERSION:
+            raise WorkspaceError(
+                f"the workspace {self.root} was written by a newer accel-widgets (catalog "
+                f"schema {found}; this one knows up to {SCHEMA_VERSION}). Upgrade "
+                "(pip install -U accel-widgets) or use another workspace "
+                "($ACCEL_WIDGETS_WORKSPACE)."
+            )
+        return found
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -412,6 +461,12 @@ class Workspace:
         return self.get_model(name, version)
 
     def _model_from_row(self, row: sqlite3.Row) -> ModelRecord:
+        spec = json.loads(row["spec"])
+        if spec.get("labels_file"):
+            # A label file kept inside the model's own folder (a trained model's class
+            # names): its path is known only once the row is placed, and follows the
+            # workspace if it moves. Every reader of spec["labels"] gets a plain path.
+            spec["labels"] = str(self.root / row["path"] / spec["labels_file"])
         return ModelRecord(
             id=row["id"],
             name=row["name"],
@@ -419,7 +474,7 @@ class Workspace:
             kind=row["kind"],
             description=row["description"],
             tags=json.loads(row["tags"]),
-            spec=json.loads(row["spec"]),
+            spec=spec,
             path=self.root / row["path"],
             created_at=row["created_at"],
         )

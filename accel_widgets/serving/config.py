@@ -23,7 +23,9 @@ FILE``. Every key but ``models`` is optional::
                                            # then softmax: for models that output logits)
             }
           ],
-          "labels": "/abs/labels.txt"      # or null; shown in REST metadata
+          "labels": "/abs/labels.txt",     # or null; shown in REST metadata
+          "bf16": false                    # OpenVINO may compute in bf16 (set only where
+                                           # bf16 agreed with fp32 on the real photos)
         }
       ],
       "default_model": "squeezenet",       # for requests with an empty model name; else first
@@ -34,7 +36,11 @@ FILE``. Every key but ``models`` is optional::
       "spinning": true,                    # ONNX Runtime pool threads spin between ops (runtime.py)
       "workers": null,                     # gRPC worker threads; null = max(8, 4 x CPUs)
       "max_batch": 32,                     # images (rows) in one request
-      "max_pixels": 50000000               # decompression-bomb limit per image
+      "max_pixels": 50000000,              # decompression-bomb limit per image
+      "runtime": "onnxruntime",            # auto | onnxruntime | openvino (runtime_choice.py)
+      "device": "auto",                    # auto | cpu | gpu (gpu absent: CPU, noted)
+      "batching": null                     # or {"max_batch_size": 8, "max_queue_delay_us":
+                                           # 2000}: dynamic batching (batching.py), off
     }
 
 Unknown keys are refused so a typo ("api_key_file") fails at start-up instead of silently
@@ -59,6 +65,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 POSTPROCESS = ("none", "flatten", "softmax")
 DEFAULT_INPUT_ALIAS = "images"
 DEFAULT_OUTPUT_ALIAS = "output_alias"
+RUNTIMES = ("auto", "onnxruntime", "openvino")  # serving/runtime_choice.py
+DEVICES = ("auto", "cpu", "gpu")
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,7 @@ class ModelConfig:
     input_names: tuple[str, ...] = ()
     outputs: tuple[OutputConfig, ...] = ()
     labels: Path | None = None
+    bf16: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +113,7 @@ class ModelConfig:
             "input_names": list(self.input_names),
             "outputs": [o.to_dict() for o in self.outputs],
             "labels": str(self.labels) if self.labels else None,
+            "bf16": self.bf16,
         }
 
 
@@ -113,6 +123,24 @@ class TlsConfig:
 
     cert: Path
     key: Path
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching (Triton's): requests that arrive together run as one batch.
+
+    ``max_batch_size`` rows at most per run; the first request waits at most
+    ``max_queue_delay_us`` microseconds for others to join it.
+    """
+
+    max_batch_size: int = 8
+    max_queue_delay_us: int = 2000
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_batch_size": self.max_batch_size,
+            "max_queue_delay_us": self.max_queue_delay_us,
+        }
 
 
 @dataclass(frozen=True)
@@ -129,6 +157,9 @@ class ServerConfig:
     workers: int | None = None
     max_batch: int = 32
     max_pixels: int = MAX_PIXELS
+    runtime: str = "onnxruntime"
+    device: str = "auto"
+    batching: BatchingConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.default_model and self.models:
@@ -156,6 +187,9 @@ class ServerConfig:
             "workers": self.workers,
             "max_batch": self.max_batch,
             "max_pixels": self.max_pixels,
+            "runtime": self.runtime,
+            "device": self.device,
+            "batching": self.batching.to_dict() if self.batching else None,
         }
 
     def write(self, path: str | os.PathLike[str]) -> Path:
@@ -225,6 +259,9 @@ class ServerConfig:
             workers=_optional_int(data.get("workers"), "workers", 1, 1024),
             max_batch=_int(data.get("max_batch", 32), "max_batch", 1, 4096),
             max_pixels=_int(data.get("max_pixels", MAX_PIXELS), "max_pixels", 1, 10**10),
+            runtime=_choice(data.get("runtime", "onnxruntime"), "runtime", RUNTIMES),
+            device=_choice(data.get("device", "auto"), "device", DEVICES),
+            batching=parse_batching(data.get("batching")),
         )
 
 
@@ -239,6 +276,9 @@ _SERVER_KEYS = (
     "workers",
     "max_batch",
     "max_pixels",
+    "runtime",
+    "device",
+    "batching",
 )
 _MODEL_KEYS = (
     "name",
@@ -250,6 +290,7 @@ _MODEL_KEYS = (
     "input_names",
     "outputs",
     "labels",
+    "bf16",
 )
 _OUTPUT_KEYS = ("alias", "onnx_output", "names", "postprocess")
 
@@ -282,6 +323,25 @@ def _bool(value: Any, where: str) -> bool:
 
 def _optional_int(value: Any, where: str, low: int, high: int) -> int | None:
     return None if value is None else _int(value, where, low, high)
+
+
+def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ServingError(f"{where} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def parse_batching(value: Any) -> BatchingConfig | None:
+    """``null`` (off) or an object with ``max_batch_size`` and ``max_queue_delay_us``."""
+    if value is None:
+        return None
+    _object(value, "batching", {"max_batch_size", "max_queue_delay_us"})
+    return BatchingConfig(
+        max_batch_size=_int(value.get("max_batch_size", 8), "batching.max_batch_size", 1, 4096),
+        max_queue_delay_us=_int(
+            value.get("max_queue_delay_us", 2000), "batching.max_queue_delay_us", 0, 10_000_000
+        ),
+    )
 
 
 def _string(value: Any, where: str) -> str:
@@ -335,6 +395,7 @@ def _model(data: Any, where: str, base: Path) -> ModelConfig:
         input_names=_strings(data.get("input_names"), f"{where}.input_names"),
         outputs=outputs,
         labels=_path(labels, f"{where}.labels", base) if labels else None,
+        bf16=_bool(data.get("bf16", False), f"{where}.bf16"),
     )
 
 

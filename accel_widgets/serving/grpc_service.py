@@ -3,20 +3,20 @@
 Handlers are registered with gRPC's generic handler API and take *raw bytes*: parsing the
 protobuf ourselves lets a malformed request get INVALID_ARGUMENT with a sentence instead of
 gRPC's bare "Exception deserializing request" INTERNAL, and no generated stub code is
-needed. Every failure becomes a status code and a message; no exception escapes to gRPC,
-so one bad request never affects the next.
+needed. A handler only translates: it raises :class:`RequestError` to refuse, and
+:mod:`accel_widgets.serving.pipeline` (a server interceptor) does auth, status codes,
+metrics and logging for it, as for the Open Inference Protocol's handlers.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from accel_widgets.serving.auth import KeyChecker
+from accel_widgets.serving.pipeline import ROUTE_HEADER, note_model
 from accel_widgets.serving.protocol import (
     DATA_TYPES,
     DEFAULT_SIGNATURE,
@@ -41,15 +41,25 @@ from accel_widgets.serving.tensors import (
 
 log = logging.getLogger("accel_widgets.serving")
 
-ROUTE_HEADER = "x-ms-aml-grpc-service-route"
+__all__ = ["ROUTE_HEADER", "PredictionService", "parse_message", "signature_def_map"]
+
+
+def parse_message(message_class: Any, raw: bytes) -> Any:
+    """A request protobuf from bytes, or INVALID_ARGUMENT naming the message expected."""
+    try:
+        return message_class.FromString(raw)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        name = message_class.DESCRIPTOR.name
+        raise RequestError(
+            "INVALID_ARGUMENT", f"the request is not a valid {name} protobuf: {exc}"
+        ) from None
 
 
 class PredictionService:
-    """Predict and GetModelMetadata over a :class:`ModelRegistry`, guarded by API keys."""
+    """Predict and GetModelMetadata over a :class:`ModelRegistry`."""
 
-    def __init__(self, registry: ModelRegistry, keys: KeyChecker) -> None:
+    def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
-        self.keys = keys
 
     def handler(self) -> grpc.GenericRpcHandler:
         # No (de)serializers: the handlers get and return bytes (see the module docstring).
@@ -61,96 +71,49 @@ class PredictionService:
             },
         )
 
-    # -- shared steps ----------------------------------------------------------------------
-
-    def _authorize(self, context: grpc.ServicerContext) -> None:
-        authorization = None
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                authorization = value
-            elif key == ROUTE_HEADER:
-                # Accepted for compatibility with Azure clients; routing is by model name.
-                log.debug("route header %s", value)
-        self.keys.check(authorization)
-
-    @staticmethod
-    def _parse(message_class: Any, raw: bytes) -> Any:
-        try:
-            return message_class.FromString(raw)
-        except (DecodeError, RuntimeError, ValueError) as exc:
-            name = message_class.DESCRIPTOR.name
-            raise RequestError(
-                "INVALID_ARGUMENT", f"the request is not a valid {name} protobuf: {exc}"
-            ) from None
-
     def _model(self, spec: Any) -> Any:
         version = spec.version.value if spec.HasField("version") else None
         self.registry.check_signature(spec.signature_name)
-        return self.registry.get(spec.name, version)
-
-    @staticmethod
-    def _fail(context: grpc.ServicerContext, code: str, message: str) -> bytes:
-        context.set_code(grpc.StatusCode[code])
-        context.set_details(message)
-        return b""
+        model = self.registry.get(spec.name, version)
+        note_model(model.name)
+        return model
 
     # -- Predict ---------------------------------------------------------------------------
 
-    def predict(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        started = time.perf_counter()
-        model_name = "-"
-        try:
-            self._authorize(context)
-            request = self._parse(PredictRequest, raw)
-            model = self._model(request.model_spec)
-            model_name = model.name
-            inputs = {
-                name: _input_value(tensor, model.max_elements)
-                for name, tensor in request.inputs.items()
-            }
-            outputs = self.registry.predict(model, inputs, list(request.output_filter))
-            response = PredictResponse()
-            response.model_spec.name = model.name
-            response.model_spec.version.value = model.version
-            response.model_spec.signature_name = DEFAULT_SIGNATURE
-            for key, array in outputs.items():
-                response.outputs[key].CopyFrom(output_tensor_proto(array))
-            body = response.SerializeToString()
-            self.registry.observe(model_name, "grpc", "OK", started)
-            return body
-        except RequestError as exc:
-            self.registry.observe(model_name, "grpc", exc.code, started)
-            return self._fail(context, exc.code, exc.message)
-        except Exception:
-            log.exception("Predict failed unexpectedly")
-            self.registry.observe(model_name, "grpc", "INTERNAL", started)
-            return self._fail(context, "INTERNAL", "internal server error; see the server log")
+    def predict(self, raw: bytes, context: grpc.ServicerContext | None = None) -> bytes:
+        request = parse_message(PredictRequest, raw)
+        model = self._model(request.model_spec)
+        inputs = {
+            name: _input_value(tensor, model.max_elements)
+            for name, tensor in request.inputs.items()
+        }
+        outputs = self.registry.predict(model, inputs, list(request.output_filter))
+        response = PredictResponse()
+        response.model_spec.name = model.name
+        response.model_spec.version.value = model.version
+        response.model_spec.signature_name = DEFAULT_SIGNATURE
+        for key, array in outputs.items():
+            response.outputs[key].CopyFrom(output_tensor_proto(array))
+        return response.SerializeToString()
 
     # -- GetModelMetadata ------------------------------------------------------------------
 
-    def get_model_metadata(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        try:
-            self._authorize(context)
-            request = self._parse(GetModelMetadataRequest, raw)
-            fields = list(request.metadata_field) or [SIGNATURE_DEF_FIELD]
-            unknown = [f for f in fields if f != SIGNATURE_DEF_FIELD]
-            if unknown:
-                raise RequestError(
-                    "INVALID_ARGUMENT",
-                    f"metadata_field {', '.join(unknown)} is not supported; ask for "
-                    f"'{SIGNATURE_DEF_FIELD}'",
-                )
-            model = self._model(request.model_spec)
-            response = GetModelMetadataResponse()
-            response.model_spec.name = model.name
-            response.model_spec.version.value = model.version
-            response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map(model.signatures()))
-            return response.SerializeToString()
-        except RequestError as exc:
-            return self._fail(context, exc.code, exc.message)
-        except Exception:
-            log.exception("GetModelMetadata failed unexpectedly")
-            return self._fail(context, "INTERNAL", "internal server error; see the server log")
+    def get_model_metadata(self, raw: bytes, context: grpc.ServicerContext | None = None) -> bytes:
+        request = parse_message(GetModelMetadataRequest, raw)
+        fields = list(request.metadata_field) or [SIGNATURE_DEF_FIELD]
+        unknown = [f for f in fields if f != SIGNATURE_DEF_FIELD]
+        if unknown:
+            raise RequestError(
+                "INVALID_ARGUMENT",
+                f"metadata_field {', '.join(unknown)} is not supported; ask for "
+                f"'{SIGNATURE_DEF_FIELD}'",
+            )
+        model = self._model(request.model_spec)
+        response = GetModelMetadataResponse()
+        response.model_spec.name = model.name
+        response.model_spec.version.value = model.version
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map(model.signatures()))
+        return response.SerializeToString()
 
 
 def _input_value(tensor: Any, max_elements: int) -> Any:

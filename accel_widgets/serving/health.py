@@ -1,87 +1,73 @@
-"""The standard gRPC health service (``grpc.health.v1.Health``), built in.
+"""The standard gRPC health service (``grpc.health.v1.Health``), from ``grpcio-health-checking``.
 
-Why not the ``grpcio-health-checking`` package: it ships generated ``_pb2`` modules that
-pin the protobuf version they were generated with (the problem ``protocol.py`` avoids),
-and the service is twenty lines. Kubernetes' gRPC probes, ``grpc_health_probe`` and our
-client's ``is_ready()`` all call ``Check``; the status is NOT_SERVING until every model has
-loaded and warmed up, and again from the moment a shutdown begins.
+Kubernetes' gRPC probes, ``grpc_health_probe`` and our client's ``is_ready()`` call
+``Check``; the status is NOT_SERVING until every model has loaded and warmed up, and again
+from the moment a shutdown begins. The REST port's ``/healthz`` and the Open Inference
+Protocol's ``ServerReady`` / ``/v2/health/ready`` read the same status.
+
+Why the library now: it used to be hand-written because the package's generated ``_pb2``
+modules were expected to pin protobuf. Measured: grpcio-health-checking 1.85 requires the
+same protobuf major as grpcio 1.85 (``protobuf>=7.35,<8``, what the serving set has anyway),
+installs 55 kB and imports in 20 ms; its servicer also gets ``List`` and graceful-shutdown
+``Watch`` handling right, which ours did by hand. Its messages live in protobuf's default
+descriptor pool and ours (``protocol.py``) in a private one, so the two never clash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from accel_widgets.serving.protocol import (
-    HEALTH_SERVICE,
-    PREDICTION_SERVICE,
-    SERVING_STATUS,
-    HealthCheckRequest,
-    HealthCheckResponse,
-)
+from accel_widgets.serving.protocol import INFERENCE_SERVICE, PREDICTION_SERVICE
+
+#: The services whose status is reported: the whole server (``""``) and each protocol.
+SERVICES = ("", PREDICTION_SERVICE, INFERENCE_SERVICE)
 
 
 class HealthService:
-    """Serving status for ``""`` (the whole server) and the PredictionService."""
+    """Serving status for ``""`` (the whole server) and each protocol's service."""
 
     def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._status = dict.fromkeys(("", PREDICTION_SERVICE), SERVING_STATUS["NOT_SERVING"])
-        self._closing = False
+        # Blocking Watch (a generator per stream): only that mode lets close() end the
+        # streams; non-blocking ones stay open until the server cancels them UNAVAILABLE.
+        self._servicer = health.HealthServicer(experimental_non_blocking=False)
+        self._lock = threading.Lock()
+        self._serving = False
+        self.set_serving(False)
 
     def set_serving(self, serving: bool) -> None:
-        status = SERVING_STATUS["SERVING" if serving else "NOT_SERVING"]
-        with self._condition:
-            for service in self._status:
-                self._status[service] = status
-            self._condition.notify_all()
+        status = health_pb2.HealthCheckResponse.SERVING if serving else _NOT_SERVING
+        with self._lock:
+            self._serving = serving
+            for service in SERVICES:
+                self._servicer.set(service, status)
 
     def close(self) -> None:
         """Say NOT_SERVING and end Watch streams, so they do not hold up a graceful stop."""
-        with self._condition:
-            self._closing = True
-        self.set_serving(False)
+        with self._lock:
+            self._serving = False
+        self._servicer.enter_graceful_shutdown()
+        # The library has no public call to end Watch streams; its per-stream callbacks end
+        # a stream when given None (what it does itself when a client goes away). A test
+        # (test_serving_lifecycle) holds a Watch open through a shutdown to keep this true.
+        servicer: Any = self._servicer
+        streams = getattr(servicer, "_send_response_callbacks", {})  # absent: streams stay open
+        with getattr(servicer, "_lock", contextlib.nullcontext()):
+            callbacks = [c for group in streams.values() for c in group]
+        for callback in callbacks:
+            callback(None)
 
-    def status(self, service: str) -> int | None:
-        with self._condition:
-            return self._status.get(service)
+    @property
+    def serving(self) -> bool:
+        with self._lock:
+            return self._serving
 
-    def check(self, request: Any, context: grpc.ServicerContext) -> Any:
-        status = self.status(request.service)
-        if status is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
-        return HealthCheckResponse(status=status)
+    def add_to(self, server: grpc.Server) -> None:
+        health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
 
-    def watch(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        last = None
-        while context.is_active():
-            with self._condition:
-                status = self._status.get(request.service, SERVING_STATUS["SERVICE_UNKNOWN"])
-                closing = self._closing
-                if status == last and not closing:
-                    self._condition.wait(timeout=1.0)
-                    continue
-            last = status
-            yield HealthCheckResponse(status=status)
-            if closing:
-                return
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            HEALTH_SERVICE,
-            {
-                "Check": grpc.unary_unary_rpc_method_handler(
-                    self.check,
-                    request_deserializer=HealthCheckRequest.FromString,
-                    response_serializer=HealthCheckResponse.SerializeToString,
-                ),
-                "Watch": grpc.unary_stream_rpc_method_handler(
-                    self.watch,
-                    request_deserializer=HealthCheckRequest.FromString,
-                    response_serializer=HealthCheckResponse.SerializeToString,
-                ),
-            },
-        )
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

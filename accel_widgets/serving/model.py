@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -23,8 +24,15 @@ from PIL import Image
 
 from accel_widgets.errors import ImageError, ServingError
 from accel_widgets.preprocess import prepare
-from accel_widgets.serving import runtime
-from accel_widgets.serving.config import DEFAULT_OUTPUT_ALIAS, ModelConfig, OutputConfig
+from accel_widgets.serving import runtime, runtime_choice
+from accel_widgets.serving.batching import DynamicBatcher
+from accel_widgets.serving.config import (
+    DEFAULT_OUTPUT_ALIAS,
+    BatchingConfig,
+    ModelConfig,
+    OutputConfig,
+)
+from accel_widgets.serving.runtime_choice import RuntimeInfo
 from accel_widgets.serving.status import RequestError
 from accel_widgets.serving.tensors import data_type_of, dtype_name
 
@@ -142,6 +150,9 @@ class LoadedModel:
                 self._output_by_name.setdefault(name, binding)
         self.labels = _read_labels(config)
         self.loaded_at = time.time()
+        #: Which runtime serves and why (set by :meth:`load`); see runtime_choice.py.
+        self.runtime_info: RuntimeInfo | None = None
+        self.batcher: DynamicBatcher | None = None
 
     @classmethod
     def load(
@@ -152,28 +163,85 @@ class LoadedModel:
         max_pixels: int,
         max_batch: int,
         spinning: bool = True,
+        runtime_name: str = "onnxruntime",
+        device: str = "auto",
+        batching: BatchingConfig | None = None,
     ) -> LoadedModel:
-        """Create the ONNX Runtime session, check the preprocessing fits, and warm up."""
+        """Open the runtime(s), check the preprocessing fits, warm up, and start batching.
+
+        ``runtime_name`` is the config's ``runtime``: with ``auto`` every runtime that can
+        read the model is opened and raced on the warm-up tensor, and the faster one is kept
+        (``runtime_choice.py``); :attr:`runtime_info` records the outcome and its figures.
+        """
         if not config.onnx.is_file():
             raise ServingError(f"model {config.name!r}: ONNX file {config.onnx} does not exist")
         started = time.perf_counter()
         try:
-            session = runtime.create_session(config.onnx, config.precision, threads, spinning)
-        except Exception as exc:
-            raise ServingError(
-                f"model {config.name!r}: ONNX Runtime cannot load {config.onnx}: {exc}"
-            ) from None
-        model = cls(config, session, max_pixels=max_pixels, max_batch=max_batch)
-        model.warm_up()
+            candidates, notes = runtime_choice.open_candidates(
+                config,
+                asked=runtime_name,
+                device=device,
+                threads=threads,
+                spinning=spinning,
+                dynamic_batch=batching.max_batch_size if batching else 0,
+            )
+        except ServingError as exc:
+            raise ServingError(f"model {config.name!r}: {exc}") from None
+        model = cls(config, candidates[0].session, max_pixels=max_pixels, max_batch=max_batch)
+        winner, measured = candidates[0], {}
+        if len(candidates) > 1:
+            batch = model.warm_up_batch()
+            names = _unique([b.config.onnx_output for b in model.outputs])
+            winner, measured = runtime_choice.race(
+                candidates,
+                lambda session: session.run(names, {model.onnx_input: batch}),
+                notes=notes,
+            )
+            model._use_session(winner.session)
+        model.runtime_info = runtime_choice.info_for(winner, runtime_name, notes, measured)
+        del candidates  # the runtime that lost the race frees its memory now
+        if batching is not None:
+            model.start_batching(batching)
+        model.warm_up(runs=1 if measured else 3)  # the race has warmed the winner up
         log.info(
-            "model %s v%d loaded from %s in %.2f s (providers %s)",
+            "model %s v%d loaded from %s in %.2f s: %s on %s (%s)%s",
             config.name,
             config.version,
             config.onnx,
             time.perf_counter() - started,
-            ",".join(session.get_providers()),
+            model.runtime_info.runtime,
+            model.runtime_info.device,
+            model.runtime_info.chosen_by,
+            "".join(f"; {note}" for note in model.runtime_info.notes),
         )
         return model
+
+    def _use_session(self, session: Any) -> None:
+        """Serve with ``session`` (``auto``'s winner; it has the same inputs and outputs)."""
+        self.session = session
+        self.max_runs = runtime.concurrent_runs(session)
+        self._run_gate = threading.BoundedSemaphore(self.max_runs)
+
+    def start_batching(self, batching: BatchingConfig) -> None:
+        """Put a :class:`~accel_widgets.serving.batching.DynamicBatcher` before the runtime.
+
+        A model whose input takes batch 1 only (the shared SqueezeNet) cannot run requests
+        together, so batching stays off for it (logged).
+        """
+        if self.input_shape and self.input_shape[0] == 1:
+            log.info("model %s: batching off, its input takes batch 1 only", self.name)
+            return
+        self.batcher = DynamicBatcher(
+            self._run_session,
+            max_batch_size=batching.max_batch_size,
+            max_queue_delay_us=batching.max_queue_delay_us,
+            name=self.name,
+        )
+
+    def close(self) -> None:
+        """Stop the batching worker (requests queued are served first)."""
+        if self.batcher is not None:
+            self.batcher.close()
 
     @property
     def name(self) -> str:
@@ -191,20 +259,28 @@ class LoadedModel:
         The first runs of a session allocate memory arenas and pick kernels; doing them here
         keeps the first user's request as fast as the thousandth, and proves the configured
         preprocessing produces the tensor the model takes before the service says SERVING.
+        With batching on, one run at the largest batch allocates for it too.
         """
+        batch = self.warm_up_batch()
+        for _ in range(runs):
+            self.run(batch, self.outputs)
+        if self.batcher is not None:
+            full = np.repeat(batch, self.batcher.max_batch_size, axis=0)
+            self._run_session(full, _unique([b.config.onnx_output for b in self.outputs]))
+
+    def warm_up_batch(self) -> np.ndarray:
+        """The model input for a synthetic JPEG, through this model's preprocessing."""
         size = max(self.config.preprocessing.short_side, self.config.preprocessing.size)
         buffer = io.BytesIO()
         gradient = np.linspace(0, 255, size * size * 3, dtype=np.float32)
         picture = gradient.reshape(size, size, 3).astype(np.uint8)
         Image.fromarray(picture).save(buffer, format="JPEG", quality=90)
         try:
-            batch = self.tensor_from_images([buffer.getvalue()])
+            return self.tensor_from_images([buffer.getvalue()])
         except RequestError as exc:
             raise ServingError(
                 f"model {self.name!r}: its preprocessing does not fit the model: {exc.message}"
             ) from None
-        for _ in range(runs):
-            self.run(batch, self.outputs)
 
     # -- names -----------------------------------------------------------------------------
 
@@ -221,9 +297,21 @@ class LoadedModel:
         return list(self._output_by_name)
 
     def resolve_outputs(self, requested: Sequence[str]) -> list[tuple[str, OutputBinding]]:
-        """(response key, output) pairs: what the client asked for, or every alias."""
+        """(response key, output) pairs: what the client asked for, or every name it may read.
+
+        With no ``output_filter`` each output is answered under its alias *and* the graph
+        tensor names of the model it came from (``classifier/resnet_v1_50/predictions/
+        Softmax:0``): a client of the original service sends no filter and reads the
+        response by the tensor name it saved at conversion; keyed by alias only, its lookup
+        found a default ``TensorProto`` (dtype 0) and failed converting it. The ONNX output
+        name is not added: it is ours, no client of the original service knows it.
+        """
         if not requested:
-            return [(b.config.alias, b) for b in self.outputs]
+            return [
+                (name, b)
+                for b in self.outputs
+                for name in _unique([b.config.alias, *b.config.names])
+            ]
         unknown = [n for n in requested if n not in self._output_by_name]
         if unknown:
             raise RequestError(
@@ -307,11 +395,16 @@ class LoadedModel:
         batch: rows run one at a time and the results are stacked.
         """
         names = _unique([b.config.onnx_output for b in outputs])
-        if self.input_shape and self.input_shape[0] == 1 and batch.shape[0] > 1:
-            rows = [self._run_once(batch[i : i + 1], names) for i in range(batch.shape[0])]
-            results = [np.concatenate([r[k] for r in rows]) for k in range(len(names))]
-        else:
-            results = self._run_once(batch, names)
+        try:
+            if self.input_shape and self.input_shape[0] == 1 and batch.shape[0] > 1:
+                rows = [self._run_once(batch[i : i + 1], names) for i in range(batch.shape[0])]
+                results = [np.concatenate([r[k] for r in rows]) for k in range(len(names))]
+            else:
+                results = self._run_once(batch, names)
+        except RequestError:
+            raise
+        except Exception as exc:  # the dynamic batcher's worker hands on the runtime's error
+            raise runtime_failure(self.name, exc) from None
         by_name = dict(zip(names, results, strict=True))
         out: dict[str, np.ndarray] = {}
         for binding in outputs:
@@ -326,14 +419,17 @@ class LoadedModel:
         return out
 
     def _run_once(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """One runtime call, through the dynamic batcher when batching is on."""
+        if self.batcher is not None:
+            return self.batcher.submit(batch, names)
+        return self._run_session(batch, names)
+
+    def _run_session(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
         try:
             with self._run_gate:
                 return self.session.run(names, {self.onnx_input: batch})
         except Exception as exc:
-            # ORT's InvalidArgument / Fail carry a readable reason (a shape it cannot take).
-            raise RequestError(
-                "INVALID_ARGUMENT", f"model '{self.name}' refused the input: {exc}"
-            ) from None
+            raise runtime_failure(self.name, exc) from None
 
     def predict(
         self, input_name: str, value: Sequence[bytes] | np.ndarray, output_filter: Sequence[str]
@@ -360,13 +456,16 @@ class LoadedModel:
         listing both under one signature would tell TF Serving clients to send both.
         """
         numeric = [-1 if d is None else d for d in self.input_shape]
+        # Every key a filterless Predict answers under (see resolve_outputs): the alias,
+        # then each graph tensor name of the original model, so both kinds of client find
+        # the key they read in the signature.
         outputs = {
-            b.config.alias: {
-                "name": (b.config.names or (b.config.onnx_output,))[0],
-                "dtype": "DT_FLOAT",
-                "shape": b.response_shape,
-            }
+            key: {"name": name, "dtype": "DT_FLOAT", "shape": b.response_shape}
             for b in self.outputs
+            for key, name in [
+                (b.config.alias, (b.config.names or (b.config.onnx_output,))[0]),
+                *((n, n) for n in b.config.names if n != b.config.alias),
+            ]
         }
         images = {
             "name": (self.config.input_names or (self.config.input_alias,))[0],
@@ -378,6 +477,39 @@ class LoadedModel:
             "serving_default": {"inputs": {self.config.input_alias: images}, "outputs": outputs},
             "predict_pixels": {"inputs": {self.onnx_input: pixels}, "outputs": outputs},
         }
+
+
+#: Words with which ONNX Runtime, OpenVINO and the C++ runtime report running out of memory.
+_OUT_OF_MEMORY = re.compile(
+    r"bad_alloc|failed to allocate|out of memory|cannot allocate|allocation failed", re.I
+)
+
+
+def runtime_failure(model: str, exc: BaseException) -> RequestError:
+    """The status for a runtime's failure while running a request: whose fault it is.
+
+    Only the runtime's own *invalid argument* (a shape or type the graph cannot take, which
+    the checks before it did not catch) is the client's: INVALID_ARGUMENT. Running out of
+    memory is RESOURCE_EXHAUSTED (retry later, or send less); anything else, such as a
+    kernel failing, is INTERNAL: the server's failure, logged with its reason, and never
+    answered as if the request were wrong (the client would "fix" a correct request).
+    """
+    reason = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, MemoryError) or _OUT_OF_MEMORY.search(str(exc)):
+        log.error("model %s ran out of memory: %s", model, reason)
+        return RequestError(
+            "RESOURCE_EXHAUSTED",
+            f"model '{model}' ran out of memory running this request; retry later or send "
+            "a smaller batch",
+        )
+    if type(exc).__name__ in ("InvalidArgument", "INVALID_ARGUMENT"):
+        return RequestError("INVALID_ARGUMENT", f"model '{model}' refused the input: {reason}")
+    log.error("model %s failed while running: %s", model, reason)
+    return RequestError(
+        "INTERNAL",
+        f"model '{model}' failed while running this request; the failure is the server's, "
+        "not the request's (see the server log)",
+    )
 
 
 def _converts_exactly(array: np.ndarray, dtype: np.dtype) -> bool:

@@ -1,7 +1,7 @@
 """TensorFlow Serving's messages, built at import time from descriptors written in Python.
 
 Why not generated ``_pb2`` modules: generated code checks the protobuf runtime it was
-generated for and refuses to import under another major version (FINDINGS), and the
+generated for and refuses to import under another major version (docs/FINDINGS.md), and the
 official ``tensorflow-serving-api`` package drags in all of TensorFlow. Instead this module
 describes the messages of ``accel_widgets/serving/protos/*.proto`` as
 ``FileDescriptorProto`` objects, adds them to a *private* descriptor pool and asks
@@ -407,7 +407,148 @@ def file_descriptor_protos() -> list[descriptor_pb2.FileDescriptorProto]:
             )
         ],
     )
-    return [types, shape, tensor, meta_graph, model, predict, metadata, service, health]
+    return [types, shape, tensor, meta_graph, model, predict, metadata, service, health, _v2()]
+
+
+_V2 = ".inference."
+
+
+def _v2_parameters(owner: str, number: int) -> tuple[_F, descriptor_pb2.DescriptorProto]:
+    """``map<string, InferParameter> parameters``: the field and its nested entry."""
+    field = _field("parameters", number, f"{owner}.ParametersEntry", repeated=True)
+    return field, _map_entry("ParametersEntry", _V2 + "InferParameter")
+
+
+def _v2_tensor(name: str, owner: str) -> descriptor_pb2.DescriptorProto:
+    """An input or output tensor of the v2 protocol (the two have the same fields)."""
+    parameters, entry = _v2_parameters(f"{owner}.{name}", 4)
+    return _message(
+        name,
+        [
+            _field("name", 1, "string"),
+            _field("datatype", 2, "string"),
+            _field("shape", 3, "int64", repeated=True),
+            parameters,
+            _field("contents", 5, _V2 + "InferTensorContents"),
+        ],
+        nested=[entry],
+    )
+
+
+def _v2() -> descriptor_pb2.FileDescriptorProto:
+    """The Open Inference Protocol (``inference`` package, KServe's grpc_predict_v2.proto)."""
+    name_version = [_field("name", 1, "string"), _field("version", 2, "string")]
+    request = _V2 + "ModelInferRequest"
+    response = _V2 + "ModelInferResponse"
+    request_parameters, request_entry = _v2_parameters(request, 4)
+    response_parameters, response_entry = _v2_parameters(response, 4)
+    output_parameters, output_entry = _v2_parameters(request + ".InferRequestedOutputTensor", 2)
+    messages = [
+        _message("ServerLiveRequest", []),
+        _message("ServerLiveResponse", [_field("live", 1, "bool")]),
+        _message("ServerReadyRequest", []),
+        _message("ServerReadyResponse", [_field("ready", 1, "bool")]),
+        _message("ModelReadyRequest", name_version),
+        _message("ModelReadyResponse", [_field("ready", 1, "bool")]),
+        _message("ServerMetadataRequest", []),
+        _message(
+            "ServerMetadataResponse",
+            [*name_version, _field("extensions", 3, "string", repeated=True)],
+        ),
+        _message("ModelMetadataRequest", name_version),
+        _message(
+            "ModelMetadataResponse",
+            [
+                _field("name", 1, "string"),
+                _field("versions", 2, "string", repeated=True),
+                _field("platform", 3, "string"),
+                _field("inputs", 4, _V2 + "ModelMetadataResponse.TensorMetadata", repeated=True),
+                _field("outputs", 5, _V2 + "ModelMetadataResponse.TensorMetadata", repeated=True),
+            ],
+            nested=[
+                _message(
+                    "TensorMetadata",
+                    [
+                        _field("name", 1, "string"),
+                        _field("datatype", 2, "string"),
+                        _field("shape", 3, "int64", repeated=True),
+                    ],
+                )
+            ],
+        ),
+        _message(
+            "ModelInferRequest",
+            [
+                _field("model_name", 1, "string"),
+                _field("model_version", 2, "string"),
+                _field("id", 3, "string"),
+                request_parameters,
+                _field("inputs", 5, request + ".InferInputTensor", repeated=True),
+                _field("outputs", 6, request + ".InferRequestedOutputTensor", repeated=True),
+                _field("raw_input_contents", 7, "bytes", repeated=True),
+            ],
+            nested=[
+                _v2_tensor("InferInputTensor", request),
+                _message(
+                    "InferRequestedOutputTensor",
+                    [_field("name", 1, "string"), output_parameters],
+                    nested=[output_entry],
+                ),
+                request_entry,
+            ],
+        ),
+        _message(
+            "ModelInferResponse",
+            [
+                _field("model_name", 1, "string"),
+                _field("model_version", 2, "string"),
+                _field("id", 3, "string"),
+                response_parameters,
+                _field("outputs", 5, response + ".InferOutputTensor", repeated=True),
+                _field("raw_output_contents", 6, "bytes", repeated=True),
+            ],
+            nested=[_v2_tensor("InferOutputTensor", response), response_entry],
+        ),
+        _message(
+            "InferParameter",
+            [
+                _field("bool_param", 1, "bool", oneof=0),
+                _field("int64_param", 2, "int64", oneof=0),
+                _field("string_param", 3, "string", oneof=0),
+                _field("double_param", 4, "double", oneof=0),
+                _field("uint64_param", 5, "uint64", oneof=0),
+            ],
+            oneofs=["parameter_choice"],
+        ),
+        _message(
+            "InferTensorContents",
+            [
+                _field("bool_contents", 1, "bool", repeated=True),
+                _field("int_contents", 2, "int32", repeated=True),
+                _field("int64_contents", 3, "int64", repeated=True),
+                _field("uint_contents", 4, "uint32", repeated=True),
+                _field("uint64_contents", 5, "uint64", repeated=True),
+                _field("fp32_contents", 6, "float", repeated=True),
+                _field("fp64_contents", 7, "double", repeated=True),
+                _field("bytes_contents", 8, "bytes", repeated=True),
+            ],
+        ),
+    ]
+    rpcs = [
+        ("ServerLive", False),
+        ("ServerReady", False),
+        ("ModelReady", False),
+        ("ServerMetadata", False),
+        ("ModelMetadata", False),
+        ("ModelInfer", False),
+    ]
+    service = _service(
+        "GRPCInferenceService",
+        [(m, f"{_V2}{m}Request", f"{_V2}{m}Response", streaming) for m, streaming in rpcs],
+    )
+    return _file(
+        "inference/grpc_predict_v2.proto", "inference", [], messages=messages, services=[service]
+    )
 
 
 def _build_pool() -> descriptor_pool.DescriptorPool:
@@ -441,6 +582,18 @@ GetModelMetadataRequest = message_class("tensorflow.serving.GetModelMetadataRequ
 GetModelMetadataResponse = message_class("tensorflow.serving.GetModelMetadataResponse")
 HealthCheckRequest = message_class("grpc.health.v1.HealthCheckRequest")
 HealthCheckResponse = message_class("grpc.health.v1.HealthCheckResponse")
+ServerLiveRequest = message_class("inference.ServerLiveRequest")
+ServerLiveResponse = message_class("inference.ServerLiveResponse")
+ServerReadyRequest = message_class("inference.ServerReadyRequest")
+ServerReadyResponse = message_class("inference.ServerReadyResponse")
+ModelReadyRequest = message_class("inference.ModelReadyRequest")
+ModelReadyResponse = message_class("inference.ModelReadyResponse")
+ServerMetadataRequest = message_class("inference.ServerMetadataRequest")
+ServerMetadataResponse = message_class("inference.ServerMetadataResponse")
+ModelMetadataRequest = message_class("inference.ModelMetadataRequest")
+ModelMetadataResponse = message_class("inference.ModelMetadataResponse")
+ModelInferRequest = message_class("inference.ModelInferRequest")
+ModelInferResponse = message_class("inference.ModelInferResponse")
 
 #: gRPC method paths, as ``channel.unary_unary`` and the generic handlers want them.
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
@@ -449,6 +602,8 @@ GET_MODEL_METADATA_METHOD = f"/{PREDICTION_SERVICE}/GetModelMetadata"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 HEALTH_CHECK_METHOD = f"/{HEALTH_SERVICE}/Check"
 HEALTH_WATCH_METHOD = f"/{HEALTH_SERVICE}/Watch"
+#: The Open Inference Protocol's gRPC service (KServe v2, Triton).
+INFERENCE_SERVICE = "inference.GRPCInferenceService"
 
 #: HealthCheckResponse.ServingStatus values.
 SERVING_STATUS = {"UNKNOWN": 0, "SERVING": 1, "NOT_SERVING": 2, "SERVICE_UNKNOWN": 3}

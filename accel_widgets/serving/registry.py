@@ -1,14 +1,14 @@
 """The models a server holds, and the one predict path both front ends call.
 
-gRPC and REST differ only in how a request is spelled; model lookup, the loading state,
-version checks and metrics live here once, so both answer the same question the same way.
+Every protocol (TF Serving and Open Inference Protocol, gRPC and REST) differs only in how a
+request is spelled; model lookup, the loading state and version checks live here once (auth,
+status codes and metrics: ``pipeline.py``), so all answer the same question the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -55,6 +55,9 @@ class ModelRegistry:
                 spinning=self.config.spinning,
                 max_pixels=self.config.max_pixels,
                 max_batch=self.config.max_batch,
+                runtime_name=self.config.runtime,
+                device=self.config.device,
+                batching=self.config.batching,
             )
             with self._lock:
                 self.models[model.name] = model
@@ -109,9 +112,3 @@ class ModelRegistry:
             )
         ((input_name, value),) = inputs.items()
         return model.predict(input_name, value, output_filter)
-
-    def observe(self, model: str, protocol: str, code: str, started: float) -> None:
-        """Count one request for /metrics and log it at debug level (never its metadata)."""
-        seconds = time.perf_counter() - started
-        self.metrics.observe(model, protocol, code, seconds)
-        log.debug("%s %s %s %.1f ms", protocol, model, code, seconds * 1000)

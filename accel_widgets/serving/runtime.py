@@ -1,5 +1,11 @@
 """ONNX Runtime session settings for the server: threads, spinning and providers.
 
+ONNX Runtime is one of the server's two runtimes; OpenVINO is the other
+(``openvino_runtime.py``), and ``runtime_choice.py`` decides which serves a model (``auto``
+measures both at start-up). ``device: gpu`` in the config asks for ONNX Runtime's CUDA or
+TensorRT provider; where the build or the machine has none, the CPU serves and the reason
+goes into the service's info (:func:`open_onnxruntime`).
+
 Decision: **intra-op threads = the CPUs this process may use, spinning on** (configurable:
 ``"spinning": false`` in the server config), one inter-op thread, sequential execution.
 
@@ -67,6 +73,11 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+# The config's ``runtime`` values (``auto`` races the installed ones during warm-up, see
+# runtime_choice.py) and ``device`` values (``auto`` takes ONNX Runtime's GPU providers when
+# this build has them; ``gpu`` asks for a GPU and records a fallback when there is none).
+from accel_widgets.serving.config import DEVICES, RUNTIMES  # noqa: F401 (re-exported)
+
 log = logging.getLogger("accel_widgets.serving")
 
 
@@ -98,21 +109,34 @@ def concurrent_runs(session: ort.InferenceSession) -> int:
     them (see ``LoadedModel``); a GPU session gets 2, so one run's host work overlaps the
     other's device work.
     """
-    if session.get_providers()[0] != "CPUExecutionProvider":
+    first = session.get_providers()[0]
+    if first == "OpenVINO:CPU":  # openvino_runtime.OpenVinoSession: the same reasoning
+        return max(1, available_cpus() // session.threads)
+    if first != "CPUExecutionProvider":
         return 2
     threads = int(session.get_session_options().intra_op_num_threads) or available_cpus()
     return max(1, available_cpus() // threads)
 
 
-def providers(model_path: Path, precision: str) -> list[str | tuple[str, dict[str, str]]]:
-    """GPU execution providers first when this ONNX Runtime build has them, CPU last.
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
-    TensorRT compiles an engine for the model at first load (minutes for a large model), so
-    its engines are cached next to the model and reused by every later start.
+
+def providers(
+    model_path: Path,
+    precision: str,
+    device: str = "auto",
+    available: list[str] | None = None,
+) -> tuple[list[str | tuple[str, dict[str, str]]], str | None]:
+    """Execution providers for ``device``, GPU ones first, CPU last; and a fallback note.
+
+    ``available`` is ONNX Runtime's list (``ort.get_available_providers()`` when None; tests
+    pass a GPU build's list). TensorRT compiles an engine for the model at first load
+    (minutes for a large model), so its engines are cached next to the model and reused by
+    every later start. The note says why a ``gpu`` ask is served on the CPU.
     """
-    available = set(ort.get_available_providers())
+    have = list(ort.get_available_providers() if available is None else available)
     chosen: list[str | tuple[str, dict[str, str]]] = []
-    if "TensorrtExecutionProvider" in available:
+    if device != "cpu" and "TensorrtExecutionProvider" in have:
         cache = model_path.parent / f".{model_path.stem}.trt-cache"
         chosen.append(
             (
@@ -125,22 +149,62 @@ def providers(model_path: Path, precision: str) -> list[str | tuple[str, dict[st
                 },
             )
         )
-    if "CUDAExecutionProvider" in available:
+    if device != "cpu" and "CUDAExecutionProvider" in have:
         chosen.append("CUDAExecutionProvider")
+    note = None
+    if device == "gpu" and not chosen:
+        note = (
+            "device 'gpu' was asked for, but this onnxruntime build has no CUDA or TensorRT "
+            f"provider (it has {', '.join(have)}; install onnxruntime-gpu on a GPU machine); "
+            "serving on the CPU"
+        )
     chosen.append("CPUExecutionProvider")
-    return chosen
+    return chosen, note
 
 
 def create_session(
-    model_path: Path, precision: str = "fp32", threads: int | None = None, spinning: bool = True
+    model_path: Path,
+    precision: str = "fp32",
+    threads: int | None = None,
+    spinning: bool = True,
+    device: str = "auto",
 ) -> ort.InferenceSession:
     """Load a model with the measured options; fall back to CPU if a GPU provider fails."""
+    return open_onnxruntime(model_path, precision, threads, spinning, device)[0]
+
+
+def open_onnxruntime(
+    model_path: Path,
+    precision: str = "fp32",
+    threads: int | None = None,
+    spinning: bool = True,
+    device: str = "auto",
+    available: list[str] | None = None,
+) -> tuple[ort.InferenceSession, str | None]:
+    """An ONNX Runtime session for ``device`` and the note when it serves elsewhere.
+
+    A GPU provider that this build lists but cannot start (no driver, a missing CUDA
+    library) is dropped by ONNX Runtime with a log line, or fails the load: both end on the
+    CPU with the reason recorded, so the service's info says where it really runs.
+    """
     options = session_options(threads, spinning)
-    wanted = providers(model_path, precision)
+    wanted, note = providers(model_path, precision, device, available)
     try:
-        return ort.InferenceSession(str(model_path), options, providers=wanted)
+        session = ort.InferenceSession(str(model_path), options, providers=wanted)
     except Exception as exc:
         if len(wanted) == 1:
             raise
         log.warning("GPU providers failed for %s (%s); falling back to CPU", model_path, exc)
-        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        note = (
+            f"the GPU providers failed to load the model ({_first_line(exc)}); serving on the CPU"
+        )
+    if len(wanted) > 1 and session.get_providers()[0] == "CPUExecutionProvider" and not note:
+        asked = ", ".join(p if isinstance(p, str) else p[0] for p in wanted[:-1])
+        note = f"ONNX Runtime could not start {asked} (see its log); serving on the CPU"
+    return session, note
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,4 +1,4 @@
-"""The serving process: gRPC PredictionService + health, REST, graceful stop.
+"""The serving process: TF Serving and Open Inference Protocol over gRPC + health, REST.
 
 Start-up order, and why:
 
@@ -16,7 +16,8 @@ SIGTERM (or SIGINT): health says NOT_SERVING, both ports stop accepting, request
 finish (up to ``grace_seconds``), the ready file is removed, and the process exits 0.
 
 This module, like all of ``accel_widgets.serving``, imports neither TensorFlow nor Jupyter:
-a serving container carries ONNX Runtime, gRPC, numpy, Pillow and simplejpeg only.
+a serving container carries ONNX Runtime, gRPC (with its health service), numpy, Pillow,
+simplejpeg and prometheus_client only.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ from accel_widgets.serving.config import ServerConfig
 from accel_widgets.serving.grpc_service import PredictionService
 from accel_widgets.serving.health import HealthService
 from accel_widgets.serving.metrics import Metrics
+from accel_widgets.serving.pipeline import Pipeline, PipelineInterceptor
 from accel_widgets.serving.registry import ModelRegistry
 from accel_widgets.serving.rest import RestServer
 from accel_widgets.serving.runtime import available_cpus
+from accel_widgets.serving.v2_grpc import InferenceService
 
 log = logging.getLogger("accel_widgets.serving")
 
@@ -140,14 +143,23 @@ class Server:
             keys = keys + load_keys(self.config.api_keys_file)
         if keys:
             self.keys = KeyChecker(keys)
+        self.pipeline = Pipeline(self.keys, self.metrics)
         workers = self.config.workers or max(8, 4 * available_cpus())
         self._grpc = grpc.server(
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
             options=grpc_server_options(self.config),
+            # Auth, status codes, metrics and logging for both inference services, once.
+            interceptors=(PipelineInterceptor(self.pipeline),),
         )
+        # TF Serving's Predict and the Open Inference Protocol share one port (KServe
+        # exposes one port per service).
         self._grpc.add_generic_rpc_handlers(
-            (PredictionService(self.registry, self.keys).handler(), self.health.handler())
+            (
+                PredictionService(self.registry).handler(),
+                InferenceService(self.registry, self.health).handler(),
+            )
         )
+        self.health.add_to(self._grpc)
         address = _address(self.options.host, self.options.port)
         try:
             if self.config.tls:
@@ -194,7 +206,7 @@ class Server:
                 self.options.host,
                 self.options.rest_port or 0,
                 self.registry,
-                self.keys,
+                self.pipeline,
                 self.health,
                 # base64 makes a request a third bigger than the gRPC message it mirrors.
                 max_body_bytes=self.config.max_message_bytes * 4 // 3 + 4096,
@@ -216,6 +228,12 @@ class Server:
             "models": [m.name for m in self.config.models],
             "tls": self.config.tls is not None,
             "auth": self.keys.enabled,
+            # Which runtime serves each model and the figures it was chosen by (runtime_choice).
+            "runtimes": {
+                name: model.runtime_info.to_dict()
+                for name, model in self.registry.models.items()
+                if model.runtime_info is not None
+            },
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".ready-", dir=path.parent)
@@ -235,6 +253,8 @@ class Server:
             self.rest.stop()
         if done is not None:
             done.wait(grace + 5)
+        for model in list(self.registry.models.values()):
+            model.close()  # batching workers serve what is queued, then stop
         ready = self.options.ready_file
         if ready and ready.exists():
             try:

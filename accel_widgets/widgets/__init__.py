@@ -11,15 +11,19 @@ from accel_widgets.widgets.model import ModelWidget
 from accel_widgets.widgets.package import PackageWidget
 from accel_widgets.widgets.quota import QuotaWidget
 from accel_widgets.widgets.score import ScoreWidget
+from accel_widgets.widgets.train import ConvertTrainedWidget, TrainWalk, TrainWidget
 from accel_widgets.widgets.walkthrough import Walkthrough
 
 __all__ = [
     "CleanupWidget",
+    "ConvertTrainedWidget",
     "ConvertWidget",
     "DeployWidget",
     "ModelWidget",
     "PackageWidget",
     "QuotaWidget",
     "ScoreWidget",
+    "TrainWalk",
+    "TrainWidget",
     "Walkthrough",
 ]

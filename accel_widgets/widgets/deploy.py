@@ -14,6 +14,7 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
+from accel_widgets.engine import keys
 from accel_widgets.engine.targets import (
     Setting,
     deploy_or_reuse,
@@ -29,10 +30,8 @@ from accel_widgets.widgets.state import LOST, lost_words
 
 
 def mask_key(key: str | None) -> str:
-    """Enough of a key to tell two apart, not enough to use it."""
-    if not key:
-        return "none (loopback only, no key needed)"
-    return f"{key[:4]}{'•' * 8}{key[-4:]}" if len(key) > 12 else "•" * len(key)
+    """Enough of a key to tell two apart, not enough to use it (the engine's rule)."""
+    return keys.mask_key(key, none="none (loopback only, no key needed)")
 
 
 def _copy_button(text: str, label: str) -> str:
@@ -41,6 +40,39 @@ def _copy_button(text: str, label: str) -> str:
     return (
         f"<button class='accel-copy' title='Copy to the clipboard' "
         f"onclick='navigator.clipboard.writeText({payload})'>{html.escape(label)}</button>"
+    )
+
+
+#: Fetches a service's key from the Jupyter server extension at click time and copies it.
+#: The key itself is never in the page: an ``onclick`` attribute holding it landed in the
+#: notebook's saved output and widget state, readable by anyone the notebook was shared with.
+_COPY_KEY_SCRIPT = (
+    "(async (b) => {{"
+    "const node = document.getElementById('jupyter-config-data');"
+    "const config = node ? JSON.parse(node.textContent) : {{}};"
+    "const base = (config.baseUrl || '/').replace(/\\/?$/, '/');"
+    "const headers = config.token ? {{Authorization: 'token ' + config.token}} : {{}};"
+    "try {{"
+    "const r = await fetch(base + 'accel-widgets/api/services/' + {name} + '/key',"
+    " {{headers, credentials: 'same-origin'}});"
+    "if (!r.ok) throw new Error((await r.json()).message || r.statusText);"
+    "await navigator.clipboard.writeText((await r.json()).key);"
+    "b.textContent = 'copied';"
+    "}} catch (e) {{"
+    "b.textContent = 'run: accel-widgets services --show-key';"
+    "b.title = String(e);"
+    "}}"
+    "}})(this)"
+)
+
+
+def _copy_key_button(service_name: str) -> str:
+    """A button that copies the service's API key without the key being in the HTML."""
+    script = _COPY_KEY_SCRIPT.format(name=json.dumps(service_name))
+    return (
+        "<button class='accel-copy' title='Copy the API key to the clipboard (fetched from "
+        f'the Jupyter server when clicked)\' onclick="{html.escape(script, quote=True)}">'
+        "copy key</button>"
     )
 
 
@@ -260,7 +292,7 @@ class DeployWidget(Step):
         color = {"running": "#1b7f3b", "starting": "#9a6700"}.get(live, "#b00020")
         key_cell = html.escape(mask_key(service.key))
         if service.key:
-            key_cell += " " + _copy_button(service.key, "copy key")
+            key_cell += " " + _copy_key_button(service.name)
         rows = [
             ("address", f"<code>{html.escape(address)}</code> {_copy_button(address, 'copy')}"),
             ("API key", key_cell),

@@ -17,6 +17,7 @@ from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError, ImageError, ScoringError
 from accel_widgets.widgets.base import ProgressPanel, Step, button, image, photo_name
 from accel_widgets.widgets.charts import latency_histogram, show_chart
+from accel_widgets.widgets.detections import is_detector_service, show_detections
 
 _UPLOADED = "__uploaded__"
 
@@ -215,6 +216,8 @@ class ScoreWidget(Step):
         name, data = self._image()
         self.status = f"scoring {name}..."
         try:
+            if is_detector_service(self.service, self.workspace):  # boxes drawn on the photo
+                return show_detections(self, client, data, name)
             result = score(client, data, self._labels, k=5)
         except ScoringError as exc:
             self.status = f"{name}: not scored"

@@ -10,6 +10,7 @@ trusting or signalling it (pids get reused).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -40,6 +41,7 @@ from accel_widgets.engine.workspace import (
 )
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
+from accel_widgets.serving.config import DEVICES, RUNTIMES, parse_batching
 
 
 def who_listens(port: int) -> str:
@@ -95,6 +97,9 @@ def deploy_local(
     key: str | None = None,
     tls: tuple[str, str] | None = None,
     ready_timeout: float = 120.0,
+    runtime: str = "auto",
+    device: str = "auto",
+    batching: dict[str, int] | None = None,
     report: Reporter,
     target: str = "local",
 ) -> ServiceRecord:
@@ -133,7 +138,15 @@ def deploy_local(
             "config": str(config_path),
             "tls": bool(tls),
             "auth": auth,
-            "settings": {"host": host, "port": port, "auth": auth, "tls": bool(tls)},
+            "settings": {
+                "host": host,
+                "port": port,
+                "auth": auth,
+                "tls": bool(tls),
+                "runtime": runtime,
+                "device": device,
+                "batching": batching,
+            },
         },
     )
     process: subprocess.Popen | None = None
@@ -148,6 +161,9 @@ def deploy_local(
             with os.fdopen(fd, "w") as handle:
                 handle.write(key + "\n")
         config = server_config_for(workspace, artifact, name, keys_file=keys_file, tls=tls)
+        config = dataclasses.replace(
+            config, runtime=runtime, device=device, batching=parse_batching(batching)
+        )
         config.write(config_path)
         report("deploy", 0.05, f"starting the server for {name} on {host}")
         started = time.monotonic()
@@ -186,7 +202,13 @@ def deploy_local(
         name,
         state="running",
         port=int(ready["port"]),
-        info={**service.info, "ready_seconds": seconds, "rest_port": ready.get("rest_port")},
+        info={
+            **service.info,
+            "ready_seconds": seconds,
+            "rest_port": ready.get("rest_port"),
+            # Which runtime serves, the figures `auto` chose by, fallbacks (runtime_choice.py).
+            "runtimes": ready.get("runtimes", {}),
+        },
     )
 
 
@@ -299,6 +321,27 @@ class LocalTarget(Target):
         Setting("port", int, 0, "gRPC port; 0 picks a free one"),
         Setting("auth", bool, None, "require an API key (always on beyond loopback)"),
         Setting("ready_timeout", float, 120.0, "seconds to wait for the model to load"),
+        Setting(
+            "runtime",
+            str,
+            "auto",
+            "auto measures ONNX Runtime and OpenVINO at start-up and keeps the faster",
+            choices=RUNTIMES,
+        ),
+        Setting(
+            "device",
+            str,
+            "auto",
+            "gpu asks for a GPU (the CPU serves, with a note, where there is none)",
+            choices=DEVICES,
+        ),
+        Setting(
+            "batching",
+            dict,
+            None,
+            "dynamic batching, e.g. {'max_batch_size': 8, 'max_queue_delay_us': 2000}; None: off",
+            ui=False,
+        ),
         Setting("key", str, None, "use this API key instead of a generated one", ui=False),
         Setting("tls", tuple, None, "(cert_path, key_path) PEM files for TLS", ui=False),
     )

@@ -1,0 +1,446 @@
+"""Train your own classes: pick a folder (or a bundled set), see it, train live, see the result.
+
+:class:`TrainWidget` is the step; :class:`TrainWalk` chains it with a Convert step for the
+trained model and the walk's own Deploy, Score and Clean up steps, so the new model ends as
+a service answering with the user's class names. The main walk stays as it was: this is the
+second notebook (``notebooks/train-your-own.ipynb``).
+
+The training curve is redrawn after every epoch from the engine's ``on_epoch`` callback on
+the training thread; like the other charts it is an SVG in an ``Image`` widget (see
+:mod:`~accel_widgets.widgets.charts` for why not pyplot or an ``Output`` widget).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import traitlets
+from matplotlib.figure import Figure
+
+from accel_widgets.engine.catalog import list_specs
+from accel_widgets.engine.reports import REPORT_COLUMNS, report_row
+from accel_widgets.engine.train import DEFAULT_FEATURIZER, TrainResult, train_classifier
+from accel_widgets.engine.train_data import scan_folder
+from accel_widgets.engine.workspace import Workspace
+from accel_widgets.errors import AccelError
+from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, image
+from accel_widgets.widgets.charts import _svg, show_chart
+from accel_widgets.widgets.cleanup import CleanupWidget
+from accel_widgets.widgets.deploy import DeployWidget
+from accel_widgets.widgets.score import ScoreWidget
+from accel_widgets.widgets.state import WalkState
+
+SOURCES = [
+    ("hand-written digits (scikit-learn, bundled)", "digits"),
+    ("faces or not (scikit-image LFW subset, bundled)", "lfw"),
+    ("my folder (one sub-folder per class)", "folder"),
+]
+
+
+def curve_chart(curve: list[dict[str, Any]]) -> bytes:
+    """Loss and accuracy per epoch, training and validation (SVG, 576 x 216 px)."""
+    figure = Figure(figsize=(6, 2.25), layout="constrained")
+    loss_ax, acc_ax = figure.subplots(1, 2)
+    epochs = [p["epoch"] for p in curve]
+    for ax, key, title in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "accuracy")):
+        ax.plot(epochs, [p[key] for p in curve], marker=".", label="training")
+        if curve and curve[0].get(f"val_{key}") is not None:
+            ax.plot(epochs, [p[f"val_{key}"] for p in curve], marker=".", label="validation")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=8)
+    acc_ax.set_ylim(0, 1.02)
+    acc_ax.legend(fontsize=8, loc="lower right", frameon=False)
+    return _svg(figure)
+
+
+def confusion_chart(classes: list[str], matrix: list[list[int]]) -> bytes:
+    """The held-out confusion matrix with its counts written in (SVG)."""
+    n = len(classes)
+    side = min(6.0, 1.6 + 0.38 * n)
+    figure = Figure(figsize=(side, side * 0.85), layout="constrained")
+    ax = figure.add_subplot()
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), classes, fontsize=8, rotation=45 if n > 6 else 0)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted", fontsize=9)
+    ax.set_ylabel("true class", fontsize=9)
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            if count:
+                color = "white" if count > peak / 2 else "black"
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
+    return _svg(figure)
+
+
+class TrainWidget(Step):
+    """Choose data and featurizer, look at the classes, train with a live curve and Cancel.
+
+    ``model`` is the registered trained model (read by the Convert step of
+    :class:`TrainWalk`), ``result`` the :class:`~accel_widgets.engine.train.TrainResult`.
+    """
+
+    css_name = "train"
+    lock_words = "Finish the step above first."
+    model = traitlets.Any(None, allow_none=True, help="the trained ModelRecord")
+    result = traitlets.Any(None, allow_none=True, help="the last TrainResult")
+    epochs_seen = traitlets.Int(0, help="epochs reported by the running training")
+
+    def __init__(
+        self,
+        workspace: Workspace | None = None,
+        *,
+        source: str = "digits",
+        folder: str = "",
+        name: str = "my-classes",
+        featurizer: str = DEFAULT_FEATURIZER,
+        weights: str = "imagenet",
+        size: int | None = None,
+        per_class: int | None = None,
+        epochs: int = 60,
+        **kwargs: Any,
+    ) -> None:
+        self.workspace = workspace
+        self.per_class = per_class
+        self.source = widgets.Dropdown(options=SOURCES, value=source, description="images")
+        self.source.add_class("accel-train-source")
+        self.folder = widgets.Text(
+            value=str(folder), description="folder", placeholder="path/to/photos"
+        )
+        self.folder.add_class("accel-train-folder")
+        self.model_name = widgets.Text(value=name, description="name")
+        self.model_name.add_class("accel-train-name")
+        featurizers = [s.name for s in list_specs(False) if s.task == "classification"]
+        featurizers = [f for f in featurizers if f != "ssd_vgg"]
+        self.featurizer = widgets.Dropdown(
+            options=featurizers, value=featurizer, description="featurizer"
+        )
+        self.weights = widgets.Dropdown(
+            options=[("ImageNet (download once)", "imagenet"), ("random (offline)", "random")],
+            value=weights,
+            description="weights",
+        )
+        self.size = widgets.Dropdown(
+            options=[("catalog (224 px)", 0), ("96 px", 96), ("64 px", 64), ("32 px", 32)],
+            value=size or 0,
+            description="input",
+        )
+        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=1000, description="epochs")
+        self.augment = widgets.Checkbox(value=False, description="also train on mirror images")
+        self.look_button = button("Look at the data", "train-look", "", "search")
+        self.train_button = button("Train", "train", "primary", "graduation-cap")
+        self.cancel_button = button("Cancel", "train-cancel", "warning", "stop")
+        self.cancel_button.disabled = True
+        self.classes_table = widgets.HTML()
+        self.classes_table.add_class("accel-train-classes")
+        self.progress = ProgressPanel()
+        self.curve = image("train-curve", "svg+xml")
+        self.summary = widgets.HTML()
+        self.summary.add_class("accel-train-summary")
+        self.per_class_table = widgets.HTML()
+        self.per_class_table.add_class("accel-train-per-class")
+        self.confusion = image("train-confusion", "svg+xml")
+        self._curve: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        super().__init__(
+            [
+                widgets.HBox([self.source, self.folder]),
+                widgets.HBox([self.model_name, self.featurizer, self.weights]),
+                widgets.HBox([self.size, self.epochs, self.augment]),
+                widgets.HBox([self.look_button, self.train_button, self.cancel_button]),
+                self.classes_table,
+                self.progress,
+                self.curve,
+                self.summary,
+                widgets.HBox([self.per_class_table, self.confusion]),
+            ],
+            **kwargs,
+        )
+        self.title = "Train your own classes"
+        self.source.observe(lambda _: self._show_folder(), "value")
+        self._show_folder()
+        self.look_button.on_click(lambda _: self._start(self.look))
+        self.train_button.on_click(lambda _: self._start(self.run))
+        self.cancel_button.on_click(lambda _: self._on_cancel())
+
+    def _show_folder(self) -> None:
+        self.folder.layout.display = "" if self.source.value == "folder" else "none"
+
+    def _set_enabled(self, enabled: bool) -> None:
+        for control in (self.look_button, self.train_button, self.source, self.folder):
+            control.disabled = not enabled
+        self.cancel_button.disabled = not self.busy
+        self.cancel_button.description = "Cancel"
+
+    def _on_cancel(self) -> None:
+        self.cancel()
+        if self.busy:
+            self.cancel_button.disabled = True
+            self.cancel_button.description = "Cancelling..."
+
+    def _data(self) -> dict[str, Any]:
+        """The engine's data arguments for the chosen source, checked in the widget's words."""
+        if self.source.value != "folder":
+            return {"sample": self.source.value, "sample_per_class": self.per_class}
+        folder = self.folder.value.strip()
+        if not folder:
+            raise AccelError("type the path of a folder with one sub-folder per class")
+        return {"data": folder}
+
+    def look(self) -> dict[str, int] | None:
+        """Show the classes and how many images each has (bundled sets: what will be written)."""
+        return self._guarded(self._look)
+
+    def _look(self) -> dict[str, int]:
+        data = self._data()
+        if "data" in data:
+            counts = scan_folder(data["data"]).counts
+        else:
+            counts = _sample_counts(data["sample"], self.per_class)
+        self.classes_table.value = html_table(
+            ["class", "images"], [[c, n] for c, n in counts.items()], css="accel-class-rows"
+        )
+        self.status = f"{len(counts)} classes, {sum(counts.values())} images"
+        return counts
+
+    def run(self) -> TrainResult | None:
+        """Train (synchronously); the curve, the held-out report and ``model`` show the result."""
+        return self._guarded(self._train)
+
+    def _on_epoch(self, point: dict[str, Any]) -> None:
+        with self._lock:
+            self._curve.append(point)
+            show_chart(self.curve, curve_chart(self._curve))
+            self.epochs_seen = len(self._curve)
+
+    def _train(self) -> TrainResult:
+        self._look()
+        self.progress.reset()
+        self._curve = []
+        self.epochs_seen = 0
+        self.curve.value = b""
+        self.summary.value = ""
+        self.per_class_table.value = ""
+        self.confusion.value = b""
+        self.done = False
+        self.status = "training..."
+        try:
+            result = train_classifier(
+                self.model_name.value.strip(),
+                **self._data(),
+                featurizer=self.featurizer.value,
+                weights=self.weights.value,
+                size=self.size.value or None,
+                epochs=self.epochs.value,
+                augment=self.augment.value,
+                workspace=self.workspace,
+                progress=self.progress,
+                cancel=self._new_cancel(),
+                on_epoch=self._on_epoch,
+            )
+        except BaseException:
+            self.progress.finish(False)
+            self.status = "not trained; nothing was kept"
+            raise
+        self.progress.finish(True)
+        self._show_result(result)
+        self.result = result
+        self.model = result.model
+        self.status = (
+            f"trained {result.model.ref}: held-out accuracy {result.accuracy:.3f}; convert it next"
+        )
+        self.done = True
+        self._refresh_state()
+        return result
+
+    def _show_result(self, result: TrainResult) -> None:
+        report = result.report
+        held = report["holdout"]
+        feat = report["featurizer"]
+        words = (
+            f"<b>Held-out accuracy {held['accuracy']:.3f}</b> on {held['n_images']} images "
+            f"the model never trained on ({feat['title']}, {feat['weights']} weights, "
+            f"{feat['size']} px; stopped after {report['head']['epochs_run']} epochs, "
+            f"kept epoch {report['head']['best_epoch']})."
+        )
+        if feat["weights"] == "random":
+            words += (
+                " <i>Random weights: a fixed random feature map, enough for simple pictures; "
+                "use ImageNet weights for photos.</i>"
+            )
+        self.summary.value = words
+        self.per_class_table.value = html_table(
+            ["class", "precision", "recall", "held out"],
+            [
+                [c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", c["support"]]
+                for c in held["per_class"]
+            ],
+            css="accel-per-class-rows",
+            row_css="accel-per-class-row",
+        )
+        show_chart(self.confusion, confusion_chart(report["classes"], held["confusion"]))
+
+
+def _sample_counts(sample: str, per_class: int | None) -> dict[str, int]:
+    """Classes and counts of a bundled set without writing it (sizes known from the sets)."""
+    if sample == "digits":
+        import numpy as np
+        from sklearn.datasets import load_digits
+
+        found = np.bincount(load_digits().target, minlength=10)
+        counts = {str(d): int(n) for d, n in enumerate(found)}
+    elif sample == "lfw":
+        counts = {"face": 100, "not-face": 100}
+    else:
+        raise AccelError(f"no sample set {sample!r}")
+    if per_class:
+        counts = {c: min(n, per_class) for c, n in counts.items()}
+    return counts
+
+
+class ConvertTrainedWidget(Step):
+    """Convert the trained model to ONNX (optionally INT8), calibrated on its own examples.
+
+    The held-out examples kept with the model stand in for the bundled photos: calibration
+    and the TF-vs-ONNX and INT8 agreement report then use pictures of the user's classes.
+    """
+
+    css_name = "convert-trained"
+    model = traitlets.Any(None, allow_none=True, help="the trained ModelRecord (input)")
+    converted = traitlets.Any(None, allow_none=True, help="the same model, once converted")
+
+    def __init__(self, workspace: Workspace | None = None, **kwargs: Any) -> None:
+        self.workspace = workspace
+        self.quantize = widgets.Checkbox(value=True, description="also quantize to INT8")
+        self.convert_button = button("Convert", "convert", "primary", "cogs")
+        self.cancel_button = button("Cancel", "cancel", "warning", "stop")
+        self.cancel_button.disabled = True
+        self.progress = ProgressPanel()
+        self.report_table = widgets.HTML()
+        self.report_table.add_class("accel-convert-report")
+        super().__init__(
+            [
+                widgets.HBox([self.quantize, self.convert_button, self.cancel_button]),
+                self.progress,
+                self.report_table,
+            ],
+            **kwargs,
+        )
+        self.title = "Convert"
+        self.convert_button.on_click(lambda _: self._start(self.run))
+        self.cancel_button.on_click(lambda _: self.cancel())
+
+    @traitlets.observe("model")
+    def _on_model(self, change: Any) -> None:
+        self.done = False
+        self.converted = None
+        self.report_table.value = ""
+
+    def _set_enabled(self, enabled: bool) -> None:
+        self.convert_button.disabled = not enabled
+        self.quantize.disabled = not enabled
+        self.cancel_button.disabled = not self.busy
+
+    def run(self) -> list | None:
+        return self._guarded(self._convert)
+
+    def _convert(self) -> list:
+        from accel_widgets.engine.convert import convert
+
+        if self.model is None:
+            raise AccelError("train a model in the step above first")
+        examples = Path(self.model.path) / self.model.spec.get("examples", "examples")
+        own = examples if examples.is_dir() else None
+        self.progress.reset()
+        self.status = f"converting {self.model.ref}..."
+        try:
+            artifacts = convert(
+                self.model.name,
+                version=self.model.version,
+                quantize="int8" if self.quantize.value else None,
+                calibration=own,
+                validation=own,
+                workspace=self.workspace,
+                progress=self.progress,
+                cancel=self._new_cancel(),
+            )
+        except BaseException:
+            self.progress.finish(False)
+            self.status = "not converted"
+            raise
+        self.progress.finish(True)
+        self.report_table.value = html_table(
+            REPORT_COLUMNS, [report_row(a) for a in artifacts], css="accel-report-rows"
+        )
+        self.status = (
+            f"converted {self.model.ref} to ONNX ({', '.join(a.precision for a in artifacts)}), "
+            "checked on its held-out examples; ready to deploy"
+        )
+        self.converted = self.model
+        self.done = True
+        self._refresh_state()
+        return artifacts
+
+
+class TrainWalk(widgets.VBox):
+    """Train -> convert -> deploy -> score (a held-out picture) -> clean up, in order.
+
+    Keyword arguments go to :class:`TrainWidget` (``source``, ``folder``, ``name``,
+    ``featurizer``, ``weights``, ``size``, ``per_class``, ``epochs``).
+    """
+
+    def __init__(self, workspace: Workspace | None = None, **train_options: Any) -> None:
+        workspace = workspace or Workspace()
+        self.workspace = workspace
+        self.state = WalkState(workspace)
+        self.train = TrainWidget(workspace=workspace, **train_options)
+        self.convert = ConvertTrainedWidget(workspace=workspace)
+        self.deploy = DeployWidget(workspace=workspace)
+        self.score = ScoreWidget(workspace=workspace)
+        self.cleanup = CleanupWidget(workspace=workspace)
+        self.steps = [self.train, self.convert, self.deploy, self.score, self.cleanup]
+        traitlets.dlink((self.train, "model"), (self.convert, "model"))
+        traitlets.dlink((self.convert, "converted"), (self.deploy, "model"))
+        traitlets.dlink((self.deploy, "service"), (self.score, "service"))
+        for before, after in [(self.train, self.convert), (self.convert, self.deploy)]:
+            after.locked = not before.done
+            traitlets.dlink((before, "done"), (after, "locked"), transform=lambda d: not d)
+        self.score.locked = True
+        traitlets.dlink((self.deploy, "done"), (self.score, "locked"), transform=lambda d: not d)
+        self.cleanup.locked = True
+        for step in self.steps:
+            step.use_state(self.state)
+        super().__init__(self.steps)
+        self.add_class("accel-train-walk")
+        self.state.refresh()
+        self.train.observe(self._offer_example, "result")
+
+    def _offer_example(self, change: Any) -> None:
+        """Score starts on a held-out picture of the user's own classes (not the cat)."""
+        result = change["new"]
+        if result is None:
+            return
+        first = result.report["holdout"]["predictions"][0]
+        path = Path(result.report["data"]) / first["file"]
+        self.score.use_image(path.read_bytes(), f"held-out {first['truth']} ({path.name})")
+
+    def run_all(self) -> None:
+        """Every step with the current settings, stopping at the first error (headless runs)."""
+        for step, action in [
+            (self.train, self.train.run),
+            (self.convert, self.convert.run),
+            (self.deploy, self.deploy.run),
+            (self.score, self.score.run),
+            (self.cleanup, self.cleanup.refresh),
+        ]:
+            action()
+            if step.error or not step.done:
+                raise AccelError(f"{step.title}: {step.error or 'not done'}")
+
+    def close(self) -> None:
+        self.state.stop()
+        super().close()
