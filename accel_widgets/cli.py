@@ -346,13 +346,22 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if service.info.get("protocol") == "rest":
         print(f"scoring   {service.info['scoring_uri']}  (HTTPS, TF Serving REST predict)")
     else:
-        print(f"address   {service.address}:{service.port}  (gRPC, TF Serving PredictionService)")
+        print(
+            f"address   {service.address}:{service.port}  (gRPC: TF Serving PredictionService"
+            " and Open Inference Protocol v2)"
+        )
     if service.info.get("connect"):
         print(f"connect   {service.info['connect']}")
     if service.info.get("rest_port"):
         print(
             f"REST      http://{service.address}:{service.info['rest_port']}"
             f"/v1/models/{args.model}:predict"
+        )
+    for model, chosen in (service.info.get("runtimes") or {}).items():
+        # Which runtime serves, and why (auto measured it, or it was asked for).
+        print(
+            f"runtime   {model}: {chosen.get('runtime')} on {chosen.get('device')}; "
+            f"{chosen.get('chosen_by')}"
         )
     if service.info.get("image"):
         print(f"image     {service.info['image']} (container {service.info.get('container')})")

@@ -542,6 +542,8 @@ def test_cli_deploy_then_services_then_delete(ws, capsys):
     assert f"address   127.0.0.1:{service.port}" in out
     assert "ready in" in out
     assert "key       -" in out
+    chosen = service.info["runtimes"]["squeezenet"]  # which runtime serves, and why
+    assert f"runtime   squeezenet: {chosen['runtime']} on {chosen['device']}" in out
 
     assert _cli(ws, "services") == 0
     table = capsys.readouterr().out.splitlines()
