@@ -261,3 +261,29 @@ def test_score_step_draws_exactly_what_the_service_returned(converted, service, 
         drawn, np.asarray(Image.open(io.BytesIO(draw_detections(data, result.detections))))
     )
     assert get_spec("ssd_vgg").graph_ready
+
+
+def test_benchmark_of_a_detector_asks_for_the_detections_only(
+    converted, service, photos, monkeypatch
+):
+    """The Score step's Benchmark on SSD: each call asks for the 4 detection outputs, not 28."""
+    from accel_widgets.engine import client as client_module
+    from accel_widgets.engine.ssd_decode import DETECTION_OUTPUTS
+    from accel_widgets.widgets.score import ScoreWidget
+
+    workspace, _, _ = converted
+    asked: list[list[str]] = []
+    original = client_module.PredictionClient.score_image
+
+    def recording(self, image, input_name="images", outputs=None, *args, **kwargs):
+        asked.append(list(outputs or []))
+        return original(self, image, input_name, outputs, *args, **kwargs)
+
+    step = ScoreWidget(workspace=workspace)
+    step.service = service
+    step.use_image(photos["chelsea"].read_bytes(), "street.jpg")
+    step.requests.value, step.concurrency.value = 3, 1
+    monkeypatch.setattr(client_module.PredictionClient, "score_image", recording)
+    result = step.run_benchmark()
+    assert step.error == "" and result is not None and len(result.latencies_ms) == 3
+    assert asked and all(sorted(a) == sorted(DETECTION_OUTPUTS) for a in asked)

@@ -12,6 +12,7 @@ from accel_widgets.engine.benchmark import BenchmarkResult, benchmark_service
 from accel_widgets.engine.client import client_from_service
 from accel_widgets.engine.samples import sample_photos
 from accel_widgets.engine.scoring import ScoreResult, score, service_labels
+from accel_widgets.engine.ssd_decode import DETECTION_OUTPUTS
 from accel_widgets.engine.targets import service_live
 from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError, ImageError, ScoringError
@@ -252,11 +253,13 @@ class ScoreWidget(Step):
         self.clear_benchmark()
         _, data = self._image()
         try:
+            detector = is_detector_service(self.service, self.workspace)
             result = benchmark_service(
                 self.service,
                 data,
                 requests=self.requests.value,
                 concurrency=self.concurrency.value,
+                outputs=list(DETECTION_OUTPUTS) if detector else None,
                 progress=self.progress,
                 cancel=self._new_cancel(),
             )
