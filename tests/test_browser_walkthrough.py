@@ -502,11 +502,9 @@ def stop_the_service_and_deploy_again(page, sandbox: Sandbox, shots: Screenshots
     stopped = time.monotonic()
     snap = wait_for(
         page,
-        "the Deploy step to lose the stopped service and Score to say deploy first",
-        lambda s: (
-            status_matches("deploy", r"gone")(s)
-            and status_matches("score", r"deploy a service in the step above first")(s)
-        ),
+        "the Deploy step to lose the stopped service and Score to lock again",
+        # A locked Score shows the lock hint alone, not its status in other words too.
+        lambda s: status_matches("deploy", r"gone")(s) and not enabled("score")(s),
         5,
     )
     took = time.monotonic() - stopped
@@ -514,6 +512,7 @@ def stop_the_service_and_deploy_again(page, sandbox: Sandbox, shots: Screenshots
     assert "running" not in deploy_details(page)
     assert not snap["top5"], "the old score is still on screen"
     assert enabled("deploy")(snap) and not enabled("score")(snap)
+    assert not snap["status"]["score"], "a locked Score repeats the lock hint in its status"
     page.locator(".accel-deploy-status").first.scroll_into_view_if_needed()
     shots.take(page, "service-stopped")
     print(f"the walk showed the stop after {took:.1f} s")
