@@ -161,10 +161,15 @@ def test_gpu_providers_are_chosen_when_the_build_has_them():
 
 def test_a_gpu_asked_for_on_a_cpu_machine_serves_on_the_cpu_and_says_why():
     path = weights_path() / "SqueezeNet_fp16.onnx"
-    # A build that lists CUDA but cannot start it here: ONNX Runtime drops it, we record it.
-    session, note = runtime.open_onnxruntime(
-        path, "fp16", device="gpu", available=["CUDAExecutionProvider", "CPUExecutionProvider"]
-    )
+    # A build that lists CUDA but cannot start it here: ONNX Runtime drops it (and warns),
+    # we record it.
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider"):
+        session, note = runtime.open_onnxruntime(
+            path,
+            "fp16",
+            device="gpu",
+            available=["CUDAExecutionProvider", "CPUExecutionProvider"],
+        )
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert note and "could not start CUDAExecutionProvider" in note
     device, ov_note = openvino_runtime.choose_device("gpu", openvino_runtime.devices())
