@@ -65,6 +65,21 @@ def test_catalog_classifier_converts_and_matches_tensorflow(catalog_workspace, n
     np.testing.assert_allclose(onnx_scores, tf_scores, rtol=1e-3, atol=1e-6)
     assert onnx_scores.sum() == pytest.approx(1.0, abs=1e-4)
 
+    # Whether OpenVINO may compute in bf16 was measured on the photos (engine/bf16_check.py).
+    from accel_widgets.serving import openvino_runtime
+
+    bf16 = fp32.report["bf16"]
+    if openvino_runtime.cpu_has_bf16():
+        assert bf16["n_images"] == 6 and bf16["device"] == "CPU", bf16
+        assert bf16["reference_top1"] == fp32.report["predictions"]
+        pairs = zip(bf16["reference_top1"], bf16["candidate_top1"], strict=True)
+        agree = sum(r == c for r, c in pairs)
+        assert bf16["top1_agree_count"] == agree
+    else:
+        assert "no AVX512-BF16 or AMX" in bf16["skipped"], bf16
+    if name == "resnet50":
+        _served_precision_follows_the_bf16_check(catalog_workspace, fp32, bf16)
+
     steps = events.steps()
     assert steps[:2] == ["build", "register"]
     assert "convert" in steps and "validate" in steps
@@ -100,3 +115,22 @@ def test_quantized_catalog_name_builds_float_and_quantizes(workspace):
     assert sorted(a.precision for a in artifacts) == ["fp32", "int8"]
     agreement = next(a for a in artifacts if a.precision == "int8").report["vs_fp32"]
     assert agreement["top1_agreement"] >= 5 / 6
+
+
+def _served_precision_follows_the_bf16_check(workspace, artifact, bf16) -> None:
+    """OpenVINO serves the artifact in bf16 exactly when the check agreed on every photo
+    and this CPU has bf16; otherwise it is asked for f32 (its own default would be bf16)."""
+    from accel_widgets.engine.service_config import server_config_for
+    from accel_widgets.serving import openvino_runtime
+    from accel_widgets.serving.model import LoadedModel
+
+    config = server_config_for(workspace, artifact, "bf16-check")
+    model = LoadedModel.load(
+        config.models[0],
+        threads=None,
+        max_pixels=config.max_pixels,
+        max_batch=1,
+        runtime_name="openvino",
+    )
+    validated = bf16.get("top1_agreement") == 1.0 and openvino_runtime.cpu_has_bf16()
+    assert model.runtime_info.inference_precision == ("bf16" if validated else "f32")

@@ -220,6 +220,11 @@ def validate_against_tf(
         ),
         "predictions": [int(np.argmax(o)) for o in ort_out],
     }
+    # Whether OpenVINO may serve this model in bf16 (engine/bf16_check.py).
+    from accel_widgets.engine.bf16_check import bf16_check
+
+    emit("validate", 0.9, "checking OpenVINO bf16 against fp32 on the photos")
+    report["bf16"] = bf16_check(onnx_path, inputs, ort_out)
     emit("validate", 1.0, _summary(report))
     return report
 
