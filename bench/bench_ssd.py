@@ -6,7 +6,7 @@ chelsea JPEG):
 * **served vs in-process**: client-observed p50/p99 of the fp32 and INT8 services (ONNX
   Runtime, asking for the four detection outputs) against ONNX Runtime in this process on
   the same JPEG (decode + preprocessing + model), in alternating blocks with idle gaps
-  (FINDINGS.md: ORT's threads spin after a run and slow whatever runs next);
+  (docs/FINDINGS.md: ORT's threads spin after a run and slow whatever runs next);
 * **INT8 vs fp32**: the ratio of their p50s, their sizes and the detection agreement the
   converter measured (same class, IoU >= 0.5);
 * **where decoding runs**: the in-graph decode + NMS alone (a decode-only ONNX model fed the

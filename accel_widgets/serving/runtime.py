@@ -56,7 +56,7 @@ configuration                       Squeeze c=1  Squeeze c=4  ResNet c=1   ResNe
   better than one thread end to end (p50 and throughput), while in-process under heavy
   background load one thread had the better ResNet tail; on an idle machine, the usual case
   for a batch-1 demo where the client just waits for the answer, the cores split one image's
-  work (FINDINGS: ResNet-50 40-51 ms with 2 threads). Concurrent requests share the
+  work (docs/FINDINGS.md: ResNet-50 40-51 ms with 2 threads). Concurrent requests share the
   session's one pool (callers join it) rather than multiplying threads.
 * ``inter_op_num_threads = 1`` and sequential execution: image models are chains, so a
   parallel executor has nothing to overlap and only adds threads.
