@@ -14,6 +14,7 @@ file in the image. The variable is removed from the environment once read.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -81,11 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     log = logging.getLogger("accel_widgets.serving")
     # Imported after logging is set up, so import-time problems are logged the same way.
-    from accel_widgets.serving.config import ServerConfig
+    from accel_widgets.serving.config import RUNTIMES, ServerConfig
     from accel_widgets.serving.server import ServeOptions, serve
 
     try:
         config = ServerConfig.load(args.config)
+        # A container's target passes the deploy's runtime here: the config baked into the
+        # image says "auto", and a user may pin one runtime without rebuilding the image.
+        if runtime := os.environ.get("ACCEL_WIDGETS_RUNTIME", "").strip():
+            if runtime not in RUNTIMES:
+                raise ServingError(
+                    f"ACCEL_WIDGETS_RUNTIME must be one of {', '.join(RUNTIMES)}; got {runtime!r}"
+                )
+            config = dataclasses.replace(config, runtime=runtime)
     except ServingError as exc:
         log.error("%s", exc)
         return 1

@@ -35,6 +35,7 @@ from accel_widgets.engine.workspace import (
 )
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
+from accel_widgets.serving.config import RUNTIMES
 
 NETWORKS = ("auto", "host", "bridge")
 
@@ -101,6 +102,13 @@ class ContainerTarget(Target):
             choices=NETWORKS,
         ),
         Setting("ready_timeout", float, 120.0, "seconds to wait for the model to load"),
+        Setting(
+            "runtime",
+            str,
+            "auto",
+            "auto measures ONNX Runtime and OpenVINO at start-up and keeps the faster",
+            choices=RUNTIMES,
+        ),
         Setting("key", str, None, "use this API key instead of a generated one", ui=False),
     )
 
@@ -160,7 +168,10 @@ class ContainerTarget(Target):
                 "settings": {**recorded, "auth": auth},
             },
         )
-        environment = {"ACCEL_WIDGETS_HOST": host if network == "host" else "0.0.0.0"}
+        environment = {
+            "ACCEL_WIDGETS_HOST": host if network == "host" else "0.0.0.0",
+            "ACCEL_WIDGETS_RUNTIME": settings["runtime"],  # the image's config says "auto"
+        }
         run: dict[str, Any] = {}
         command: list[str] = []
         if network == "host":
