@@ -326,6 +326,39 @@ def test_delete_stops_the_server_and_forgets_it(ws, capsys):
         delete_service("squeezenet", workspace=ws)
 
 
+def test_stopping_a_server_takes_its_forked_children_with_it(tmp_path):
+    """A child a server forked (same process group, never exec'd) dies with the service.
+
+    Seen once in a benchmark: such a child outlived its deleted server as a 315 MB orphan.
+    The "server" here is a real process started as the local target starts one (its own
+    session) that forks a child and keeps running, like a server does.
+    """
+    from accel_widgets.engine.targets.local import _stop_process
+
+    child_file = tmp_path / "child.pid"
+    code = textwrap.dedent(
+        f"""
+        import os, time
+        if os.fork() == 0:
+            open({str(child_file)!r}, "w").write(str(os.getpid()))
+            time.sleep(120)
+            os._exit(0)
+        time.sleep(120)
+        """
+    )
+    server = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    _wait_until(lambda: child_file.is_file() and child_file.read_text(), timeout=10)
+    child = int(child_file.read_text())
+    assert psutil.pid_exists(child)
+
+    assert _stop_process(server.pid, grace=5.0)
+    server.wait(5)
+    _wait_until(
+        lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie",
+        timeout=5,
+    )
+
+
 # -- refusals ------------------------------------------------------------------------------
 
 
