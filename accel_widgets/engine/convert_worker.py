@@ -229,14 +229,28 @@ def validate_against_tf(
     return report
 
 
-def quantize_and_validate(
-    fp32_path: Path, int8_path: Path, job: dict[str, Any], emit: _Emitter
-) -> dict[str, Any]:
-    """INT8 from ``fp32_path`` calibrated on real photos, then compared with fp32."""
+def quantize_and_run(
+    fp32_path: Path,
+    int8_path: Path,
+    job: dict[str, Any],
+    emit: Any,
+    *,
+    what: str,
+    quantization: str,
+    run: Any,
+    **options: Any,
+) -> tuple[dict[str, Any], Any, Any]:
+    """Calibrate on real photos, quantize ``fp32_path`` into ``int8_path``, then run both on
+    the validation photos and time them, interleaved.
+
+    Returns the report fields every INT8 artifact shares and both models' outputs, as
+    ``run(session, inputs)`` gives them; the caller adds its own comparison (top-1 for a
+    classifier, matched detections for SSD). ``options`` go to ``quantize_static_int8``.
+    """
     from accel_widgets.engine.quantize import quantize_static_int8
     from accel_widgets.engine.samples import photos_from_folder, sample_photos
     from accel_widgets.engine.timing import measure_interleaved
-    from accel_widgets.engine.validate import compare, file_mb, onnx_session, photo_inputs
+    from accel_widgets.engine.validate import file_mb, onnx_session, photo_inputs
     from accel_widgets.preprocess import Preprocessing
 
     pre = Preprocessing.from_dict(job["preprocessing"])
@@ -253,16 +267,15 @@ def quantize_and_validate(
             f"calibrating on image {done[0]}/{len(calibration_inputs)}",
         )
 
-    emit("quantize", 0.05, f"quantizing to INT8 with {len(calibration)} calibration photos")
-    quantize_static_int8(fp32_path, int8_path, calibration_inputs, tick=tick)
+    emit("quantize", 0.05, f"quantizing {what} to INT8 with {len(calibration)} calibration photos")
+    quantize_static_int8(fp32_path, int8_path, calibration_inputs, tick=tick, **options)
     emit("quantize", 0.75, "comparing INT8 with fp32 on real photos")
     photos = _photos(job)
     inputs = photo_inputs(photos, pre)
     fp32 = onnx_session(fp32_path)
     int8 = onnx_session(int8_path)
+    fp32_out, int8_out = run(fp32, inputs), run(int8, inputs)
     name = fp32.get_inputs()[0].name
-    fp32_out = [fp32.run(None, {name: x.astype(np.float32)})[0] for x in inputs]
-    int8_out = [int8.run(None, {name: x.astype(np.float32)})[0] for x in inputs]
     x = inputs[0].astype(np.float32)
     timings = measure_interleaved(
         {"int8": lambda: int8.run(None, {name: x}), "fp32": lambda: fp32.run(None, {name: x})},
@@ -271,19 +284,41 @@ def quantize_and_validate(
     report = {
         "precision": "int8",
         "format": "onnx",
-        "quantization": "static QDQ, uint8 activations, int8 weights, per tensor, MinMax",
+        "quantization": quantization,
         "calibration": folder or "bundled sample photos",
         "calibration_images": len(calibration),
         "size_mb": file_mb(int8_path),
         "fp32_size_mb": file_mb(fp32_path),
         "photos": [p.name for p in photos],
-        "vs_fp32": compare(fp32_out, int8_out),
         "latency": timings,
         "latency_ratio_int8_vs_fp32": round(
             timings["int8"]["p50_ms"] / timings["fp32"]["p50_ms"], 3
         ),
-        "predictions": [int(np.argmax(o)) for o in int8_out],
     }
+    return report, fp32_out, int8_out
+
+
+def quantize_and_validate(
+    fp32_path: Path, int8_path: Path, job: dict[str, Any], emit: _Emitter
+) -> dict[str, Any]:
+    """INT8 from ``fp32_path`` calibrated on real photos, then compared with fp32."""
+    from accel_widgets.engine.validate import compare
+
+    def scores(session, inputs) -> list[np.ndarray]:
+        name = session.get_inputs()[0].name
+        return [session.run(None, {name: x.astype(np.float32)})[0] for x in inputs]
+
+    report, fp32_out, int8_out = quantize_and_run(
+        fp32_path,
+        int8_path,
+        job,
+        emit,
+        what="the model",
+        quantization="static QDQ, uint8 activations, int8 weights, per tensor, MinMax",
+        run=scores,
+    )
+    report["vs_fp32"] = compare(fp32_out, int8_out)
+    report["predictions"] = [int(np.argmax(o)) for o in int8_out]
     emit("quantize", 1.0, _summary(report))
     return report
 

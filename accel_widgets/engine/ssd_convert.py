@@ -208,71 +208,25 @@ def quantize_detector(
     fp32_path: Path, int8_path: Path, job: dict[str, Any], emit: Emit
 ) -> dict[str, Any]:
     """INT8 of the conv tower calibrated on real photos, then compared with fp32."""
-    from accel_widgets.engine.convert_worker import _photos
-    from accel_widgets.engine.quantize import quantize_static_int8
-    from accel_widgets.engine.samples import photos_from_folder, sample_photos
-    from accel_widgets.engine.timing import measure_interleaved
-    from accel_widgets.engine.validate import file_mb, onnx_session, photo_inputs
-    from accel_widgets.preprocess import Preprocessing
+    from accel_widgets.engine.convert_worker import quantize_and_run
 
-    pre = Preprocessing.from_dict(job["preprocessing"])
-    folder = job.get("calibration")
-    calibration = photos_from_folder(folder) if folder else sample_photos()
-    calibration_inputs = photo_inputs(calibration, pre)
-    done = [0]
-
-    def tick() -> None:
-        done[0] += 1
-        emit(
-            "quantize",
-            0.1 + 0.6 * done[0] / len(calibration_inputs),
-            f"calibrating on image {done[0]}/{len(calibration_inputs)}",
-        )
-
-    emit("quantize", 0.05, f"quantizing the conv tower to INT8 ({len(calibration)} photos)")
-    quantize_static_int8(
+    report, fp32_out, int8_out = quantize_and_run(
         fp32_path,
         int8_path,
-        calibration_inputs,
-        tick=tick,
+        job,
+        emit,
+        what="the conv tower",
+        quantization="static QDQ of the conv tower (Conv/Relu/MaxPool), uint8 activations, "
+        "int8 weights, per tensor, MinMax; normalisation, softmax, decoding and NMS float",
+        run=run_onnx,
         op_types=QUANTIZED_OPS,
         symbolic_shapes=False,
     )
-    emit("quantize", 0.75, "comparing INT8 detections with fp32 on real photos")
-    photos = _photos(job)
-    inputs = photo_inputs(photos, pre)
-    fp32 = onnx_session(fp32_path)
-    int8 = onnx_session(int8_path)
-    fp32_out = run_onnx(fp32, inputs)
-    int8_out = run_onnx(int8, inputs)
-    x = inputs[0].astype(np.float32)
-    timings = measure_interleaved(
-        {
-            "int8": lambda: int8.run(None, {ONNX_INPUT: x}),
-            "fp32": lambda: fp32.run(None, {ONNX_INPUT: x}),
-        },
-        runs=int(job.get("timing_runs", 15)),
-    )
-    report = {
-        "task": "detection",
-        "precision": "int8",
-        "format": "onnx",
-        "quantization": "static QDQ of the conv tower (Conv/Relu/MaxPool), uint8 activations, "
-        "int8 weights, per tensor, MinMax; normalisation, softmax, decoding and NMS float",
-        "calibration": folder or "bundled sample photos",
-        "calibration_images": len(calibration),
-        "size_mb": file_mb(int8_path),
-        "fp32_size_mb": file_mb(fp32_path),
-        "photos": [p.name for p in photos],
-        "vs_fp32": detection_agreement(fp32_out, int8_out),
-        "latency": timings,
-        "latency_ratio_int8_vs_fp32": round(
-            timings["int8"]["p50_ms"] / timings["fp32"]["p50_ms"], 3
-        ),
-        "detections_per_photo": [
-            int(np.asarray(o["num_detections"]).reshape(-1)[0]) for o in int8_out
-        ],
-    }
+    report = {"task": "detection", **report}
+    report["vs_fp32"] = detection_agreement(fp32_out, int8_out)
+    report["detections_per_photo"] = [
+        int(np.asarray(o["num_detections"]).reshape(-1)[0]) for o in int8_out
+    ]
     cmp = report["vs_fp32"]
     emit(
         "quantize",
