@@ -28,7 +28,7 @@ from accel_widgets.engine.catalog import LEGACY_INPUT, ModelSpec, get_spec
 from accel_widgets.engine.labels import labels_path
 from accel_widgets.engine.workspace import ModelRecord, Workspace, check_name
 from accel_widgets.errors import BuildError, WeightsError
-from accel_widgets.progress import CancelToken, Progress, as_reporter
+from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
 
 OFFLINE_ENV = "ACCEL_WIDGETS_OFFLINE"
 
@@ -353,15 +353,33 @@ def build_model(
             "format": "savedmodel",
             "network": network_file,
         }
-        (staged / "model.json").write_text(json.dumps(model_spec, indent=2))
-        report("register", 0.9, f"registering {name} in {workspace.root}")
-        record = workspace.register_model(
+        record = register_built(
+            workspace,
             name,
             staged,
-            kind="catalog",
+            model_spec,
             description=description or f"{spec.title}, {weights} weights",
             tags={"architecture": spec.architecture, "weights": str(weights), **(tags or {})},
-            spec=model_spec,
+            report=report,
         )
     report("register", 1.0, f"registered {record.ref}")
     return record
+
+
+def register_built(
+    workspace: Workspace,
+    name: str,
+    staged: Path,
+    model_spec: dict[str, Any],
+    *,
+    description: str,
+    tags: dict[str, str],
+    report: Reporter,
+) -> ModelRecord:
+    """Write the model's spec beside what was built in ``staged`` and register it as a
+    catalog model (a classifier here, SSD in ssd.py)."""
+    (staged / "model.json").write_text(json.dumps(model_spec, indent=2))
+    report("register", 0.9, f"registering {name} in {workspace.root}")
+    return workspace.register_model(
+        name, staged, kind="catalog", description=description, tags=tags, spec=model_spec
+    )

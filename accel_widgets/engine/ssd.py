@@ -25,7 +25,6 @@ layer name; a file that does not fit gets an error listing every layer that does
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -379,7 +378,7 @@ def build_detector(
     cancel: CancelToken | None,
 ) -> ModelRecord:
     """:func:`~accel_widgets.engine.build.build_model` for the detector (same contract)."""
-    from accel_widgets.engine.build import _labels_for
+    from accel_widgets.engine.build import _labels_for, register_built
 
     report = as_reporter(progress, cancel)
     tf, _ = _import_keras()
@@ -419,15 +418,14 @@ def build_detector(
             "format": "savedmodel",
             "network": None,  # converted from the SavedModel: NMS is not a Keras layer
         }
-        (staged / "model.json").write_text(json.dumps(model_spec, indent=2))
-        report("register", 0.9, f"registering {name} in {workspace.root}")
-        record = workspace.register_model(
+        record = register_built(
+            workspace,
             name,
             staged,
-            kind="catalog",
+            model_spec,
             description=description or f"{spec.title}, {weights_label(weights)}",
             tags={"architecture": spec.architecture, "weights": str(weights), **(tags or {})},
-            spec=model_spec,
+            report=report,
         )
     report("register", 1.0, f"registered {record.ref}")
     return record
