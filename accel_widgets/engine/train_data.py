@@ -166,6 +166,29 @@ def load_pixels(
     return pixels
 
 
+def _sample_set(name: str) -> tuple[np.ndarray, np.ndarray, list[str], str, str]:
+    """A bundled set's images (0..1 grays), class indices, class names, suffix and format."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images / 16.0, bunch.target, [str(d) for d in range(10)], ".png", "PNG"
+    if name == "lfw":
+        from skimage.data import lfw_subset
+
+        images = lfw_subset()  # 0..1 floats; the first 100 are faces
+        return images, np.array([0] * 100 + [1] * 100), ["face", "not-face"], ".jpg", "JPEG"
+    raise TrainDataError(f"no sample set {name!r}; the bundled ones are {', '.join(SAMPLES)}")
+
+
+def sample_counts(name: str, per_class: int | None = None) -> dict[str, int]:
+    """Classes and image counts of a bundled set as :func:`write_sample` would write it."""
+    _, targets, classes, _, _ = _sample_set(name)
+    found = np.bincount(targets, minlength=len(classes))
+    counts = zip(classes, found, strict=True)
+    return {c: int(min(n, per_class) if per_class else n) for c, n in counts}
+
+
 def write_sample(
     name: str,
     folder: str | os.PathLike[str],
@@ -183,23 +206,7 @@ def write_sample(
     from PIL import Image
 
     root = Path(folder).expanduser()
-    if name == "digits":
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        images = bunch.images / 16.0
-        targets = bunch.target
-        classes = [str(d) for d in range(10)]
-        suffix, fmt = ".png", "PNG"
-    elif name == "lfw":
-        from skimage.data import lfw_subset
-
-        images = lfw_subset()  # 0..1 floats; the first 100 are faces
-        targets = np.array([0] * 100 + [1] * 100)
-        classes = ["face", "not-face"]
-        suffix, fmt = ".jpg", "JPEG"
-    else:
-        raise TrainDataError(f"no sample set {name!r}; the bundled ones are {', '.join(SAMPLES)}")
+    images, targets, classes, suffix, fmt = _sample_set(name)
     for index, class_name in enumerate(classes):
         members = np.flatnonzero(targets == index)[:per_class]
         class_dir = root / class_name

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from accel_widgets.engine.catalog import list_specs
 from accel_widgets.engine.reports import REPORT_COLUMNS, report_row
 from accel_widgets.engine.train import DEFAULT_FEATURIZER, TrainResult, train_classifier
-from accel_widgets.engine.train_data import scan_folder
+from accel_widgets.engine.train_data import sample_counts, scan_folder
 from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, image
@@ -200,7 +200,7 @@ class TrainWidget(Step):
         if "data" in data:
             counts = scan_folder(data["data"]).counts
         else:
-            counts = _sample_counts(data["sample"], self.per_class)
+            counts = sample_counts(data["sample"], self.per_class)
         self.classes_table.value = html_table(
             ["class", "images"], [[c, n] for c, n in counts.items()], css="accel-class-rows"
         )
@@ -283,23 +283,6 @@ class TrainWidget(Step):
             row_css="accel-per-class-row",
         )
         show_chart(self.confusion, confusion_chart(report["classes"], held["confusion"]))
-
-
-def _sample_counts(sample: str, per_class: int | None) -> dict[str, int]:
-    """Classes and counts of a bundled set without writing it (sizes known from the sets)."""
-    if sample == "digits":
-        import numpy as np
-        from sklearn.datasets import load_digits
-
-        found = np.bincount(load_digits().target, minlength=10)
-        counts = {str(d): int(n) for d, n in enumerate(found)}
-    elif sample == "lfw":
-        counts = {"face": 100, "not-face": 100}
-    else:
-        raise AccelError(f"no sample set {sample!r}")
-    if per_class:
-        counts = {c: min(n, per_class) for c, n in counts.items()}
-    return counts
 
 
 class ConvertTrainedWidget(Step):
