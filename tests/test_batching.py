@@ -98,13 +98,37 @@ def predict_together(model: LoadedModel, requests: list[np.ndarray]) -> list[obj
 
 
 def test_requests_that_arrive_together_run_as_one_batch_and_keep_their_rows(tmp_path):
-    model = load_lookup(tmp_path, {"max_batch_size": 16, "max_queue_delay_us": 300_000})
+    """Five requests (of 1 or 2 rows) queue behind a running one and then share one run;
+    each gets its own rows back. The first run is held until the five are queued: left to
+    thread timing, a tiny model's runs can each end before the next request arrives (seen
+    once in CI), and nothing would be batched."""
+    model = load_lookup(tmp_path, None)
+    rows_per_run: list[int] = []
+    release = threading.Event()
+
+    def run(batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        rows_per_run.append(batch.shape[0])
+        if len(rows_per_run) == 1:
+            release.wait(30)  # the first request holds the model while the others queue
+        return model._run_session(batch, names)
+
+    model.batcher = DynamicBatcher(run, max_batch_size=16, max_queue_delay_us=300_000)
     requests = [np.array([[i], [(i + 1) % 10]][: 1 + i % 2], dtype=np.int64) for i in range(6)]
-    results = predict_together(model, requests)
+
+    def predict(indices: np.ndarray) -> object:
+        return model.predict("index", indices, [])["output_alias"]
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        first = pool.submit(predict, requests[0])
+        wait_until(lambda: model.batcher.busy)
+        rest = [pool.submit(predict, r) for r in requests[1:]]
+        wait_until(lambda: model.batcher.queued == len(requests) - 1)
+        release.set()
+        results = [first.result(), *(f.result() for f in rest)]
     for indices, result in zip(requests, results, strict=True):
         np.testing.assert_array_equal(result, TABLE[indices[:, 0]])
     assert model.batcher.requests == 6
-    assert model.batcher.runs < 6, "requests that arrived together were not batched"
+    assert rows_per_run == [len(requests[0]), sum(len(r) for r in requests[1:])]
     model.close()
 
 
