@@ -248,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.block = min(args.rounds, 3), min(args.block, 4)
 
     import onnxruntime
-    import openvino
 
     from accel_widgets.engine.samples import sample_photos
+    from accel_widgets.serving.openvino_runtime import import_openvino
+
+    openvino = import_openvino()  # as the server imports it (no conversion tools, no fork)
 
     cpu = cpu_description()
     results: dict[str, Any] = {

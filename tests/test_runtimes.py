@@ -10,6 +10,7 @@ OpenVINO's real device lists (a GPU build's list is passed where one is needed).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -218,6 +219,41 @@ def test_a_server_serving_with_openvino_imports_no_tensorflow_or_jupyter():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "clean" in result.stdout
+
+
+def test_loading_openvino_forks_no_child_and_sends_no_usage_event(tmp_path):
+    """``import openvino`` sends a usage event by forking a child from a thread
+    (``openvino_telemetry``); in a server full of gRPC threads such a child once hung on a
+    copied lock and outlived its server. The server loads OpenVINO without it.
+
+    Run as on a user's machine: telemetry is off in CI (``CI=true``) and for users who opted
+    out, so the child process has neither the CI variables nor a consent file in its home.
+    Without the fix, ``openvino_telemetry`` is imported and one fork is counted.
+    """
+    code = (
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+        "forks = []\n"
+        "os.register_at_fork(before=lambda: forks.append(1))\n"
+        "from serving_fixtures import squeezenet_model\n"
+        "from accel_widgets.serving.config import ServerConfig\n"
+        "from accel_widgets.serving.model import LoadedModel\n"
+        "c = ServerConfig.from_dict({'models': [squeezenet_model()], 'runtime': 'openvino'})\n"
+        "m = LoadedModel.load(c.models[0], threads=None, max_pixels=c.max_pixels,"
+        " max_batch=4, runtime_name='openvino')\n"
+        "assert m.runtime_info.runtime == 'openvino', m.runtime_info\n"
+        "time.sleep(1.0)  # the usage event is sent from a thread, after the import\n"
+        "assert 'openvino_telemetry' not in sys.modules, 'the usage event was prepared'\n"
+        "assert not forks, f'{len(forks)} fork(s)'\n"
+        "print('no fork')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env["HOME"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no fork" in result.stdout
 
 
 def test_cli_deploy_runtime_flag_and_the_deploy_form_offer_the_runtimes(workspace, capsys):

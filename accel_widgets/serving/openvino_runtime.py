@@ -29,6 +29,9 @@ Decisions, measured on this project's 2-vCPU VMs (figures in ``bench/bench_runti
   ``run`` calls each take one (made on demand), which also keeps batching's worker and a
   warm-up from sharing one.
 
+* **Imported without its conversion tools, so a server never forks or phones home**
+  (:func:`import_openvino`).
+
 ``openvino`` is an optional dependency (``pip install 'accel-widgets[openvino]'``): it is
 imported only when this runtime is asked for or ``auto`` considers it.
 """
@@ -38,6 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,10 +69,44 @@ _ONNX_TYPE = {
 }
 
 
+#: Imported by ``openvino/__init__`` for ``convert_model`` only; see :func:`import_openvino`.
+_CONVERSION_TOOLS = "openvino.tools.ovc"
+
+
+def import_openvino() -> Any:
+    """``import openvino`` without ``openvino.tools.ovc``, its model-conversion tools.
+
+    Why: ``openvino/__init__`` imports ovc for ``convert_model``, and ovc's import sends a
+    usage event to Google Analytics (``openvino_telemetry``, on unless the user ran
+    ``opt_in_out --opt_out``), which forks a ``multiprocessing`` child from a thread to do
+    the sending. A serving process already runs gRPC's threads when it loads its models
+    (gRPC logs "Other threads are currently calling into gRPC, skipping fork() handlers"),
+    and a fork without exec in a threaded process can copy a lock that some other thread
+    holds: once in about ten deploys the child hung on such a lock and outlived its server
+    (315 MB, ignoring SIGTERM). Found with ``strace -f`` on a server start (a ``clone``
+    without ``CLONE_THREAD`` from a ``ThreadPoolExecutor`` thread running ``backend_ga4.send``).
+
+    The server and the conversion worker read ONNX with ``Core.read_model`` and never
+    convert, so they import OpenVINO with ovc held back: ``None`` in ``sys.modules`` makes
+    that one import fail, which ``openvino/__init__`` already passes over (ovc is optional
+    there). The entry is removed afterwards, so code that imports ovc itself later gets it
+    as usual. Nothing changes when ``openvino`` was already imported.
+    """
+    held_back = _CONVERSION_TOOLS not in sys.modules and "openvino" not in sys.modules
+    if held_back:
+        sys.modules[_CONVERSION_TOOLS] = None  # type: ignore[assignment]
+    try:
+        import openvino
+    finally:
+        if held_back and sys.modules.get(_CONVERSION_TOOLS, ...) is None:
+            del sys.modules[_CONVERSION_TOOLS]
+    return openvino
+
+
 def available() -> str | None:
     """None when ``openvino`` imports here, else why not (for ``auto``'s record)."""
     try:
-        import openvino  # noqa: F401
+        import_openvino()
     except ImportError as exc:
         return f"openvino is not installed ({exc.msg}); {INSTALL_HINT}"
     return None
@@ -79,7 +117,7 @@ def core() -> Any:
     global _CORE
     if _CORE is None:
         try:
-            import openvino as ov
+            ov = import_openvino()
         except ImportError:
             raise ServingError(
                 f"runtime 'openvino' needs the openvino package, which is not installed here: "
@@ -219,7 +257,7 @@ class OpenVinoSession:
 
     def _reshaped(self, model: Any, batch: int) -> Any:
         """Batch 1 static, or a dynamic batch bounded by ``batch`` (other dims as they are)."""
-        import openvino as ov
+        ov = import_openvino()
 
         if not self._batch_dynamic:
             return model
