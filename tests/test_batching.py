@@ -97,12 +97,19 @@ def predict_together(model: LoadedModel, requests: list[np.ndarray]) -> list[obj
         return list(pool.map(one, requests))
 
 
-def test_requests_that_arrive_together_run_as_one_batch_and_keep_their_rows(tmp_path):
-    """Five requests (of 1 or 2 rows) queue behind a running one and then share one run;
-    each gets its own rows back. The first run is held until the five are queued: left to
-    thread timing, a tiny model's runs can each end before the next request arrives (seen
-    once in CI), and nothing would be batched."""
-    model = load_lookup(tmp_path, None)
+def queue_behind_a_held_run(
+    model: LoadedModel,
+    predict: Callable[[object], object],
+    first: object,
+    rest: list[object],
+    max_queue_delay_us: int,
+) -> tuple[list[object], list[int]]:
+    """Batch ``model`` with its first run held until the ``rest`` requests are queued behind
+    it; each request's result, and the rows of every run in order.
+
+    Batching is then proven by construction, not by thread timing: left alone, a tiny
+    model's runs can each end before the next request arrives (seen once in CI).
+    """
     rows_per_run: list[int] = []
     release = threading.Event()
 
@@ -112,19 +119,28 @@ def test_requests_that_arrive_together_run_as_one_batch_and_keep_their_rows(tmp_
             release.wait(30)  # the first request holds the model while the others queue
         return model._run_session(batch, names)
 
-    model.batcher = DynamicBatcher(run, max_batch_size=16, max_queue_delay_us=300_000)
+    model.batcher = DynamicBatcher(run, max_batch_size=16, max_queue_delay_us=max_queue_delay_us)
+    with ThreadPoolExecutor(1 + len(rest)) as pool:
+        held = pool.submit(predict, first)
+        wait_until(lambda: model.batcher.busy)
+        queued = [pool.submit(predict, request) for request in rest]
+        wait_until(lambda: model.batcher.queued == len(rest))
+        release.set()
+        return [held.result(), *(f.result() for f in queued)], rows_per_run
+
+
+def test_requests_that_arrive_together_run_as_one_batch_and_keep_their_rows(tmp_path):
+    """Five requests (of 1 or 2 rows) queue behind a running one and then share one run;
+    each gets its own rows back."""
+    model = load_lookup(tmp_path, None)
     requests = [np.array([[i], [(i + 1) % 10]][: 1 + i % 2], dtype=np.int64) for i in range(6)]
 
     def predict(indices: np.ndarray) -> object:
         return model.predict("index", indices, [])["output_alias"]
 
-    with ThreadPoolExecutor(len(requests)) as pool:
-        first = pool.submit(predict, requests[0])
-        wait_until(lambda: model.batcher.busy)
-        rest = [pool.submit(predict, r) for r in requests[1:]]
-        wait_until(lambda: model.batcher.queued == len(requests) - 1)
-        release.set()
-        results = [first.result(), *(f.result() for f in rest)]
+    results, rows_per_run = queue_behind_a_held_run(
+        model, predict, requests[0], requests[1:], max_queue_delay_us=300_000
+    )
     for indices, result in zip(requests, results, strict=True):
         np.testing.assert_array_equal(result, TABLE[indices[:, 0]])
     assert model.batcher.requests == 6
@@ -136,16 +152,6 @@ def test_a_bad_request_in_a_batch_fails_alone(tmp_path):
     """Three requests queue behind a running one; the batch of three holds an index the
     model refuses, so it is run again request by request: only that one fails."""
     model = load_lookup(tmp_path, None)
-    rows_per_run: list[int] = []
-    release = threading.Event()
-
-    def run(batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
-        rows_per_run.append(batch.shape[0])
-        if len(rows_per_run) == 1:
-            release.wait(30)  # the first request holds the model while the others queue
-        return model._run_session(batch, names)
-
-    model.batcher = DynamicBatcher(run, max_batch_size=16, max_queue_delay_us=0)
 
     def predict(index: int) -> object:
         try:
@@ -153,13 +159,9 @@ def test_a_bad_request_in_a_batch_fails_alone(tmp_path):
         except RequestError as exc:
             return exc
 
-    with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(predict, 1)
-        wait_until(lambda: model.batcher.busy)
-        rest = [pool.submit(predict, i) for i in (2, 99, 3)]
-        wait_until(lambda: model.batcher.queued == 3)
-        release.set()
-        results = [first.result(), *(f.result() for f in rest)]
+    results, rows_per_run = queue_behind_a_held_run(
+        model, predict, 1, [2, 99, 3], max_queue_delay_us=0
+    )
     assert rows_per_run == [1, 3, 1, 1, 1], "the batch was not tried together, then alone"
     bad = results[2]
     assert isinstance(bad, RequestError) and bad.code == "INVALID_ARGUMENT"

@@ -329,9 +329,10 @@ def test_delete_stops_the_server_and_forgets_it(ws, capsys):
 def test_stopping_a_server_takes_its_forked_children_with_it(tmp_path):
     """A child a server forked (same process group, never exec'd) dies with the service.
 
-    Seen once in a benchmark: such a child outlived its deleted server as a 315 MB orphan.
-    The "server" here is a real process started as the local target starts one (its own
-    session) that forks a child and keeps running, like a server does.
+    Seen once in a benchmark: such a child (OpenVINO's usage-event sender, since held back)
+    outlived its deleted server as a 315 MB orphan. The "server" here is a real process
+    started as the local target starts one (its own session) that forks a child and keeps
+    running, like a server does.
     """
     from accel_widgets.engine.targets.local import _stop_process
 

@@ -107,42 +107,24 @@ def open_candidates(
             where = "CPU" if first == "CPUExecutionProvider" else first
             candidates.append(Candidate("onnxruntime", session, where, config.precision))
     if asked in ("auto", "openvino"):
-        opened = _openvino_candidate(config, asked, device, threads, dynamic_batch, notes, failures)
-        candidates += [opened] if opened else []
+        missing = openvino_runtime.available()
+        if missing is not None:
+            if asked == "openvino":
+                openvino_runtime.core()  # raises the ServingError that says how to install
+            notes.append(f"auto: {missing}; ONNX Runtime only")
+        else:
+            try:
+                candidates.append(_open_openvino(config, device, threads, dynamic_batch, notes))
+            except ServingError as exc:
+                if asked == "openvino":
+                    raise ServingError(
+                        f"{exc}. Choose runtime 'onnxruntime' or 'auto' for this model"
+                    ) from None
+                failures.append(str(exc))
+                notes.append(f"auto: {exc}; ONNX Runtime only")
     if not candidates:
         raise ServingError("no runtime can serve this model: " + "; ".join(failures))
     return candidates, notes
-
-
-def _openvino_candidate(
-    config: ModelConfig,
-    asked: str,
-    device: str,
-    threads: int | None,
-    dynamic_batch: int,
-    notes: list[str],
-    failures: list[str],
-) -> Candidate | None:
-    """OpenVINO opened for ``asked`` (``auto`` or ``openvino``), or None with the reason noted.
-
-    An explicit ask that cannot be met raises :class:`ServingError` saying what to do.
-    """
-    missing = openvino_runtime.available()
-    if missing is not None:
-        if asked == "openvino":
-            openvino_runtime.core()  # raises the ServingError that says how to install
-        notes.append(f"auto: {missing}; ONNX Runtime only")
-        return None
-    try:
-        return _open_openvino(config, device, threads, dynamic_batch, notes)
-    except ServingError as exc:
-        if asked == "openvino":
-            raise ServingError(
-                f"{exc}. Choose runtime 'onnxruntime' or 'auto' for this model"
-            ) from None
-        failures.append(str(exc))
-        notes.append(f"auto: {exc}; ONNX Runtime only")
-        return None
 
 
 def _open_openvino(

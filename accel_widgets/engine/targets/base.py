@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from accel_widgets.engine.workspace import ArtifactRecord, ImageRecord, ServiceRecord, Workspace
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
+from accel_widgets.serving.config import RUNTIMES
 
 if TYPE_CHECKING:  # the quota module imports the registry: no import cycle at run time
     from accel_widgets.engine.quota import QuotaReport
@@ -210,6 +211,17 @@ class Target(ABC):
 
 
 # -- helpers that several targets share --------------------------------------------------
+
+
+#: The server's runtime, for the targets that start our server with their own config
+#: (local) or override an image's (container, through ``ACCEL_WIDGETS_RUNTIME``).
+RUNTIME_SETTING = Setting(
+    "runtime",
+    str,
+    "auto",
+    "auto measures ONNX Runtime and OpenVINO at start-up and keeps the faster",
+    choices=RUNTIMES,
+)
 
 
 def pushed_reference(image: ImageRecord, requested: str | None = None) -> str:

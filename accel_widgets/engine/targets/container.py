@@ -19,6 +19,7 @@ from accel_widgets.engine import docker_engine
 from accel_widgets.engine.package import ensure_local
 from accel_widgets.engine.package_context import GRPC_PORT, LABEL, REST_PORT, workspace_label
 from accel_widgets.engine.targets.base import (
+    RUNTIME_SETTING,
     Setting,
     Target,
     check_exposure,
@@ -35,7 +36,6 @@ from accel_widgets.engine.workspace import (
 )
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
-from accel_widgets.serving.config import RUNTIMES
 
 NETWORKS = ("auto", "host", "bridge")
 
@@ -102,13 +102,7 @@ class ContainerTarget(Target):
             choices=NETWORKS,
         ),
         Setting("ready_timeout", float, 120.0, "seconds to wait for the model to load"),
-        Setting(
-            "runtime",
-            str,
-            "auto",
-            "auto measures ONNX Runtime and OpenVINO at start-up and keeps the faster",
-            choices=RUNTIMES,
-        ),
+        RUNTIME_SETTING,
         Setting("key", str, None, "use this API key instead of a generated one", ui=False),
     )
 

@@ -26,6 +26,7 @@ import psutil
 
 from accel_widgets.engine.service_config import server_config_for
 from accel_widgets.engine.targets.base import (
+    RUNTIME_SETTING,
     Setting,
     Target,
     check_exposure,
@@ -41,7 +42,7 @@ from accel_widgets.engine.workspace import (
 )
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
-from accel_widgets.serving.config import DEVICES, RUNTIMES, parse_batching
+from accel_widgets.serving.config import DEVICES, parse_batching
 
 
 def who_listens(port: int) -> str:
@@ -296,8 +297,9 @@ def _kill_group(pgid: int) -> None:
 
     Seen once in ~10 deploys during a benchmark (2026-11-30): a forked child of a server
     process (same group, never exec'd, 315 MB) outlived its parent and stayed as an orphan
-    after the service was deleted. Its source is not found yet; the group goes with the
-    service whatever it is.
+    after the service was deleted. That child was OpenVINO's usage-event sender, which the
+    server no longer imports (``openvino_runtime.import_openvino``); the group still goes
+    with the service, so whatever a library forks next cannot outlive it either.
     """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -337,13 +339,7 @@ class LocalTarget(Target):
         Setting("port", int, 0, "gRPC port; 0 picks a free one"),
         Setting("auth", bool, None, "require an API key (always on beyond loopback)"),
         Setting("ready_timeout", float, 120.0, "seconds to wait for the model to load"),
-        Setting(
-            "runtime",
-            str,
-            "auto",
-            "auto measures ONNX Runtime and OpenVINO at start-up and keeps the faster",
-            choices=RUNTIMES,
-        ),
+        RUNTIME_SETTING,
         Setting(
             "device",
             str,
