@@ -465,6 +465,30 @@ def test_a_dead_service_says_so_and_check_health_says_it_plainly(walk, workspace
     assert walk.score.status == "deploy a service in the step above first"
 
 
+def test_a_delete_seen_half_done_ends_saying_gone_not_dead(walk, workspace):
+    """The sidebar's Stop kills the process before it removes the record, so a poll can land
+    between the two and see the service dead. The next poll, with the record gone, must say
+    gone and drop the dead service's details (CI caught the walk stuck on "dead")."""
+    walk.run_all()
+    service = walk.deploy.service
+    psutil.Process(service.pid).kill()
+    psutil.Process(service.pid).wait(10)
+    walk.state.refresh()  # the poll between the kill and the record's removal
+    assert (
+        walk.deploy.status == f"service {service.name} is dead (its process stopped); deploy again"
+    )
+    assert "dead" in text(walk.deploy.details.value)
+
+    delete_service(service.name, workspace)  # the rest of the Stop
+    walk.state.refresh()
+    assert (
+        walk.deploy.status == f"service {service.name} is gone (deleted or stopped); deploy again"
+    )
+    assert walk.deploy.details.value == ""
+    assert walk.deploy.service is None and not walk.deploy.deploy_button.disabled
+    assert walk.score.locked and walk.score.status == "deploy a service in the step above first"
+
+
 def test_a_score_on_a_stopped_service_says_so_in_words_not_grpc(walk, workspace):
     """No poll ran between the stop and the click: the score's gRPC UNAVAILABLE is mapped with
     the service's live state to words."""

@@ -126,6 +126,7 @@ class DeployWidget(Step):
         self.workspace = workspace
         self._auto_name = ""  # the service name this step filled in (not the user's own)
         self._lost: str | None = None  # the service that went away, for Check health
+        self._lost_live = "gone"  # how it went: "dead" (process stopped) or "gone" (deleted)
         self.target = widgets.Dropdown(
             options=[(t.title, t.name) for t in targets()], value="local", description="target"
         )
@@ -198,7 +199,10 @@ class DeployWidget(Step):
 
     def _sync(self) -> None:
         """Lose the service (and the check mark) when it is deleted or dies elsewhere."""
-        if self.busy or self.state is None or self.service is None:
+        if self.busy or self.state is None:
+            return
+        if self.service is None:
+            self._follow_lost()
             return
         service = self.service
         live = self.state.service_live(service.name)
@@ -207,8 +211,20 @@ class DeployWidget(Step):
         elif live != "unknown":
             self._show(service, live)
 
+    def _follow_lost(self) -> None:
+        """Keep the words about a lost service true: a delete stops the process before it
+        removes the record, so a poll between the two sees it dead; once the record is gone
+        the step says so (and drops the dead service's details) instead of "dead"."""
+        if self._lost is None or self._lost_live != "dead":
+            return
+        if self.state.service_live(self._lost) == "gone":
+            self._lost_live = "gone"
+            self.status = lost_words(self._lost, "gone")
+            self.details.value = ""
+
     def _lose(self, service, live: str) -> None:
         self._lost = service.name
+        self._lost_live = live
         self.service = None
         self.done = False
         self.status = lost_words(service.name, live)
@@ -273,7 +289,7 @@ class DeployWidget(Step):
         def check() -> str:
             if self.service is None:
                 if self._lost:
-                    raise AccelError(lost_words(self._lost, "gone"))
+                    raise AccelError(lost_words(self._lost, self._lost_live))
                 raise AccelError("deploy a service first")
             service = self.service
             live = service_live(service.name, self.workspace)
