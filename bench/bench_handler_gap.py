@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import struct
 import subprocess
@@ -44,14 +45,15 @@ TIMES = struct.Struct("4d")
 COLUMNS = ("prepare wall", "prepare cpu", "run wall", "run cpu")
 
 
-def open_work(onnx: str, runtime: str) -> Callable[[bytes], tuple[float, float, float, float]]:
+def open_work(
+    onnx: str, runtime: str, folder: Path
+) -> Callable[[bytes], tuple[float, float, float, float]]:
     """The server's prepare + run for one JPEG, timed on the calling thread."""
     from accel_widgets.preprocess import prepare
     from accel_widgets.serving import runtime_choice
     from accel_widgets.serving.config import ServerConfig
 
-    folder = Path(tempfile.mkdtemp(prefix="accel-gap-"))
-    config_file = folder / "config.json"
+    config_file = folder / f"config-{runtime}.json"
     model_entry = {"name": "resnet50", "onnx": onnx, "precision": "int8"}
     config_file.write_text(json.dumps({"models": [model_entry], "runtime": runtime}))
     config = ServerConfig.load(config_file)
@@ -80,7 +82,7 @@ def open_work(onnx: str, runtime: str) -> Callable[[bytes], tuple[float, float, 
 
 def serve(port_file: Path, onnx: str, runtime: str) -> None:
     """The handler process: the same work, answered over gRPC as the real server does."""
-    work = open_work(onnx, runtime)
+    work = open_work(onnx, runtime, port_file.parent)
     from accel_widgets.engine.samples import sample_photos
 
     jpeg = sample_photos(["chelsea"])[0].data
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.1)
         channel = grpc.insecure_channel(f"127.0.0.1:{port_file.read_text()}")
         call = channel.unary_unary(f"/{SERVICE}/Run")
-        work = open_work(onnx, args.runtime)
+        work = open_work(onnx, args.runtime, folder)
         candidates: dict[str, Callable[[], tuple[float, ...]]] = {
             "loop": lambda: work(jpeg),
             "handler": lambda: TIMES.unpack(call(jpeg)),
@@ -194,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             channel.close()
         server.terminate()
         server.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 
