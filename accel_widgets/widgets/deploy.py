@@ -126,7 +126,6 @@ class DeployWidget(Step):
         self.workspace = workspace
         self._auto_name = ""  # the service name this step filled in (not the user's own)
         self._lost: str | None = None  # the service that went away, for Check health
-        self._lost_live = "gone"  # how it went: "dead" (process stopped) or "gone" (deleted)
         self.target = widgets.Dropdown(
             options=[(t.title, t.name) for t in targets()], value="local", description="target"
         )
@@ -212,19 +211,17 @@ class DeployWidget(Step):
             self._show(service, live)
 
     def _follow_lost(self) -> None:
-        """Keep the words about a lost service true: a delete stops the process before it
-        removes the record, so a poll between the two sees it dead; once the record is gone
-        the step says so (and drops the dead service's details) instead of "dead"."""
-        if self._lost is None or self._lost_live != "dead":
+        """Keep the words about a lost service true while they are on screen: a delete stops
+        the process before it removes the record, so a poll between the two sees it dead;
+        once the record is gone the step says so (and drops the dead service's details)."""
+        if self._lost is None or self.status != lost_words(self._lost, "dead"):
             return
         if self.state.service_live(self._lost) == "gone":
-            self._lost_live = "gone"
             self.status = lost_words(self._lost, "gone")
             self.details.value = ""
 
     def _lose(self, service, live: str) -> None:
         self._lost = service.name
-        self._lost_live = live
         self.service = None
         self.done = False
         self.status = lost_words(service.name, live)
@@ -288,8 +285,10 @@ class DeployWidget(Step):
 
         def check() -> str:
             if self.service is None:
-                if self._lost:
-                    raise AccelError(lost_words(self._lost, self._lost_live))
+                if self._lost:  # asked now: a dead service may have been deleted since
+                    raise AccelError(
+                        lost_words(self._lost, service_live(self._lost, self.workspace))
+                    )
                 raise AccelError("deploy a service first")
             service = self.service
             live = service_live(service.name, self.workspace)
