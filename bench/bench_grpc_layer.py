@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import socket
 import statistics
 import struct
@@ -174,27 +173,28 @@ def measure(
     calls: dict[str, Callable[[], bytes]], *, rounds: int, block: int, gap_s: float
 ) -> dict[str, dict[str, float]]:
     """p50 of the whole call and of its in / out legs (ms), per candidate, in blocks."""
-    legs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in calls}
-    order = list(calls)
-    rng = random.Random(0)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for kind in order:
-            for position in range(block):
-                if gap_s:
-                    time.sleep(gap_s)
-                started = time.perf_counter()
-                reply = calls[kind]()
-                ended = time.perf_counter()
-                handler_start, handler_end = STAMPS.unpack_from(reply)
-                if position:
-                    legs[kind].append(
-                        (
-                            (ended - started) * 1000,
-                            (handler_start - started) * 1000,
-                            (ended - handler_end) * 1000,
-                        )
-                    )
+    from bench_runtimes import in_blocks
+
+    def legs(call: Callable[[], bytes]) -> Callable[[], tuple[float, float, float]]:
+        def one() -> tuple[float, float, float]:
+            started = time.perf_counter()
+            reply = call()
+            ended = time.perf_counter()
+            handler_start, handler_end = STAMPS.unpack_from(reply)
+            return (
+                (ended - started) * 1000,
+                (handler_start - started) * 1000,
+                (ended - handler_end) * 1000,
+            )
+
+        return one
+
+    seen = in_blocks(
+        {kind: legs(call) for kind, call in calls.items()},
+        rounds=rounds,
+        block=block,
+        gap_s=gap_s,
+    )
     return {
         kind: {
             "call": statistics.median(v[0] for v in values),
@@ -202,7 +202,7 @@ def measure(
             "out": statistics.median(v[2] for v in values),
             "transport": statistics.median(v[1] + v[2] for v in values),
         }
-        for kind, values in legs.items()
+        for kind, values in seen.items()
     }
 
 

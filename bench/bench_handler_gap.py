@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import statistics
 import struct
@@ -101,25 +100,6 @@ def serve(port_file: Path, onnx: str, runtime: str) -> None:
     server.wait_for_termination()
 
 
-def measure(
-    candidates: dict[str, Callable[[], tuple[float, ...]]], rounds: int, block: int, gap_s: float
-) -> dict[str, list[tuple[float, ...]]]:
-    """Each candidate's timings in blocks (the first call of a visit not counted)."""
-    seen: dict[str, list[tuple[float, ...]]] = {k: [] for k in candidates}
-    order = list(candidates)
-    rng = random.Random(0)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for kind in order:
-            for position in range(block):
-                if gap_s:
-                    time.sleep(gap_s)
-                timings = candidates[kind]()
-                if position:
-                    seen[kind].append(timings)
-    return seen
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
@@ -137,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.block = 3, 3
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_runtimes import cpu_description
+    from bench_runtimes import cpu_description, in_blocks
     from bench_serving import prepare_models
 
     from accel_widgets.engine.samples import sample_photos
@@ -176,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'gap ms':>6} {'where':<8}" + "".join(f"{c:>14}" for c in COLUMNS) + f"{'total':>9}"
         )
         for gap_ms in (float(g) for g in args.gaps_ms.split(",")):
-            seen = measure(candidates, args.rounds, args.block, gap_ms / 1000)
+            seen = in_blocks(candidates, rounds=args.rounds, block=args.block, gap_s=gap_ms / 1000)
             totals = {}
             for kind, rows in seen.items():
                 p50 = [statistics.median(row[i] for row in rows) for i in range(4)]

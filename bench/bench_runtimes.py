@@ -31,10 +31,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+T = TypeVar("T")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 _STARTED = time.monotonic()
 
@@ -102,6 +103,50 @@ def openvino_candidate(label: str, path: Path, hint: str, threads: int | None) -
     return Candidate(label, session, lambda x: {name: x}, session.get_outputs()[0].name)
 
 
+def in_blocks(
+    candidates: Mapping[str, Callable[[], T]],
+    *,
+    rounds: int,
+    block: int,
+    gap_s: float,
+    seed: int = 0,
+    after_round: Callable[[int, dict[str, list[T]]], object] | None = None,
+) -> dict[str, list[T]]:
+    """What each candidate returned, visited in blocks: the one loop every bench times with.
+
+    Each round visits the candidates in a shuffled order (so "who goes after whom" favours
+    none) and calls each ``block`` times, each call after ``gap_s`` of idle. With ``block``
+    > 1 the first call of a visit is not kept: the previous candidate's threads may still
+    spin (docs/FINDINGS.md). ``after_round(index, kept)`` runs after each round (progress).
+    """
+    kept: dict[str, list[T]] = {name: [] for name in candidates}
+    order = list(candidates)
+    rng = random.Random(seed)
+    for index in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            for position in range(block):
+                if gap_s:
+                    time.sleep(gap_s)
+                result = candidates[name]()
+                if block == 1 or position:
+                    kept[name].append(result)
+        if after_round is not None:
+            after_round(index, kept)
+    return kept
+
+
+def timed(fn: Callable[[], object]) -> Callable[[], float]:
+    """``fn``, returning how long it took in ms (for :func:`in_blocks`)."""
+
+    def call() -> float:
+        started = time.perf_counter()
+        fn()
+        return (time.perf_counter() - started) * 1000
+
+    return call
+
+
 def blocks(
     candidates: list[Candidate],
     tensor: np.ndarray,
@@ -115,19 +160,13 @@ def blocks(
     for candidate in candidates:
         for _ in range(3):
             candidate(tensor)
-    rng = random.Random(seed)
-    samples: dict[str, list[float]] = {c.label: [] for c in candidates}
-    order = list(candidates)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for candidate in order:
-            for position in range(block):
-                if gap_s:
-                    time.sleep(gap_s)
-                started = time.perf_counter()
-                candidate(tensor)
-                if position:
-                    samples[candidate.label].append((time.perf_counter() - started) * 1000)
+    samples = in_blocks(
+        {c.label: timed(lambda c=c: c(tensor)) for c in candidates},
+        rounds=rounds,
+        block=block,
+        gap_s=gap_s,
+        seed=seed,
+    )
     return {
         label: {
             "p50_ms": round(statistics.median(values), 2),

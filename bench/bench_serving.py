@@ -37,7 +37,6 @@ import gc
 import json
 import os
 import platform
-import random
 import signal
 import statistics
 import sys
@@ -264,13 +263,10 @@ def interleaved(
     after_warmup: Callable[[], object] | None = None,
     block: int = 1,
 ) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
-    """Like ``engine.timing.measure_interleaved``, with the order shuffled in every round.
+    """Warm each candidate up, then time them in shuffled blocks (``in_blocks``, shared by
+    the benches), logging running p50s; the percentiles and the raw samples (ms)."""
+    from bench_runtimes import in_blocks, timed
 
-    Each round visits every candidate once and calls it ``block`` times, each after an idle
-    gap of ``gap_s``; with ``block`` > 1 the first call of a visit is not counted (the
-    previous candidate's threads may still spin). Shuffling keeps "who goes after whom"
-    from favouring one candidate. Returns the percentiles and the raw samples (ms).
-    """
     from accel_widgets.engine.timing import percentiles
 
     for fn in candidates.values():
@@ -278,22 +274,20 @@ def interleaved(
             fn()
     if after_warmup is not None:
         after_warmup()
-    order = list(candidates)
-    rng = random.Random(seed)
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for index in range(runs):
-        rng.shuffle(order)
-        for name in order:
-            for position in range(block):
-                if gap_s:
-                    time.sleep(gap_s)
-                start = time.perf_counter()
-                candidates[name]()
-                if block == 1 or position:
-                    samples[name].append((time.perf_counter() - start) * 1000.0)
+
+    def progress(index: int, samples: dict[str, list[float]]) -> None:
         if (index + 1) % max(1, runs // 4) == 0 or index + 1 == runs:
             p50 = {k: round(float(np.median(v)), 1) for k, v in samples.items()}
             log(f"  round {index + 1}/{runs}: running p50 ms {p50}")
+
+    samples = in_blocks(
+        {name: timed(fn) for name, fn in candidates.items()},
+        rounds=runs,
+        block=block,
+        gap_s=gap_s,
+        seed=seed,
+        after_round=progress,
+    )
     return {name: percentiles(values) for name, values in samples.items()}, samples
 
 
