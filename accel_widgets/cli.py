@@ -129,6 +129,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
             quantize=quantize,
             workspace=workspace,
             calibration=args.calibration,
+            validation=args.validation,
+            calibration_method=args.calibration_method,
             progress=progress,
             cancel=cancel,
         )
@@ -142,13 +144,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _print_reports(artifacts) -> None:
-    """The validation table the Convert widget shows (engine/reports.py), then the files."""
+    """The validation table the Convert widget shows (engine/reports.py), then the files and,
+    for an INT8 artifact that was not recommended, why and what deploy does instead."""
     from accel_widgets.engine.reports import REPORT_COLUMNS, report_row
+    from accel_widgets.engine.verdicts import artifact_check
+    from accel_widgets.engine.workspace import default_order
 
     print(_table([REPORT_COLUMNS, *(report_row(a) for a in artifacts)]))
     for artifact in artifacts:
         ref = f"{artifact.model_name}:{artifact.model_version}"
         print(f"{ref} {artifact.precision}  {artifact.file}")
+    for artifact in artifacts:
+        check = artifact_check(artifact.report, artifact.precision)
+        if artifact.precision == "int8" and check.mark == "warn":
+            fallback = sorted(artifacts, key=default_order)[0].precision
+            print(
+                f"warning: INT8 is {check.text}.\n  deploy serves {fallback} by default; "
+                "--precision int8 deploys INT8 anyway",
+                file=sys.stderr,
+            )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -212,12 +226,94 @@ def cmd_train(args: argparse.Namespace) -> int:
             [["", *classes], *[[c, *r] for c, r in zip(classes, held["confusion"], strict=True)]]
         )
     )
-    examples = result.model.path / result.model.spec["examples"]
     print(
-        f"\nnext: accel-widgets convert {result.model.name} --quantize int8 --calibration "
-        f"{examples}\n      accel-widgets deploy {result.model.name}"
+        f"\nnext: accel-widgets convert {result.model.name} --quantize int8   (calibrated on "
+        f"its training split, checked on its held-out pictures)\n"
+        f"      accel-widgets deploy {result.model.name}"
     )
     return SUCCESS
+
+
+#: ``evaluate``'s exit status when it measured accuracy but some files could not be scored.
+PARTIAL = 3
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Top-1 / top-5 accuracy on labelled photos, with the photo count and a 95 % interval:
+    each artifact of a model in this process, or through a running service (--service).
+    Photos: one sub-folder per class (named by class index or label) or ImageNet files named
+    WNID_*.JPEG; default: the shared labelled ImageNet photos for an ImageNet classifier.
+    Exit status 0: every photo scored; 3: accuracy measured but some files were skipped
+    (listed); 1: nothing could be measured."""
+    from accel_widgets.engine.evaluate import evaluate
+
+    workspace = _workspace(args)
+    if args.model is None and args.service is None:
+        raise AccelError("give a model (accel-widgets evaluate MODEL) or --service NAME")
+    runs: list[dict[str, Any]] = []
+    if args.service is not None:
+        service = workspace.get_service(args.service)
+        artifact = workspace.get_artifact_by_id(service.artifact_id)
+        runs.append({"service": args.service})
+        runs.insert(
+            0,
+            {
+                "model": artifact.model_name,
+                "version": artifact.model_version,
+                "precision": artifact.precision,
+            },
+        )
+    else:
+        model = workspace.get_model(args.model, args.version)
+        precisions = (
+            [args.precision]
+            if args.precision
+            else [a.precision for a in workspace.list_artifacts(model)]
+        )
+        runs = [{"model": model.name, "version": model.version, "precision": p} for p in precisions]
+    progress = TerminalProgress()
+    results = []
+    try:
+        for run in runs:
+            results.append(
+                evaluate(
+                    **run,
+                    photos=args.photos,
+                    runtime=args.runtime,
+                    limit=args.limit,
+                    workspace=workspace,
+                    progress=progress,
+                )
+            )
+    finally:
+        progress.close()
+    rows: list[list[Any]] = [
+        ["model", "precision", "scored", "photos", "top-1 [95% interval]", "top-5", "p50 ms"]
+    ]
+    for r in results:
+        rows.append(
+            [
+                r.model,
+                r.precision,
+                r.where,
+                r.n,
+                f"{r.top1:.3f} [{r.top1_ci95[0]:.3f}, {r.top1_ci95[1]:.3f}]",
+                f"{r.top5:.3f} [{r.top5_ci95[0]:.3f}, {r.top5_ci95[1]:.3f}]",
+                f"{r.p50_ms:.1f}",
+            ]
+        )
+    print(_table(rows))
+    print(f"photos: {results[0].photos}")
+    skipped = results[0].skipped
+    if skipped:
+        print(f"\nskipped {len(skipped)} file(s):", file=sys.stderr)
+        for item in skipped[:20]:
+            print(f"  {item.name}: {item.reason}", file=sys.stderr)
+        if len(skipped) > 20:
+            print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    return PARTIAL if skipped else SUCCESS
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -228,7 +324,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     workspace = _workspace(args)
     progress = TerminalProgress()
-    preprocessing = json.loads(args.preprocessing) if args.preprocessing else None
+    preprocessing = _preprocessing_arg(args.preprocessing) if args.preprocessing else None
     path = Path(args.path)
     common = {
         "workspace": workspace,
@@ -247,6 +343,24 @@ def cmd_register(args: argparse.Namespace) -> int:
     return SUCCESS
 
 
+def _preprocessing_arg(text: str) -> dict[str, Any]:
+    """``--preprocessing``: a preset name (caffe, torch, tf) or a JSON object."""
+    from accel_widgets.preprocess import PRESETS
+
+    if text in PRESETS:
+        return {"preset": text}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AccelError(
+            f"--preprocessing must be a preset ({', '.join(PRESETS)}) or a JSON object such as "
+            f'\'{{"preset": "caffe", "layout": "NCHW"}}\'; got {text!r} ({exc.msg})'
+        ) from None
+    if not isinstance(value, dict):
+        raise AccelError(f"--preprocessing must be a JSON object; got {text!r}")
+    return value
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Models, versions and converted artifacts in the workspace, with their reports."""
     workspace = _workspace(args)
@@ -257,13 +371,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows: list[list[Any]] = [["model", "kind", "artifacts", "check", "created"]]
     import time
 
+    from accel_widgets.engine.verdicts import artifact_check
+    from accel_widgets.engine.workspace import default_order
+
     for model in models:
         artifacts = workspace.list_artifacts(model)
         checks = []
-        for a in artifacts:
-            cmp = a.report.get("vs_tensorflow") or a.report.get("vs_fp32")
-            if cmp:
-                checks.append(f"{a.precision}: top-1 {cmp['top1_agree_count']}/{cmp['n_images']}")
+        for a in sorted(artifacts, key=default_order):
+            check = artifact_check(a.report, a.precision)
+            accuracy = a.report.get("accuracy")
+            figures = f" top-1 {accuracy['top1']:.3f} (n={accuracy['n']})" if accuracy else ""
+            mark = f" {check.symbol}" if check.symbol else ""
+            words = " not recommended" if check.mark == "warn" else ""
+            checks.append(f"{a.precision}{mark}{figures}{words}")
         rows.append(
             [
                 model.ref,
@@ -328,6 +448,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     target = get_target(args.target)
     given = _given_settings(args, target)
     progress = TerminalProgress()
+    workspace = _workspace(args)
     try:
         service = deploy(
             args.model,
@@ -336,7 +457,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             name=args.name,
             target=target.name,
             image=args.image,
-            workspace=_workspace(args),
+            workspace=workspace,
             progress=progress,
             **given,
         )
@@ -371,7 +492,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     )
     print(f"ready in  {service.info.get('ready_seconds')} s")
     print(f"score it  accel-widgets score {service.name} path/to/image.jpg")
+    _warn_if_unproven(service, workspace)
     return SUCCESS
+
+
+def _warn_if_unproven(service, workspace) -> None:
+    """Say on stderr when the artifact served was not recommended by its checks."""
+    from accel_widgets.engine.verdicts import artifact_check
+
+    artifact = workspace.get_artifact_by_id(service.artifact_id)
+    check = artifact_check(artifact.report, artifact.precision)
+    if check.mark == "warn":
+        print(f"warning: it serves {artifact.precision}, which is {check.text}", file=sys.stderr)
 
 
 def cmd_manifests(args: argparse.Namespace) -> int:
@@ -705,6 +837,7 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "convert": (cmd_convert, "Build, register, convert to ONNX, validate and quantize a model."),
     "register": (cmd_register, "Register your own ONNX, Keras or SavedModel model."),
     "train": (cmd_train, "Train a classifier for your own classes on a catalog featurizer."),
+    "evaluate": (cmd_evaluate, "Measure top-1 / top-5 accuracy on labelled photos."),
     "list": (cmd_list, "List workspace models and converted artifacts."),
     "deploy": (cmd_deploy, "Deploy a converted model as a gRPC service."),
     "score": (cmd_score, "Score an image with a deployed service."),
@@ -757,13 +890,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="workspace name (default: the catalog name)")
     p.add_argument("--quantize", choices=["int8"], help="also make a static INT8 model")
-    p.add_argument("--calibration", help="folder of typical images for INT8 calibration")
+    p.add_argument(
+        "--calibration",
+        help="folder of typical images for INT8 calibration (default: photos kept apart "
+        "from the validation photos)",
+    )
+    p.add_argument(
+        "--validation",
+        help="folder of photos to check on; labelled (one sub-folder per class, or ImageNet "
+        "WNID_*.JPEG files) to measure accuracy (default: the shared labelled ImageNet photos "
+        "for an ImageNet classifier)",
+    )
+    p.add_argument(
+        "--calibration-method",
+        default="minmax",
+        choices=["minmax", "entropy", "percentile"],
+        help="how INT8 ranges are chosen (default minmax)",
+    )
 
     p = parsers["register"]
     p.add_argument("path", help="an .onnx file, a .keras/.h5 file or a SavedModel folder")
     p.add_argument("name", help="workspace name (lowercase)")
     p.add_argument("--labels", default="imagenet", help="imagenet, voc or a labels file")
-    p.add_argument("--preprocessing", help='JSON, e.g. \'{"channel_order": "BGR"}\'')
+    p.add_argument(
+        "--preprocessing",
+        help="a preset (caffe: BGR minus the ImageNet mean; torch: RGB/255, mean, std; tf: "
+        'RGB to -1..1) or JSON, e.g. \'{"preset": "caffe", "layout": "NCHW"}\' (default: '
+        "recognised files get what they were trained with; others raw RGB 0..255)",
+    )
     p.add_argument("--postprocess", default="flatten", choices=["flatten", "softmax", "none"])
 
     p = parsers["train"]
@@ -785,6 +939,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = parsers["list"]
     p.add_argument("--json", action="store_true", help="also print the full reports as JSON")
 
+    p = parsers["evaluate"]
+    p.add_argument("model", nargs="?", help="a workspace model (not needed with --service)")
+    p.add_argument(
+        "--photos",
+        help="labelled photos: one sub-folder per class, or ImageNet WNID_*.JPEG files "
+        "(default: the shared labelled ImageNet photos, for an ImageNet classifier)",
+    )
+    p.add_argument("--precision", choices=["int8", "fp32", "fp16"], help="default: every one")
+    p.add_argument("--version", type=int, help="model version (default: latest)")
+    p.add_argument("--service", help="also score through this running service")
+    p.add_argument(
+        "--runtime",
+        default="onnxruntime",
+        choices=["onnxruntime", "openvino", "auto"],
+        help="in-process runtime (default onnxruntime)",
+    )
+    p.add_argument("--limit", type=int, help="score only the first N photos")
+    p.add_argument("--json", action="store_true", help="also print each photo's answer as JSON")
+
     p = parsers["deploy"]
     p.add_argument("model", help="a workspace model with a converted artifact")
     p.add_argument("--target", default="local", help=f"where it runs: {', '.join(_target_names())}")
@@ -793,7 +966,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         choices=["int8", "fp32", "fp16"],
-        help="which artifact (default: int8 when there is one)",
+        help="which artifact (default: the best that passed its checks: a recommended int8, "
+        "else the float model)",
     )
     p.add_argument(
         "--image", help="image NAME[:VERSION] for targets that run one (default: the newest)"

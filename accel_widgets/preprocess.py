@@ -40,6 +40,16 @@ Choices, and why:
   shrinks, so it anti-aliases instead of skipping pixels, and it runs in C without the GIL.
 * **EXIF orientation is ignored**, as ``tf.io.decode_jpeg`` ignores it: a model converted
   from a TensorFlow graph sees the pixels exactly as its original graph did.
+
+The values a model receives, for each output channel ``c`` (in the declared
+``channel_order``, after the geometry above), pixel ``p`` in 0..255::
+
+    x[c] = (p[c] * scale - mean[c]) / std[c]
+
+so ``mean`` and ``std`` are listed in the model's channel order: a Caffe model taking BGR
+lists the blue mean first. :data:`PRESETS` names the three conventions most pretrained
+classifiers were trained with; ``{"preset": "caffe"}`` in a preprocessing dict takes one
+(other keys given beside it override it).
 """
 
 from __future__ import annotations
@@ -63,6 +73,21 @@ CHANNEL_ORDERS = ("RGB", "BGR")
 LAYOUTS = ("NHWC", "NCHW")
 DTYPES = ("float32", "float16", "uint8")
 DECODE_MODES = ("exact", "fast")
+
+#: The normalisations pretrained ImageNet classifiers were trained with, by their usual names.
+#: ``caffe``: BGR, 0..255, minus the ImageNet mean in BGR order (Caffe, Keras' ``caffe`` mode:
+#: VGG, ResNet v1). ``torch``: RGB scaled to 0..1, minus mean, over std (torchvision, the ONNX
+#: model zoo). ``tf``: RGB scaled to -1..1 (Keras' ``tf`` mode: MobileNet, Inception).
+PRESETS: dict[str, dict[str, Any]] = {
+    "caffe": {"channel_order": "BGR", "mean": (103.939, 116.779, 123.68)},
+    "torch": {
+        "channel_order": "RGB",
+        "scale": 1 / 255,
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+    },
+    "tf": {"channel_order": "RGB", "scale": 1 / 127.5, "mean": (1.0, 1.0, 1.0)},
+}
 
 #: Default pixel limit: a 50-megapixel photo decodes to 150 MB of RGB, which is plenty.
 MAX_PIXELS = 50_000_000
@@ -175,6 +200,8 @@ class Preprocessing:
     def from_dict(cls, d: dict[str, Any] | None) -> Preprocessing:
         """Build from a dict written by :meth:`to_dict`; missing keys take the defaults.
 
+        A ``"preset"`` key takes one of :data:`PRESETS` first; the other keys override it.
+
         Raises
         ------
         ValueError
@@ -184,6 +211,14 @@ class Preprocessing:
             return cls()
         if not isinstance(d, dict):
             raise ValueError(f"preprocessing must be a JSON object; got {type(d).__name__}")
+        if "preset" in d:
+            d = dict(d)
+            name = d.pop("preset")
+            if name not in PRESETS:
+                raise ValueError(
+                    f"unknown preprocessing preset {name!r}; presets are {', '.join(PRESETS)}"
+                )
+            d = {**PRESETS[name], **d}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -43,7 +43,7 @@ if [ -z "$SAMPLE" ] && [ -z "${ACCEL_WIDGETS_OFFLINE:-}" ]; then
     if accel-widgets sample; then SAMPLE="$(sample_path)"; fi
 fi
 if [ -n "$SAMPLE" ]; then
-    accel-widgets register "$SAMPLE" squeezenet --preprocessing '{"channel_order": "BGR"}'
+    accel-widgets register "$SAMPLE" squeezenet  # recognised: BGR minus the Caffe mean
     accel-widgets deploy squeezenet --name walkthrough
 else
     echo

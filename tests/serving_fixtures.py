@@ -40,14 +40,20 @@ def weights_path() -> Path:
 
 
 def squeezenet_model(**overrides: Any) -> dict[str, Any]:
-    """The real SqueezeNet 1.1 (fp16, BGR 0..255, NCHW) as a config model entry."""
+    """The real SqueezeNet 1.1 (fp16, BGR 0..255 minus the Caffe mean, NCHW) as a config model
+    entry: the pixels it was trained on (engine/known_files.py)."""
     weights = weights_path()
     model = {
         "name": "squeezenet",
         "version": 1,
         "onnx": str(weights / "SqueezeNet_fp16.onnx"),
         "precision": "fp16",
-        "preprocessing": {"channel_order": "BGR", "layout": "NCHW", "dtype": "float16"},
+        "preprocessing": {
+            "channel_order": "BGR",
+            "mean": [104.0, 117.0, 123.0],
+            "layout": "NCHW",
+            "dtype": "float16",
+        },
         "input_alias": "images",
         "input_names": ["Placeholder:0", "images:0"],
         "outputs": [

@@ -5,7 +5,8 @@ by one real server process over gRPC, and every bundled photo's scores are compa
 plain in-process pipeline gives. The reference follows the documented steps with Pillow and
 numpy only, never ``accel_widgets.preprocess``: decode the whole JPEG, resize the short side to
 256 (bilinear), take the centre 224 x 224, then the model's normalisation as SOURCES.md states
-it (SqueezeNet: BGR, 0..255; MobileNetV2: RGB, /255, ImageNet mean and std), NCHW.
+it (SqueezeNet: BGR, 0..255, minus the Caffe mean 104/117/123; MobileNetV2: RGB, /255, ImageNet
+mean and std), NCHW.
 
 Where the service and the reference disagree, a user sees two answers for one photo (the widget
 and the service); the server's default ``decode="exact"`` path exists to prevent exactly that.
@@ -71,8 +72,11 @@ def reference_crop(data: bytes) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + 224, top + 224)))
 
 
+CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
+
+
 def reference_squeezenet(session: ort.InferenceSession, crop: np.ndarray) -> np.ndarray:
-    bgr = crop[..., ::-1].astype(np.float32)
+    bgr = crop[..., ::-1].astype(np.float32) - np.asarray(CAFFE_MEAN_BGR, np.float32)
     x = bgr.transpose(2, 0, 1)[np.newaxis].astype(np.float16)
     return session.run(None, {"data_0": x})[0].astype(np.float64).reshape(-1)
 

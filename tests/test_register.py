@@ -34,24 +34,23 @@ def test_squeezenet_onnx_registers_as_is_and_sees_the_cat(workspace, weights_dir
     assert events[-1].fraction == 1.0
 
 
-def test_int8_squeezenet_agrees_with_float_on_real_photos(workspace, weights_dir):
-    register_onnx(
-        weights_dir / "SqueezeNet_fp16.onnx",
-        "squeezenet",
-        preprocessing={"channel_order": "BGR"},
-        workspace=workspace,
-    )
+def test_int8_squeezenet_is_checked_on_labelled_photos_kept_apart(workspace, weights_dir):
+    """INT8 of the real SqueezeNet: calibrated on 100 of the shared labelled ImageNet photos,
+    compared with float and measured on the 400 others, and 3x smaller."""
+    register_onnx(weights_dir / "SqueezeNet_fp16.onnx", "squeezenet", workspace=workspace)
     events = EventLog()
     int8 = quantize_model("squeezenet", workspace=workspace, progress=events)
     report = int8.report
     assert int8.precision == "int8"
-    assert report["vs_fp32"]["top1_agreement"] >= 5 / 6, report["vs_fp32"]
-    predictions = dict(zip(report["photos"], report["predictions"], strict=True))
-    assert predictions["chelsea"] in CAT_CLASSES
-    assert predictions["coffee"] == ESPRESSO
+    assert report["calibration_images"] == 100 and report["calibration_disjoint"] is True
+    assert report["vs_fp32"]["n_images"] == 400
+    # Measured: 95.8 % agreement, 0.25 points of top-1 lost (docs/MEASUREMENTS.md).
+    assert report["vs_fp32"]["top1_agreement"] >= 0.9, report["vs_fp32"]
+    assert abs(report["accuracy"]["top1"] - report["fp32_accuracy"]["top1"]) <= 0.02
     assert report["size_mb"] <= 0.35 * report["fp32_size_mb"]
     assert report["preprocessing"]["dtype"] == "float32"  # the upcast model takes float32
-    assert sum(e.step == "quantize" for e in events) >= 6  # one event per calibration photo
+    assert report["compared_with"] == "FP16 ONNX"
+    assert sum(e.step == "quantize" for e in events) >= 100  # one event per calibration photo
     # convert() on an ONNX model with int8 asked goes the same way, and keeps the float one.
     precisions = {a.precision for a in workspace.list_artifacts(workspace.get_model("squeezenet"))}
     assert precisions == {"fp16", "int8"}

@@ -219,7 +219,7 @@ def test_tf_vs_onnx_report_counts_a_crafted_disagreement(tmp_path, photos_and_in
     onnx_path = _mean_colour_onnx(tmp_path / "model.onnx", swapped)
 
     job = {"preprocessing": server, "timing_runs": 2}
-    report = validate_against_tf(tmp_path / "saved_model", onnx_path, job, _quiet)
+    report, _, _ = validate_against_tf(tmp_path / "saved_model", onnx_path, job, _quiet)
 
     tf_expected = _plain_scores(inputs, weights)
     onnx_expected = _plain_scores(inputs, swapped)

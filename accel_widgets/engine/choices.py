@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from accel_widgets.engine.catalog import get_spec, list_specs
+from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
 from accel_widgets.engine.labels import weights_dirs
 from accel_widgets.engine.prepare import prepare_model, prepare_onnx
 from accel_widgets.engine.sample_model import SAMPLE_FILE, download_sample, how_to_get
@@ -78,8 +79,8 @@ def _sample_choice(path: Path) -> ModelChoice:
         latency_ms=4.0,  # measured here: 3.9 ms p50, ONNX Runtime, 2 cores, batch 1
         quantized=False,
         path=path,
-        # SOURCES.md: Caffe2 export, BGR pixels 0..255, softmax already applied.
-        register_options={"preprocessing": {"channel_order": "BGR"}, "labels": "imagenet"},
+        # BGR pixels 0..255 minus the Caffe mean, softmax already applied (known_files.py).
+        register_options={"preprocessing": SAMPLE_PREPROCESSING, "labels": "imagenet"},
     )
 
 

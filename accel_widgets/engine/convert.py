@@ -124,6 +124,7 @@ def convert(
     calibration: str | os.PathLike[str] | None = None,
     validation: str | os.PathLike[str] | None = None,
     timing_runs: int = 15,
+    calibration_method: str = "minmax",
     progress: Progress | Reporter | None = None,
     cancel: CancelToken | None = None,
 ) -> list[ArtifactRecord]:
@@ -136,10 +137,15 @@ def convert(
     quantize:
         ``None``/``"fp32"`` for float only, ``"int8"`` for float plus static INT8.
     calibration:
-        A folder of typical images for INT8 calibration; default: the model's own held-out
-        examples when it has them (a head trained on your classes), else the bundled photos.
+        A folder of typical images for INT8 calibration; default: photos kept apart from the
+        validation photos (:mod:`~accel_widgets.engine.check_photos`).
     validation:
-        A folder of images for the validation report; default: as ``calibration``.
+        A folder of images for the validation report, labelled (one sub-folder per class, or
+        ImageNet's ``WNID_*.JPEG``) to measure accuracy; default: a trained model's held-out
+        pictures, the shared labelled ImageNet photos for an ImageNet classifier, else the
+        bundled photos.
+    calibration_method:
+        ``"minmax"`` (default), ``"entropy"`` or ``"percentile"`` (engine/quantize.py).
 
     Returns
     -------
@@ -161,14 +167,10 @@ def convert(
                 workspace=workspace,
                 calibration=calibration,
                 validation=validation,
+                calibration_method=calibration_method,
                 progress=report,
             )
         ]
-    # A model trained on your classes keeps held-out examples beside it: calibrating and
-    # validating on its own kind of picture beats ImageNet's photos for it.
-    if (examples := model.spec.get("examples")) and (model.path / examples).is_dir():
-        calibration = calibration or model.path / examples
-        validation = validation or model.path / examples
     saved_model = model.path / "saved_model"
     if not saved_model.is_dir():
         raise ConversionError(
@@ -192,9 +194,11 @@ def convert(
             "size": size,
             "preprocessing": model.spec["preprocessing"]["server"],
             "quantize": quantize == "int8",
-            "calibration": str(calibration) if calibration else None,
-            "validation": str(validation) if validation else None,
+            "calibration_method": calibration_method,
+            # A head trained on the user's classes is tiny; float keeps its answers (quantize.py).
+            "float_head": model.kind == "trained",
             "timing_runs": timing_runs,
+            **_check_job(model, calibration, validation),
         }
         result = _run_child(job, report, "conversion")
         for precision in ("fp32", "int8"):  # every artifact says what pixels it takes
@@ -228,6 +232,7 @@ def quantize_model(
     calibration: str | os.PathLike[str] | None = None,
     validation: str | os.PathLike[str] | None = None,
     timing_runs: int = 15,
+    calibration_method: str = "minmax",
     progress: Progress | Reporter | None = None,
     cancel: CancelToken | None = None,
 ) -> ArtifactRecord:
@@ -253,19 +258,33 @@ def quantize_model(
             "out_dir": str(staged),
             "quantize": True,
             "preprocessing": _server_preprocessing(model),
-            "calibration": str(calibration) if calibration else None,
-            "validation": str(validation) if validation else None,
+            "calibration_method": calibration_method,
             "timing_runs": timing_runs,
+            **_check_job(model, calibration, validation),
         }
         result = _run_child(job, report, "quantization")
         # An upcast float16 model's INT8 version takes float32 pixels.
         result["int8"]["preprocessing"] = {**job["preprocessing"], "dtype": "float32"}
+        result["int8"]["compared_with"] = f"{source.precision.upper()} ONNX"
         result["int8"]["process_peak_rss_gib"] = round(result["peak_rss_bytes"] / 2**30, 2)
         artifact = workspace.add_artifact(
             model, staged / "int8", precision="int8", report=result["int8"]
         )
     report("register", 1.0, f"{model.ref}: int8 ready")
     return artifact
+
+
+def _check_job(
+    model: ModelRecord,
+    calibration: str | os.PathLike[str] | None,
+    validation: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    """The job's photos: calibration kept apart from validation, labelled where possible."""
+    from accel_widgets.engine.check_photos import check_photos
+
+    if model.spec.get("task") == "detection" and validation is None and calibration is None:
+        return {}  # no labelled detection photos exist here: the bundled photos
+    return check_photos(model, calibration=calibration, validation=validation).to_job()
 
 
 def _server_preprocessing(model: ModelRecord) -> dict[str, Any]:

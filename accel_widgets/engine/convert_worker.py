@@ -174,28 +174,91 @@ def convert_keras_network(
     onnx.checker.check_model(str(onnx_path))
 
 
+#: TensorFlow runs on this many validation photos (its outputs are compared with ONNX
+#: Runtime's to 1e-5; more photos add TensorFlow's 60-75 ms a photo and prove nothing more).
+FIDELITY_PHOTOS = 32
+
+
+class CheckSet:
+    """The validation photos of a job, decoded once: inputs, labels, and what was skipped.
+
+    A photo that cannot be decoded (a corrupt file in a user's folder) is skipped and named
+    in the report rather than failing a conversion that took minutes.
+    """
+
+    def __init__(self, job: dict[str, Any], pre: Any) -> None:
+        from accel_widgets.errors import ImageError
+        from accel_widgets.preprocess import prepare
+
+        given = job.get("validation")
+        labels = given.get("labels") if given else None
+        self.photos = []
+        self.inputs: list[np.ndarray] = []
+        self.labels: list[int] | None = [] if labels is not None else None
+        self.skipped = [list(s) for s in job.get("skipped", [])]
+        for i, photo in enumerate(validation_photos(job)):
+            try:
+                self.inputs.append(prepare(photo.data, pre))
+            except ImageError as exc:
+                self.skipped.append([photo.name, str(exc)])
+                continue
+            self.photos.append(photo)
+            if self.labels is not None:
+                self.labels.append(int(labels[i]))
+        if not self.inputs:
+            raise ConversionErrorInWorker("none of the validation photos could be decoded")
+        self.source = job.get("validation_source") or "the bundled photos"
+
+    def accuracy(self, outputs: list[np.ndarray]) -> dict[str, Any] | None:
+        """Top-1/top-5 on the labelled photos, or None when they carry no labels."""
+        from accel_widgets.engine.accuracy import accuracy
+
+        if not self.labels:
+            return None
+        return accuracy(outputs, self.labels, photos=self.source, skipped=self.skipped)
+
+
+class ConversionErrorInWorker(Exception):
+    """A conversion problem found in the child, reported in the user's words."""
+
+
 def validate_against_tf(
     saved_model: Path, onnx_path: Path, job: dict[str, Any], emit: _Emitter
-) -> dict[str, Any]:
-    """Compare TF and ONNX Runtime on real photos: same pixels, and JPEG end to end."""
+) -> tuple[dict[str, Any], CheckSet, list[np.ndarray]]:
+    """Compare TF and ONNX Runtime on real photos (same pixels, and JPEG end to end), and
+    measure accuracy where the photos are labelled. Returns the report, the decoded photos
+    and ONNX Runtime's outputs on all of them (the INT8 check reuses both)."""
     import tensorflow as tf
 
+    from accel_widgets.engine.accuracy import accuracy_text
     from accel_widgets.engine.timing import measure_interleaved
-    from accel_widgets.engine.validate import compare, file_mb, onnx_session, photo_inputs
+    from accel_widgets.engine.validate import compare, file_mb, onnx_session
     from accel_widgets.preprocess import Preprocessing
 
-    photos = _photos(job)
     pre = Preprocessing.from_dict(job["preprocessing"])
-    emit("validate", 0.1, f"running TensorFlow and ONNX Runtime on {len(photos)} photos")
+    checks = CheckSet(job, pre)
+    inputs = checks.inputs
+    few = inputs[:FIDELITY_PHOTOS]
+    emit("validate", 0.1, f"running TensorFlow and ONNX Runtime on {len(few)} photos")
     loaded = tf.saved_model.load(str(saved_model))
     pixel_fn = loaded.signatures["predict_pixels"]
     serve_fn = loaded.signatures["serving_default"]
     session = onnx_session(onnx_path)
-    inputs = photo_inputs(photos, pre)
-    tf_out = [next(iter(pixel_fn(pixels=tf.constant(x)).values())).numpy() for x in inputs]
-    ort_out = [session.run(None, {ONNX_INPUT: x})[0] for x in inputs]
+    tf_out = [next(iter(pixel_fn(pixels=tf.constant(x)).values())).numpy() for x in few]
+    ort_out = []
+    for i, x in enumerate(inputs):
+        ort_out.append(session.run(None, {ONNX_INPUT: x})[0])
+        if i % 50 == 49:
+            emit(
+                "validate",
+                0.1 + 0.3 * i / len(inputs),
+                f"ONNX Runtime: photo {i + 1}/{len(inputs)}",
+            )
     emit("validate", 0.5, "comparing with the SavedModel's own JPEG decoding")
-    tf_e2e = [serve_fn(images=tf.constant([p.data]))["output_alias"].numpy() for p in photos]
+    tf_e2e = [
+        serve_fn(images=tf.constant([p.data]))["output_alias"].numpy()
+        for p in checks.photos[:FIDELITY_PHOTOS]
+    ]
     emit("validate", 0.7, "timing ONNX Runtime against TensorFlow, batch 1")
     x = inputs[0]
     constant = tf.constant(x)
@@ -211,22 +274,26 @@ def validate_against_tf(
         "format": "onnx",
         "opset": OPSET,
         "size_mb": file_mb(onnx_path),
-        "photos": [p.name for p in photos],
-        "vs_tensorflow": compare(tf_out, ort_out),
-        "vs_tensorflow_jpeg": compare(tf_e2e, ort_out),
+        "photos": [p.name for p in checks.photos],
+        "validation": checks.source,
+        "vs_tensorflow": compare(tf_out, ort_out[: len(few)]),
+        "vs_tensorflow_jpeg": compare(tf_e2e, ort_out[: len(few)]),
         "latency": timings,
         "latency_ratio_ort_vs_tf": round(
             timings["onnxruntime"]["p50_ms"] / timings["tensorflow"]["p50_ms"], 3
         ),
         "predictions": [int(np.argmax(o)) for o in ort_out],
     }
+    if (acc := checks.accuracy(ort_out)) is not None:
+        report["accuracy"] = acc
+        emit("validate", 0.85, f"fp32 {accuracy_text(acc)}")
     # Whether OpenVINO may serve this model in bf16 (engine/bf16_check.py).
     from accel_widgets.engine.bf16_check import bf16_check
 
     emit("validate", 0.9, "checking OpenVINO bf16 against fp32 on the photos")
-    report["bf16"] = bf16_check(onnx_path, inputs, ort_out)
+    report["bf16"] = bf16_check(onnx_path, inputs, ort_out, checks.labels)
     emit("validate", 1.0, _summary(report))
-    return report
+    return report, checks, ort_out
 
 
 def quantize_and_run(
@@ -238,6 +305,8 @@ def quantize_and_run(
     what: str,
     quantization: str,
     run: Any,
+    inputs: list[np.ndarray] | None = None,
+    fp32_out: Any = None,
     **options: Any,
 ) -> tuple[dict[str, Any], Any, Any]:
     """Calibrate on real photos, quantize ``fp32_path`` into ``int8_path``, then run both on
@@ -245,17 +314,17 @@ def quantize_and_run(
 
     Returns the report fields every INT8 artifact shares and both models' outputs, as
     ``run(session, inputs)`` gives them; the caller adds its own comparison (top-1 for a
-    classifier, matched detections for SSD). ``options`` go to ``quantize_static_int8``.
+    classifier, matched detections for SSD). ``inputs`` and ``fp32_out`` are the validation
+    photos and fp32's outputs on them when the caller has them already (a conversion has
+    just run fp32 on them). ``options`` go to ``quantize_static_int8``.
     """
     from accel_widgets.engine.quantize import quantize_static_int8
-    from accel_widgets.engine.samples import photos_from_folder, sample_photos
     from accel_widgets.engine.timing import measure_interleaved
     from accel_widgets.engine.validate import file_mb, onnx_session, photo_inputs
     from accel_widgets.preprocess import Preprocessing
 
     pre = Preprocessing.from_dict(job["preprocessing"])
-    folder = job.get("calibration")
-    calibration = photos_from_folder(folder) if folder else sample_photos()
+    calibration = calibration_photos(job)
     calibration_inputs = photo_inputs(calibration, pre)
     done = [0]
 
@@ -270,11 +339,13 @@ def quantize_and_run(
     emit("quantize", 0.05, f"quantizing {what} to INT8 with {len(calibration)} calibration photos")
     quantize_static_int8(fp32_path, int8_path, calibration_inputs, tick=tick, **options)
     emit("quantize", 0.75, "comparing INT8 with fp32 on real photos")
-    photos = _photos(job)
-    inputs = photo_inputs(photos, pre)
+    if inputs is None:
+        inputs = photo_inputs(validation_photos(job), pre)
     fp32 = onnx_session(fp32_path)
     int8 = onnx_session(int8_path)
-    fp32_out, int8_out = run(fp32, inputs), run(int8, inputs)
+    if fp32_out is None:
+        fp32_out = run(fp32, inputs)
+    int8_out = run(int8, inputs)
     name = fp32.get_inputs()[0].name
     x = inputs[0].astype(np.float32)
     timings = measure_interleaved(
@@ -285,11 +356,12 @@ def quantize_and_run(
         "precision": "int8",
         "format": "onnx",
         "quantization": quantization,
-        "calibration": folder or "bundled sample photos",
+        "calibration": job.get("calibration_source") or "the bundled photos",
         "calibration_images": len(calibration),
+        "calibration_disjoint": bool(job.get("calibration_disjoint")),
+        "validation": job.get("validation_source") or "the bundled photos",
         "size_mb": file_mb(int8_path),
         "fp32_size_mb": file_mb(fp32_path),
-        "photos": [p.name for p in photos],
         "latency": timings,
         "latency_ratio_int8_vs_fp32": round(
             timings["int8"]["p50_ms"] / timings["fp32"]["p50_ms"], 3
@@ -299,43 +371,92 @@ def quantize_and_run(
 
 
 def quantize_and_validate(
-    fp32_path: Path, int8_path: Path, job: dict[str, Any], emit: _Emitter
+    fp32_path: Path,
+    int8_path: Path,
+    job: dict[str, Any],
+    emit: _Emitter,
+    checks: CheckSet | None = None,
+    fp32_out: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """INT8 from ``fp32_path`` calibrated on real photos, then compared with fp32."""
+    """INT8 from ``fp32_path`` calibrated on real photos, compared with fp32 and, on labelled
+    photos, measured; the report's ``gate`` says whether it is recommended
+    (:mod:`~accel_widgets.engine.verdicts`)."""
+    from accel_widgets.engine.bf16_check import bf16_check
+    from accel_widgets.engine.quantize import recipe_text
     from accel_widgets.engine.validate import compare
+    from accel_widgets.engine.verdicts import int8_gate
+    from accel_widgets.preprocess import Preprocessing
 
     def scores(session, inputs) -> list[np.ndarray]:
         name = session.get_inputs()[0].name
         return [session.run(None, {name: x.astype(np.float32)})[0] for x in inputs]
 
+    if checks is None:
+        checks = CheckSet(job, Preprocessing.from_dict(job["preprocessing"]))
+    per_channel = bool(job.get("per_channel", True))
+    method = job.get("calibration_method", "minmax")
     report, fp32_out, int8_out = quantize_and_run(
         fp32_path,
         int8_path,
         job,
         emit,
         what="the model",
-        quantization="static QDQ, uint8 activations, int8 weights, per tensor, MinMax",
+        quantization=recipe_text(per_channel, method),
         run=scores,
+        inputs=checks.inputs,
+        fp32_out=fp32_out,
+        per_channel=per_channel,
+        method=method,
+        float_head=bool(job.get("float_head")),
     )
+    if job.get("float_head"):
+        report["quantization"] += "; dense head kept in float"
+    report["photos"] = [p.name for p in checks.photos]
     report["vs_fp32"] = compare(fp32_out, int8_out)
     report["predictions"] = [int(np.argmax(o)) for o in int8_out]
+    fp32_accuracy = checks.accuracy(fp32_out)
+    if fp32_accuracy is not None:
+        report["accuracy"] = checks.accuracy(int8_out)
+        report["fp32_accuracy"] = {k: v for k, v in fp32_accuracy.items() if k != "predicted"}
+    report["gate"] = int8_gate(report, fp32_accuracy)
+    emit("quantize", 0.9, "checking OpenVINO bf16 on the INT8 model")
+    report["bf16"] = bf16_check(int8_path, checks.inputs, int8_out, checks.labels)
     emit("quantize", 1.0, _summary(report))
     return report
 
 
-def _photos(job: dict[str, Any]):
-    from accel_widgets.engine.samples import photos_from_folder, sample_photos
+def _photo_files(files: list[str]):
+    from accel_widgets.engine.samples import Photo
 
-    folder = job.get("validation")
-    return photos_from_folder(folder) if folder else sample_photos()
+    return [Photo(Path(f).name, Path(f).read_bytes(), "") for f in files]
+
+
+def validation_photos(job: dict[str, Any]):
+    """The job's validation photos (``Photo`` objects); the bundled ones when none are given."""
+    from accel_widgets.engine.samples import sample_photos
+
+    given = job.get("validation")
+    return _photo_files(given["files"]) if given else sample_photos()
+
+
+def calibration_photos(job: dict[str, Any]):
+    """The job's calibration photos; the bundled ones when none are given."""
+    from accel_widgets.engine.samples import sample_photos
+
+    given = job.get("calibration")
+    return _photo_files(given["files"]) if given else sample_photos()
 
 
 def _summary(report: dict[str, Any]) -> str:
+    from accel_widgets.engine.verdicts import artifact_check
+
     if report["precision"] == "int8":
         cmp = report["vs_fp32"]
+        check = artifact_check(report, "int8")
         return (
             f"INT8 {report['size_mb']} MB, {report['latency_ratio_int8_vs_fp32']:.2f}x fp32 "
-            f"latency, top-1 agrees with fp32 on {cmp['top1_agree_count']}/{cmp['n_images']}"
+            f"latency, top-1 agrees with fp32 on {cmp['top1_agree_count']}/{cmp['n_images']}; "
+            f"{check.symbol} {check.text}"
         )
     cmp = report["vs_tensorflow"]
     return (
@@ -379,7 +500,9 @@ def run(job: dict[str, Any], queue: _Channel) -> None:
 
                 report = validate_detector(Path(job["saved_model"]), fp32_path, job, emit)
             else:
-                report = validate_against_tf(Path(job["saved_model"]), fp32_path, job, emit)
+                report, checks, fp32_out = validate_against_tf(
+                    Path(job["saved_model"]), fp32_path, job, emit
+                )
             report["convert_seconds"] = result["convert_seconds"]
             report["convert_peak_rss_gib"] = round(result["convert_peak_rss_bytes"] / 2**30, 2)
             (fp32_dir / "report.json").write_text(json.dumps(report, indent=2))
@@ -387,6 +510,8 @@ def run(job: dict[str, Any], queue: _Channel) -> None:
         else:
             fp32_path = Path(job["fp32_onnx"])
         if job.get("quantize"):
+            if job.get("task") == "detection" or job["kind"] != "convert":
+                checks, fp32_out = None, None
             int8_dir = out / "int8"
             int8_dir.mkdir(parents=True, exist_ok=True)
             source = fp32_path
@@ -401,7 +526,9 @@ def run(job: dict[str, Any], queue: _Channel) -> None:
 
                 report = quantize_detector(source, int8_dir / "model.onnx", job, emit)
             else:
-                report = quantize_and_validate(source, int8_dir / "model.onnx", job, emit)
+                report = quantize_and_validate(
+                    source, int8_dir / "model.onnx", job, emit, checks, fp32_out
+                )
             if source != fp32_path:
                 source.unlink()
             (int8_dir / "report.json").write_text(json.dumps(report, indent=2))
@@ -411,6 +538,8 @@ def run(job: dict[str, Any], queue: _Channel) -> None:
         queue.put(("result", result))
     except MemoryError:
         queue.put(("error", "memory", "ran out of memory"))
+    except ConversionErrorInWorker as exc:
+        queue.put(("error", "accel", str(exc)))
     except Exception as exc:
         from accel_widgets.errors import AccelError
 

@@ -16,6 +16,7 @@ from accel_widgets.engine.catalog import get_spec, quantize_for
 from accel_widgets.engine.convert import convert, quantize_model
 from accel_widgets.engine.register import register_onnx
 from accel_widgets.engine.workspace import ArtifactRecord, ModelRecord, Workspace, check_name
+from accel_widgets.preprocess import Preprocessing
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
 
 
@@ -83,14 +84,23 @@ def prepare_onnx(
 ) -> tuple[ModelRecord, list[ArtifactRecord], bool]:
     """Register an ONNX file (and quantize it) unless the same file is registered already.
 
-    "The same file" means the same resolved path with the same size and modification time.
+    "The same file" means the same resolved path with the same size and modification time,
+    registered with the same preprocessing (a registration with other pixels, such as the
+    sample's before its Caffe mean was known, is registered again as a new version).
     """
     report = as_reporter(progress, cancel)
     workspace = workspace or Workspace()
     source = Path(path).expanduser().resolve()
     stamp = f"{source.stat().st_size}:{int(source.stat().st_mtime)}" if source.is_file() else ""
+    wanted = register_options.get("preprocessing")
     for model in reversed(workspace.list_models(name)):
         same = model.spec.get("source") == str(source) and model.tags.get("stamp") == stamp
+        if wanted is not None:
+            registered = model.spec.get("preprocessing", {}).get("server", {})
+            same = same and all(
+                registered.get(k) == v
+                for k, v in Preprocessing.from_dict({**registered, **wanted}).to_dict().items()
+            )
         if same and (quantize != "int8" or _has(workspace, model, {"int8"})):
             report("register", 1.0, f"{model.ref} is already registered; reusing it")
             return model, workspace.list_artifacts(model), True

@@ -17,9 +17,11 @@ import numpy as np
 
 from accel_widgets.engine.build import make_serving_module, save_network, save_serving_module
 from accel_widgets.engine.catalog import LEGACY_INPUT
+from accel_widgets.engine.known_files import known_file
+from accel_widgets.engine.labelled import read_labelled, shared_imagenet_photos
 from accel_widgets.engine.workspace import ModelRecord, Workspace, check_name
 from accel_widgets.errors import BuildError, ConversionError
-from accel_widgets.preprocess import Preprocessing
+from accel_widgets.preprocess import Preprocessing, prepare
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
 
 _ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8"}
@@ -102,9 +104,11 @@ def register_onnx(
     ----------
     preprocessing:
         How the model wants its pixels. Layout, size and dtype are read from the model; give
-        channel order, scale, mean and std (e.g. the shared SqueezeNet wants
-        ``{"channel_order": "BGR"}``, torchvision models ``{"scale": 1/255, "mean": [...],
-        "std": [...]}``).
+        channel order, scale, mean and std, or a preset (``{"preset": "caffe"}``,
+        ``"torch"``, ``"tf"``: :data:`accel_widgets.preprocess.PRESETS`). A file the kit
+        recognises by its sha256 (the SqueezeNet sample, the model zoo's MobileNetV2 INT8:
+        :mod:`~accel_widgets.engine.known_files`) gets the preprocessing it was trained
+        with when none is given.
     output:
         The output to serve; default: the first.
     postprocess:
@@ -120,6 +124,9 @@ def register_onnx(
     workspace = workspace or Workspace()
     report("register", 0.1, f"checking {source.name}")
     facts = _onnx_facts(source)
+    if preprocessing is None and (known := known_file(source)) is not None:
+        preprocessing = known.preprocessing
+        report("register", 0.15, f"recognised {known.title}: pixels as in {known.source}")
     dtype = _ONNX_DTYPES.get(facts["input_type"])
     if dtype is None:
         raise ConversionError(
@@ -161,7 +168,9 @@ def register_onnx(
             spec=spec,
         )
     report("register", 0.5, f"registered {record.ref}; checking it on real photos")
-    artifact_report = _check_onnx(source, pre, facts["input"], output, postprocess, report)
+    artifact_report = _check_onnx(
+        source, pre, facts["input"], output, postprocess, report, labels=labels
+    )
     artifact_report["precision"] = precision
     artifact_report["preprocessing"] = pre.to_dict()
     with workspace.staging() as staged:
@@ -173,23 +182,33 @@ def register_onnx(
 
 
 def _check_onnx(
-    path: Path, pre: Preprocessing, input_name: str, output: str, postprocess: str, report
+    path: Path,
+    pre: Preprocessing,
+    input_name: str,
+    output: str,
+    postprocess: str,
+    report,
+    *,
+    labels: str | None = None,
 ) -> dict[str, Any]:
-    """Run the model on the bundled photos: it loads, runs, and what it predicts (for a look)."""
+    """Run the model on the bundled photos (what it answers, for a look) and, for an
+    ImageNet classifier where the shared labelled photos are found, measure its accuracy."""
+    from accel_widgets.engine.accuracy import accuracy, accuracy_text
     from accel_widgets.engine.samples import sample_photos
     from accel_widgets.engine.timing import measure_interleaved
     from accel_widgets.engine.validate import file_mb, onnx_session, photo_inputs
 
     session = onnx_session(path)
+
+    def scores(x: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run([output], {input_name: x})[0]).reshape(-1)
+
     photos = sample_photos()
-    predictions = []
-    for x in photo_inputs(photos, pre):
-        scores = np.asarray(session.run([output], {input_name: x})[0]).reshape(-1)
-        predictions.append(int(scores.argmax()))
+    predictions = [int(scores(x).argmax()) for x in photo_inputs(photos, pre)]
     x = photo_inputs(photos[:1], pre)[0]
     timing = measure_interleaved({"onnxruntime": lambda: session.run([output], {input_name: x})})
-    report("register", 0.9, f"ONNX Runtime {timing['onnxruntime']['p50_ms']:.1f} ms p50")
-    return {
+    report("register", 0.8, f"ONNX Runtime {timing['onnxruntime']['p50_ms']:.1f} ms p50")
+    checked: dict[str, Any] = {
         "format": "onnx",
         "size_mb": file_mb(path),
         "photos": [p.name for p in photos],
@@ -197,6 +216,20 @@ def _check_onnx(
         "latency": timing,
         "postprocess": postprocess,
     }
+    if labels == "imagenet" and (folder := shared_imagenet_photos()) is not None:
+        labelled = read_labelled(folder)
+        outputs, truth = [], []
+        for i, photo in enumerate(labelled.photos):
+            report.check()
+            outputs.append(scores(prepare(photo.data, pre)))
+            truth.append(photo.label)
+            if i % 50 == 49:
+                report("register", 0.8 + 0.2 * i / len(labelled), f"photo {i + 1}/{len(labelled)}")
+        checked["accuracy"] = accuracy(
+            outputs, truth, photos=f"the shared labelled ImageNet photos ({folder})"
+        )
+        report("register", 0.99, accuracy_text(checked["accuracy"]))
+    return checked
 
 
 def register_keras(

@@ -65,13 +65,15 @@ def model_config_for(workspace: Workspace, artifact: ArtifactRecord) -> ModelCon
 
 
 def bf16_validated(report: dict) -> bool:
-    """Whether the artifact's validation showed bf16 agreeing with fp32 on every photo.
-
-    The server lets OpenVINO compute in bf16 only then (serving/openvino_runtime.py): a
-    ``report["bf16"]`` entry with ``top1_agreement`` 1.0 over at least one photo, as the
-    validation's other comparisons (``vs_fp32``) record it. No entry: f32.
+    """Whether the artifact's validation allowed OpenVINO to compute it in bf16
+    (engine/bf16_check.py: within half a point of f32 on labelled photos, or the same top 1
+    on every photo). The server lets OpenVINO compute in bf16 only then
+    (serving/openvino_runtime.py). No entry: f32. A report from before the decision was
+    stored has the per-photo agreement only, and is read by that rule.
     """
     check = report.get("bf16") or {}
+    if "allowed" in check:
+        return bool(check["allowed"]) and check.get("n_images", 0) > 0
     return check.get("top1_agreement") == 1.0 and check.get("n_images", 0) > 0
 
 

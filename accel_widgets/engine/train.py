@@ -64,8 +64,14 @@ from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
 #: The featurizer a user gets without choosing (the issue's examples use it; saves and converts
 #: in half the time of DenseNet-121 here, which has 2.5x the layers).
 DEFAULT_FEATURIZER = "resnet50"
-#: Held-out images kept beside the model (``examples/``) for a look and for calibration.
+#: Held-out images kept beside the model (``examples/``, flat) for a look and for scoring.
 EXAMPLES_KEPT = 64
+#: Held-out images kept by class (``holdout/<class>/``): the labelled photos its conversion
+#: measures accuracy on (engine/check_photos.py); 200 are needed to vouch for INT8.
+HOLDOUT_KEPT = 1000
+#: Training-split images kept (``calibration/``): INT8 calibrates on these, never on the
+#: held-out pictures it is checked on.
+CALIBRATION_KEPT = 200
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -478,9 +484,22 @@ def train_classifier(
         for i in parts.holdout[:EXAMPLES_KEPT]:
             source = images.files[i]
             shutil.copyfile(source, examples / f"{images.classes[images.targets[i]]}-{source.name}")
+        for i in parts.holdout[:HOLDOUT_KEPT]:
+            source = images.files[i]
+            folder = staged / "holdout" / str(int(images.targets[i]))
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / source.name)
+        calibration = staged / "calibration"
+        calibration.mkdir()
+        step = max(1, len(parts.train) // CALIBRATION_KEPT)
+        for i in parts.train[::step][:CALIBRATION_KEPT]:
+            source = images.files[i]
+            shutil.copyfile(source, calibration / f"{int(images.targets[i])}-{source.name}")
         return {
             "labels_file": "labels.txt",
             "examples": "examples",
+            "holdout": "holdout",
+            "calibration": "calibration",
             "training": {k: training_report[k] for k in ("classes", "featurizer", "split")}
             | {"holdout_accuracy": holdout_report["accuracy"]},
         }

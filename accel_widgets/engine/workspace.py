@@ -225,6 +225,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def default_order(artifact: ArtifactRecord) -> tuple[int, int]:
+    """Sort key of the artifact deploy and package take when no precision is given: a
+    recommended INT8 first (the fastest that passed, engine/verdicts.py), then fp32, fp16,
+    and an INT8 that was not recommended last (taken by default only when it is all a model
+    has: a model registered as INT8)."""
+    from accel_widgets.engine.verdicts import recommended
+
+    order = {"int8": 0, "fp32": 1, "fp16": 2}.get(artifact.precision, 9)
+    return (0 if recommended(artifact.report, artifact.precision) else 1, order)
+
+
 class Workspace:
     """A workspace folder: ``catalog.db`` plus ``models/``, ``images/``, ``services/``, ``tmp/``.
 
@@ -654,7 +665,8 @@ class Workspace:
     def get_artifact(
         self, name: str, version: int | None = None, precision: str | None = None
     ) -> ArtifactRecord:
-        """The artifact of a model version: ``precision`` or, when None, int8 before fp32."""
+        """The artifact of a model version: ``precision``, or when None the best artifact
+        that passed its checks (:func:`default_order`)."""
         model = self.get_model(name, version)
         artifacts = self.list_artifacts(model)
         if precision is not None:
@@ -666,8 +678,7 @@ class Workspace:
                 f"model {model.ref} has no {wanted} (it has: {have}); convert it first "
                 f"(`accel-widgets convert {name}`)"
             )
-        order = {"int8": 0, "fp32": 1, "fp16": 2}
-        return sorted(artifacts, key=lambda a: order.get(a.precision, 9))[0]
+        return sorted(artifacts, key=default_order)[0]
 
     def get_artifact_by_id(self, artifact_id: int) -> ArtifactRecord:
         with self._connect() as db:

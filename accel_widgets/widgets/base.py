@@ -135,6 +135,9 @@ class Step(widgets.VBox):
     done = traitlets.Bool(False)
     error = traitlets.Unicode("")
     status = traitlets.Unicode("")
+    #: what the step's result does not prove, in words: shown in amber, and the step gets a
+    #: warning mark instead of a check mark (nothing gets a check mark that is unproven)
+    warning = traitlets.Unicode("")
 
     #: the CSS class of the step's box, for notebooks, Voila and browser tests
     css_name = "step"
@@ -150,6 +153,8 @@ class Step(widgets.VBox):
         self.status_line.add_class(f"accel-{self.css_name}-status")
         self.error_box = widgets.HTML()
         self.error_box.add_class("accel-error")
+        self.warning_box = widgets.HTML()
+        self.warning_box.add_class("accel-warning")
         self._thread: threading.Thread | None = None
         self._cancel: CancelToken | None = None
         self._cancel_asked: float | None = None
@@ -157,7 +162,15 @@ class Step(widgets.VBox):
         # The error sits at the top of the step, under its title: where the user is looking
         # after a click, and in the place of the result it replaces.
         super().__init__(
-            [self.header, self.lock_hint, self.error_box, *children, self.status_line], **kwargs
+            [
+                self.header,
+                self.lock_hint,
+                self.error_box,
+                *children,
+                self.warning_box,
+                self.status_line,
+            ],
+            **kwargs,
         )
         self.add_class("accel-step")
         self.add_class(f"accel-step-{self.css_name}")
@@ -166,11 +179,17 @@ class Step(widgets.VBox):
 
     # -- what the user sees -------------------------------------------------------------
 
-    @traitlets.observe("title", "done", "error")
+    @traitlets.observe("title", "done", "error", "warning")
     def _render_header(self, change: Any = None) -> None:
         # A failed last action never leaves a check mark: the user must not believe it worked.
         if self.error:
             mark = " <span style='color:#b00020' title='the last action failed'>&#10007;</span>"
+        elif self.done and self.warning:
+            tip = html.escape(self.warning, quote=True)
+            mark = (
+                " <span class='accel-warning-mark' style='color:#b26a00' "
+                f"title='{tip}'>&#9888;</span>"
+            )
         elif self.done:
             mark = " &#10003;"
         else:
@@ -193,6 +212,15 @@ class Step(widgets.VBox):
         self.error_box.value = (
             f"<div style='color:#b00020;white-space:pre-wrap'>{html.escape(self.error)}</div>"
             if self.error
+            else ""
+        )
+
+    @traitlets.observe("warning")
+    def _render_warning(self, change: Any = None) -> None:
+        text = html.escape(self.warning)
+        self.warning_box.value = (
+            f"<div style='color:#8a5300;white-space:pre-wrap'>&#9888; {text}</div>"
+            if self.warning
             else ""
         )
 

@@ -11,7 +11,8 @@ import traitlets
 from accel_widgets.engine.choices import prepare_choice
 from accel_widgets.engine.labels import load_labels
 from accel_widgets.engine.reports import REPORT_COLUMNS, photo_predictions, report_row
-from accel_widgets.engine.workspace import ArtifactRecord, ModelRecord, Workspace
+from accel_widgets.engine.verdicts import artifact_check
+from accel_widgets.engine.workspace import ArtifactRecord, ModelRecord, Workspace, default_order
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, photo_name
 
@@ -33,9 +34,23 @@ def what_happened(model: ModelRecord, artifacts: list[ArtifactRecord], reused: b
     return f"converted {model.ref} to ONNX ({precisions}); ready to deploy"
 
 
+def int8_warning(artifacts: list[ArtifactRecord]) -> str:
+    """Why an INT8 artifact just made is not recommended, and what Deploy does about it;
+    empty when every artifact passed its checks."""
+    for artifact in artifacts:
+        check = artifact_check(artifact.report, artifact.precision)
+        if artifact.precision == "int8" and check.mark == "warn":
+            fallback = sorted(artifacts, key=default_order)[0]
+            return (
+                f"INT8 is {check.text}. Deploy serves {fallback.precision} by default; "
+                "choose INT8 there to deploy it anyway."
+            )
+    return ""
+
+
 def photo_check(model: ModelRecord, artifacts: list[ArtifactRecord]) -> str:
     """What the check of a model registered as is found on the real photos, as HTML."""
-    as_is = [a for a in artifacts if photo_predictions(a) and "vs_fp32" not in a.report]
+    as_is = [a for a in artifacts if photo_predictions(a)]
     if not as_is:
         return ""
     found = photo_predictions(as_is[0])
@@ -53,8 +68,8 @@ def photo_check(model: ModelRecord, artifacts: list[ArtifactRecord]) -> str:
         f"{html.escape(photo_name(photo))} &rarr; {html.escape(label(i))}" for photo, i in found
     )
     return (
-        f"<div class='accel-photo-check'>Checked on {len(found)} real photos (registered as "
-        f"is, so there is nothing to compare it with); its top-1 answers: {said}.</div>"
+        f"<div class='accel-photo-check'>Ran on {len(found)} bundled photos (registered as "
+        f"is: there is no source model to compare it with); its top-1 answers: {said}.</div>"
     )
 
 
@@ -101,6 +116,7 @@ class ConvertWidget(Step):
         self.artifacts = []
         self.report_table.value = ""
         self.status = ""
+        self.warning = ""
         if not selection:
             self.summary.value = "<i>Choose a model above.</i>"
             return
@@ -124,6 +140,7 @@ class ConvertWidget(Step):
             self.artifacts = []
             self.report_table.value = ""
             self.done = False
+            self.warning = ""
             self.status = f"model {ref} was deleted; convert it again"
 
     def _set_enabled(self, enabled: bool) -> None:
@@ -148,6 +165,7 @@ class ConvertWidget(Step):
         choice = self.selection["choice"]
         self.progress.reset()
         self.report_table.value = ""  # a new run replaces the last report, even if it fails
+        self.warning = ""
         self.status = f"working on {choice.title}..."
         try:
             model, artifacts, reused = prepare_choice(
@@ -169,6 +187,7 @@ class ConvertWidget(Step):
         self.model = model
         self.artifacts = list(artifacts)
         self.status = what_happened(model, list(artifacts), reused)
+        self.warning = int8_warning(list(artifacts))
         self.done = True
         self._refresh_state()
         return self.artifacts

@@ -23,7 +23,8 @@ from accel_widgets.engine.targets import (
     service_status,
     targets,
 )
-from accel_widgets.engine.workspace import Workspace, check_name
+from accel_widgets.engine.verdicts import artifact_check
+from accel_widgets.engine.workspace import Workspace, check_name, default_order
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button
 from accel_widgets.widgets.state import LOST, lost_words
@@ -132,6 +133,11 @@ class DeployWidget(Step):
         self.target.add_class("accel-deploy-target")
         self.service_name = widgets.Text(description="service")
         self.service_name.add_class("accel-service-name")
+        # Which artifact: the best that passed its checks unless the user picks another.
+        self.precision = widgets.Dropdown(options=[], description="precision")
+        self.precision.add_class("accel-deploy-precision")
+        self.precision_note = widgets.HTML()
+        self.precision_note.add_class("accel-precision-note")
         self.target_help = widgets.HTML()
         # One form per target, built from its declared settings; the chosen one is shown.
         self.controls: dict[str, dict[str, widgets.Widget]] = {}
@@ -152,6 +158,8 @@ class DeployWidget(Step):
             [
                 widgets.HBox([self.target, self.service_name]),
                 self.target_help,
+                self.precision,
+                self.precision_note,
                 self.form_box,
                 widgets.HBox([self.deploy_button, self.health_button]),
                 self.progress,
@@ -161,6 +169,7 @@ class DeployWidget(Step):
         )
         self.title = "5. Deploy"
         self.target.observe(self._on_target, "value")
+        self.precision.observe(self._on_precision, "value")
         self._on_target()
         self.deploy_button.on_click(lambda _: self._start(self.run))
         self.health_button.on_click(lambda _: self._start(self.check_health))
@@ -191,6 +200,38 @@ class DeployWidget(Step):
         typed = self.service_name.value.strip()
         if model is not None and (not typed or typed == self._auto_name):
             self.service_name.value = self._auto_name = model.name
+        self._offer_precisions(model)
+
+    def _offer_precisions(self, model: Any) -> None:
+        """One option per artifact, each with its verdict; the default is what the engine
+        picks when none is given (the best that passed its checks)."""
+        if model is None:
+            self.precision.options = []
+            return
+        workspace = self.workspace or Workspace()
+        artifacts = sorted(workspace.list_artifacts(model), key=default_order)
+        options = []
+        for i, artifact in enumerate(artifacts):
+            check = artifact_check(artifact.report, artifact.precision)
+            words = "default" if i == 0 else ("not recommended" if check.mark == "warn" else "")
+            label = f"{artifact.precision} {check.symbol}".strip()
+            options.append((f"{label} ({words})" if words else label, artifact.precision))
+        self.precision.options = options
+        self.precision.value = options[0][1] if options else None
+        self._on_precision()
+
+    def _on_precision(self, change: Any = None) -> None:
+        """Say what the chosen artifact's check found when it is a warning."""
+        note = ""
+        if self.model is not None and self.precision.value:
+            workspace = self.workspace or Workspace()
+            artifact = workspace.get_artifact(
+                self.model.name, self.model.version, self.precision.value
+            )
+            check = artifact_check(artifact.report, artifact.precision)
+            if check.mark == "warn":
+                note = f"&#9888; {html.escape(artifact.precision)} is {html.escape(check.text)}"
+        self.precision_note.value = f"<span style='color:#8a5300'>{note}</span>" if note else ""
 
     @traitlets.observe("service")
     def _on_service(self, change: Any) -> None:
@@ -231,7 +272,7 @@ class DeployWidget(Step):
             self._show(service, live)
 
     def _set_enabled(self, enabled: bool) -> None:
-        for control in (self.target, self.service_name, self.deploy_button):
+        for control in (self.target, self.service_name, self.precision, self.deploy_button):
             control.disabled = not enabled
         for controls in self.controls.values():
             for control in controls.values():
@@ -249,12 +290,13 @@ class DeployWidget(Step):
         self.progress.reset()
         self.status = f"deploying {name}..."
         try:
-            # No precision or image: the engine serves INT8 when the model has it, else
-            # float, and a target that runs an image gets the newest one packaged from it
+            # The precision chosen above (by default the best artifact that passed its
+            # checks); a target that runs an image gets the newest one packaged from it
             # (the Package step's), or an error saying to package first.
             service, reused = deploy_or_reuse(
                 self.model.name,
                 version=self.model.version,
+                precision=self.precision.value or None,
                 name=name,
                 target=self.target.value,
                 workspace=self.workspace,

@@ -29,6 +29,7 @@ from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, image
 from accel_widgets.widgets.charts import _svg, show_chart
 from accel_widgets.widgets.cleanup import CleanupWidget
+from accel_widgets.widgets.convert import int8_warning
 from accel_widgets.widgets.deploy import DeployWidget
 from accel_widgets.widgets.score import ScoreWidget
 from accel_widgets.widgets.state import WalkState
@@ -286,10 +287,11 @@ class TrainWidget(Step):
 
 
 class ConvertTrainedWidget(Step):
-    """Convert the trained model to ONNX (optionally INT8), calibrated on its own examples.
+    """Convert the trained model to ONNX (optionally INT8), checked on its own pictures.
 
-    The held-out examples kept with the model stand in for the bundled photos: calibration
-    and the TF-vs-ONNX and INT8 agreement report then use pictures of the user's classes.
+    The pictures kept with the model stand in for the bundled photos
+    (engine/check_photos.py): INT8 calibrates on its training split, and the TF-vs-ONNX
+    report, the INT8 agreement and the accuracy are measured on its held-out pictures.
     """
 
     css_name = "convert-trained"
@@ -322,6 +324,7 @@ class ConvertTrainedWidget(Step):
         self.done = False
         self.converted = None
         self.report_table.value = ""
+        self.warning = ""
 
     def _set_enabled(self, enabled: bool) -> None:
         self.convert_button.disabled = not enabled
@@ -336,17 +339,14 @@ class ConvertTrainedWidget(Step):
 
         if self.model is None:
             raise AccelError("train a model in the step above first")
-        examples = Path(self.model.path) / self.model.spec.get("examples", "examples")
-        own = examples if examples.is_dir() else None
         self.progress.reset()
+        self.warning = ""
         self.status = f"converting {self.model.ref}..."
         try:
             artifacts = convert(
                 self.model.name,
                 version=self.model.version,
                 quantize="int8" if self.quantize.value else None,
-                calibration=own,
-                validation=own,
                 workspace=self.workspace,
                 progress=self.progress,
                 cancel=self._new_cancel(),
@@ -361,8 +361,9 @@ class ConvertTrainedWidget(Step):
         )
         self.status = (
             f"converted {self.model.ref} to ONNX ({', '.join(a.precision for a in artifacts)}), "
-            "checked on its held-out examples; ready to deploy"
+            "checked on its held-out pictures; ready to deploy"
         )
+        self.warning = int8_warning(list(artifacts))
         self.converted = self.model
         self.done = True
         self._refresh_state()

@@ -22,6 +22,7 @@ from typing import Any
 from accel_widgets.engine.targets.base import LIVE_STATES, Setting, Target
 from accel_widgets.engine.targets.container import ContainerTarget
 from accel_widgets.engine.targets.local import LocalTarget
+from accel_widgets.engine.verdicts import artifact_check
 from accel_widgets.engine.workspace import ImageRecord, ServiceRecord, Workspace
 from accel_widgets.errors import AccelError, ServingError
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
@@ -125,7 +126,9 @@ def deploy(
     Parameters
     ----------
     model, version, precision:
-        The workspace model and which artifact (int8 before fp32 when ``precision`` is None).
+        The workspace model and which artifact; when ``precision`` is None, the best that
+        passed its checks (``Workspace.get_artifact``). An INT8 artifact that was not
+        recommended is still deployed when asked for, with a warning event.
     name:
         The service name (lowercase); defaults to the model name.
     target:
@@ -149,6 +152,13 @@ def deploy(
     resolved = chosen.resolve(settings)
     workspace = workspace or Workspace()
     artifact = workspace.get_artifact(model, version, precision)
+    check = artifact_check(artifact.report, artifact.precision)
+    if check.mark == "warn":
+        report(
+            "deploy",
+            None,
+            f"warning: {artifact.precision} of {artifact.model_name} is {check.text}",
+        )
     record = _image_for(workspace, artifact, image) if chosen.needs_image else None
     if image is not None and not chosen.needs_image:
         raise ServingError(
