@@ -58,8 +58,6 @@ def bf16_check(
     name = session.get_inputs()[0].name
     bf16_outputs = [session.run(None, {name: x.astype(np.float32)})[0] for x in inputs]
     result: dict[str, Any] = {**compare(fp32_outputs, bf16_outputs), "device": "CPU"}
-    result.pop("reference_top1", None)
-    result.pop("candidate_top1", None)
     if labels:
         from accel_widgets.engine.accuracy import accuracy
 

@@ -12,7 +12,10 @@ Three rules, each from a measured failure:
   calibrates on its training split. When they cannot be kept apart (the bundled photos),
   the report says so and the INT8 artifact is not recommended.
 * **Enough of them**: up to :data:`CALIBRATION_MAX` calibration photos (100 from the shared
-  set), up to :data:`VALIDATION_MAX` validation photos.
+  set), up to :data:`VALIDATION_MAX` validation photos. A catalog model built with random
+  weights answers at chance whatever it is shown (a dry run of the path), so it is checked on
+  :data:`RANDOM_WEIGHTS_PHOTOS` of them: enough to show that, without paying for 400 runs of
+  VGG-16 (64 s here) that prove nothing more.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from accel_widgets.errors import AccelError
 
 CALIBRATION_MAX = 200
 VALIDATION_MAX = 1000
+RANDOM_WEIGHTS_PHOTOS = 64
 
 
 @dataclass
@@ -104,6 +108,23 @@ def check_photos(
     validation: str | os.PathLike[str] | None = None,
 ) -> CheckPhotos:
     """The calibration and validation photos for ``model`` (see the module docstring)."""
+    checked = _check_photos(model, calibration, validation)
+    if model.kind == "catalog" and model.tags.get("weights") == "random":
+        if checked.validation is not None and validation is None:
+            checked.validation = checked.validation[:RANDOM_WEIGHTS_PHOTOS]
+            if checked.labels is not None:
+                checked.labels = checked.labels[:RANDOM_WEIGHTS_PHOTOS]
+            checked.source += f", the first {RANDOM_WEIGHTS_PHOTOS} (random weights)"
+        if checked.calibration is not None and calibration is None:
+            checked.calibration = checked.calibration[: RANDOM_WEIGHTS_PHOTOS // 2]
+    return checked
+
+
+def _check_photos(
+    model: ModelRecord,
+    calibration: str | os.PathLike[str] | None,
+    validation: str | os.PathLike[str] | None,
+) -> CheckPhotos:
     names = _class_names(model)
     labelled = None
     source = ""
