@@ -46,6 +46,7 @@ SERVING_PACKAGES = (
     "pillow",
     "prometheus-client",
     "grpcio-health-checking",
+    "tornado",
 )
 #: The second runtime (the ``openvino`` extra): the image carries it when it is installed
 #: where the image is made, so the image's ``runtime: auto`` can pick it (serving/

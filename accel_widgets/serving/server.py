@@ -250,7 +250,7 @@ class Server:
         self.health.close()
         done = self._grpc.stop(grace) if self._grpc else None
         if self.rest:
-            self.rest.stop()
+            self.rest.stop(grace)
         if done is not None:
             done.wait(grace + 5)
         for model in list(self.registry.models.values()):
