@@ -7,8 +7,8 @@ in the real server) and answers a JSON header plus 4,000 bytes of scores; ``GET 
 answers ``{"ready": true}``. The work itself is nil, so what is timed is the server: accept,
 parse, hand-off to the pool, send.
 
-* ``stdlib``: today's design (``http.server`` + a 16-thread pool, HTTP/1.0, one request per
-  connection; ``accel_widgets.serving.rest`` before issue 22);
+* ``stdlib``: ``accel_widgets.serving.rest`` before issue 22 (``http.server`` + a 16-thread
+  pool, HTTP/1.0, one request per connection);
 * ``tornado``: ``tornado.httpserver.HTTPServer`` with header and body time limits;
 * ``aiohttp``: ``aiohttp.web`` (``AppRunner`` + ``TCPSite``);
 * ``uvicorn``: uvicorn (h11) with a ten-line ASGI app, skipped when uvicorn is not

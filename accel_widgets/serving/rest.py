@@ -34,7 +34,8 @@ a connection whose headers (and, with TLS, the handshake before them) take longe
 ``HEADER_SECONDS`` or whose body takes longer than ``BODY_SECONDS``; and it is one wheel
 with no dependencies (0.5 MB, already in every Jupyter install), where aiohttp brings nine
 more packages (3.2 MB of wheels) and lacks a header time limit, and uvicorn needs an ASGI
-layer and measured 44 ms per kept-alive request (its two writes meet Nagle's algorithm).
+layer and measured 44 ms per kept-alive request as set up here (a write/ACK stall, not
+tuned away).
 Only once a request is complete does its work go to a thread pool (``WORKERS`` threads):
 inference never waits behind a client that is still sending. Health, readiness and
 ``/metrics`` are answered on the loop itself, so they answer even while every inference
