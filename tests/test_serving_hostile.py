@@ -378,3 +378,43 @@ def test_echoed_input_is_cut_so_a_refusal_always_fits_in_a_grpc_status(server):
     # 30,000: a path over 64 kB (Tornado's header limit) is refused before any route.
     status, _, body = _http(server, "GET", "/v1/models/" + long[:30_000])
     assert status == 404 and "x" * 201 not in _error(status, body)
+
+
+def test_health_watch_streams_are_bounded():
+    """Past the cap a Watch is refused RESOURCE_EXHAUSTED; Check still answers (in process:
+    the cap of a real server is 1,024 streams)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from accel_widgets.serving.health import HealthService
+
+    health = HealthService(max_watches=2)
+    health.set_serving(True)
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    health.add_to(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = channel.unary_stream(
+                protocol.HEALTH_WATCH_METHOD,
+                request_serializer=protocol.HealthCheckRequest.SerializeToString,
+                response_deserializer=protocol.HealthCheckResponse.FromString,
+            )
+            held = [watch(protocol.HealthCheckRequest(), timeout=PATIENCE_S) for _ in range(2)]
+            for stream in held:
+                assert next(stream).status == protocol.SERVING_STATUS["SERVING"]
+            with pytest.raises(grpc.RpcError) as refused:
+                next(watch(protocol.HealthCheckRequest(), timeout=PATIENCE_S))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "the most this server holds" in refused.value.details()
+            check = channel.unary_unary(
+                protocol.HEALTH_CHECK_METHOD,
+                request_serializer=protocol.HealthCheckRequest.SerializeToString,
+                response_deserializer=protocol.HealthCheckResponse.FromString,
+            )
+            assert check(protocol.HealthCheckRequest(), timeout=PATIENCE_S).status == 1
+            for stream in held:
+                stream.cancel()
+    finally:
+        health.close()
+        server.stop(0)
