@@ -381,8 +381,9 @@ def test_echoed_input_is_cut_so_a_refusal_always_fits_in_a_grpc_status(server):
 
 
 def test_health_watch_streams_are_bounded():
-    """Past the cap a Watch is refused RESOURCE_EXHAUSTED; Check still answers (in process:
-    the cap of a real server is 1,024 streams)."""
+    """Past the cap a Watch is refused RESOURCE_EXHAUSTED; Check still answers; closing with
+    streams that have just been cancelled does not deadlock (the library's non-blocking
+    servicer sent under its lock: it did). In process: a real server's cap is 1,024."""
     from concurrent.futures import ThreadPoolExecutor
 
     from accel_widgets.serving.health import HealthService
@@ -418,3 +419,28 @@ def test_health_watch_streams_are_bounded():
     finally:
         health.close()
         server.stop(0)
+
+
+def test_a_chunked_body_is_served_and_one_over_the_limit_is_413_in_json(server):
+    """Transfer-Encoding: chunked has no length to check first: counted as it comes."""
+    body, headers = _infer_body()
+
+    def chunks(data: bytes, size: int = 65536) -> Iterator[bytes]:
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    for payload, expected in ((body, 200), (bytes(30 * 1024 * 1024), 413)):
+        connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=PATIENCE_S)
+        connection.request(
+            "POST",
+            "/v2/models/squeezenet/infer",
+            chunks(payload),
+            {**AUTH, **headers, "Transfer-Encoding": "chunked"},
+            encode_chunked=True,
+        )
+        response = connection.getresponse()
+        status, text = response.status, response.read()
+        connection.close()
+        assert status == expected, text[:300]
+        if expected == 413:
+            assert "this server takes at most" in _error(status, text)

@@ -279,7 +279,10 @@ class _Handler(tornado.web.RequestHandler):
         self._counted = True
         length = self.request.headers.get("Content-Length", "")
         limit = self.front.max_body_bytes
-        if length.isdigit() and int(length) > limit:
+        if "chunked" in self.request.headers.get("Transfer-Encoding", "").lower():
+            # No length to check first: data_received counts, and drops past the limit.
+            self.request.connection.set_max_body_size(limit * DRAIN_FACTOR)  # type: ignore[union-attr]
+        elif length.isdigit() and int(length) > limit:
             self._too_large = int(length)
             if int(length) > limit * DRAIN_FACTOR:
                 self.set_header("Connection", "close")
@@ -411,8 +414,10 @@ class _Routes:
         return model
 
     def unknown(self, method: str, path: str) -> Reply:
-        _v1_route(method, path) if not path.startswith("/v2") else _v2_route(method, path)
-        raise AssertionError("unreachable: a known path with a known method")  # pragma: no cover
+        """A method other than GET or POST on a path that is no route: NOT_FOUND, naming the
+        routes there are (a route asked with another method was answered 405 before)."""
+        (_v2_route if path.startswith("/v2") else _v1_route)(method, path)
+        raise RequestError("NOT_FOUND", f"no route {method} {echo(path)}")  # pragma: no cover
 
     # -- GET -------------------------------------------------------------------------------
 
@@ -449,10 +454,11 @@ class _Routes:
     # -- POST ------------------------------------------------------------------------------
 
     def post(self, method: str, path: str, raw: bytes, headers: Any) -> Reply:
+        v2_route = path.startswith("/v2")
+        match = _v2_route(method, path) if v2_route else _v1_route(method, path)
         if "Content-Length" not in headers and "Transfer-Encoding" not in headers:
             raise RequestError("INVALID_ARGUMENT", "send a JSON body with a Content-Length")
-        if path.startswith("/v2"):
-            match = _v2_route(method, path)
+        if v2_route:
             model = self._model(match["name"], v2.parse_version(match["version"] or ""))
             lengths = headers.get_list(BINARY_HEADER)
             if len(lengths) > 1:
@@ -461,7 +467,6 @@ class _Routes:
                     f"{BINARY_HEADER} is sent {len(lengths)} times; send it once",
                 )
             return _v2_infer(self.registry, model, raw, lengths[0] if lengths else None)
-        match = _v1_route(method, path)
         model = self._model(match["name"], _v1_version(match))
         inputs, columnar, output_filter = _parse_predict(_json(raw), model.config.input_alias)
         # REST clients read outputs by alias (the original service had no REST API), and a
