@@ -11,7 +11,7 @@ batch 1 through every protocol the server speaks, side by side in one run:
   ``predict``'s** (issue 12);
 * ``v2_grpc_triton``: the same call through ``tritonclient.grpc`` (its client-side cost in);
 * ``v2_rest``: ``POST /v2/models/<m>/infer`` with the binary tensor extension (http.client,
-  one connection per request as the server speaks HTTP/1.0), and ``v1_rest``: TF Serving's
+  one connection per request), and ``v1_rest``: TF Serving's
   ``:predict`` with the JPEG in base64 JSON, both on the HTTP port.
 
 The candidates run in blocks, in a shuffled order each round (ONNX Runtime's threads keep

@@ -52,7 +52,8 @@ def raw_predict(server):
 
 def _request(data: bytes | list[bytes], input_name="images", model="", outputs=()) -> bytes:
     request = protocol.PredictRequest()
-    request.model_spec.name = model
+    if model:  # no model_spec: the default model (a model_spec with an empty name is refused)
+        request.model_spec.name = model
     request.inputs[input_name].CopyFrom(make_tensor_proto(data))
     request.output_filter.extend(outputs)
     return request.SerializeToString()
@@ -225,14 +226,14 @@ def test_malformed_protobuf_is_invalid_argument(raw_predict):
 
 
 def test_unknown_signature_is_refused(raw_predict):
-    request = protocol.PredictRequest.FromString(_request(jpeg_bytes()))
+    request = protocol.PredictRequest.FromString(_request(jpeg_bytes(), model="squeezenet"))
     request.model_spec.signature_name = "classify"
     code, details = _status(raw_predict, request.SerializeToString())
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "serving_default" in details
 
 
 def test_wrong_version_is_not_found(raw_predict):
-    request = protocol.PredictRequest.FromString(_request(jpeg_bytes()))
+    request = protocol.PredictRequest.FromString(_request(jpeg_bytes(), model="squeezenet"))
     request.model_spec.version.value = 7
     code, details = _status(raw_predict, request.SerializeToString())
     assert code == grpc.StatusCode.NOT_FOUND and "version 1" in details
@@ -346,6 +347,7 @@ def test_predict_pixels_signature_accepts_the_preprocessed_tensor(client):
     pre = Preprocessing(channel_order="BGR", layout="NCHW", dtype="float16")
     tensor = prepare(jpeg_bytes(), pre)
     request = protocol.PredictRequest()
+    request.model_spec.name = "squeezenet"  # a model_spec names its model (as TF Serving's)
     request.model_spec.signature_name = "predict_pixels"
     request.inputs["data_0"].CopyFrom(make_tensor_proto(tensor))
     response = client.predict(request)

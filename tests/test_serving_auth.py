@@ -11,7 +11,13 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
-from serving_fixtures import CAT_CLASSES, jpeg_bytes, running_server, write_config
+from serving_fixtures import (
+    CAT_CLASSES,
+    jpeg_bytes,
+    running_server,
+    self_signed_certificate,
+    write_config,
+)
 
 from accel_widgets.engine.client import PredictionClient
 from accel_widgets.errors import ScoringError
@@ -115,54 +121,10 @@ def test_route_header_arrives_and_no_key_is_ever_logged(server):
         assert secret not in log
 
 
-def _self_signed(folder) -> tuple:
-    """A certificate for 127.0.0.1 / localhost and its key, as PEM files (test-only)."""
-    pytest.importorskip("cryptography")
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 def test_tls_with_a_key_scores_and_plaintext_is_refused(tmp_path):
     import ssl
 
-    cert, private_key = _self_signed(tmp_path)
+    cert, private_key = self_signed_certificate(tmp_path)
     keys = tmp_path / "keys"
     keys.write_text(KEY + "\n")
     keys.chmod(0o600)

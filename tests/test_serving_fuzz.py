@@ -322,3 +322,105 @@ def test_malformed_v2_rest_requests_then_a_cat(server):
     image.set_data_from_numpy(np.array([JPEG], dtype=object))
     scores = client.infer("squeezenet", [image]).as_numpy("output_alias")
     assert int(np.argmax(scores)) in CAT_CLASSES
+
+
+# -- any method, any route, JSON that Python reads but protocols refuse ----------------------
+
+HOSTILE_TEXT = st.text(
+    alphabet=st.one_of(st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)),
+    max_size=8,
+)
+HOSTILE_NUMBERS = st.one_of(
+    st.floats(),  # inf and nan become Infinity and NaN, which are not JSON
+    st.integers(-(2**70), 2**70),
+    st.just(10**400),
+    st.sampled_from([1e308, -1e308, 5e-324]),
+)
+HOSTILE_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), HOSTILE_NUMBERS, HOSTILE_TEXT),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(HOSTILE_TEXT, children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@st.composite
+def hostile_bodies(draw) -> bytes:
+    kind = draw(st.sampled_from(["v2", "v1", "nested", "raw"]))
+    if kind == "nested":
+        depth = draw(st.integers(1, 5000))
+        return b'{"instances": ' + b"[" * depth + b"1" + b"]" * depth + b"}"
+    if kind == "raw":
+        return draw(st.binary(max_size=128))
+    data = draw(st.lists(st.one_of(HOSTILE_NUMBERS, HOSTILE_TEXT, HOSTILE_JSON), max_size=6))
+    if kind == "v1":
+        return json.dumps({"instances": data}).encode()
+    entry = {
+        "name": draw(st.sampled_from(["images", "data_0", "Placeholder:0"])),
+        "datatype": draw(V2_DATATYPES),
+        "shape": draw(st.sampled_from([[1], [len(data)], [1, 3, 224, 224], [-1]])),
+        "data": data,
+    }
+    return json.dumps({"inputs": [entry], "outputs": draw(HOSTILE_JSON)}).encode()
+
+
+ROUTES = st.sampled_from(
+    [
+        "/v2/models/squeezenet/infer",
+        "/v2/models/squeezenet/versions/1/infer",
+        "/v2/models/squeezenet",
+        "/v2/models/squeezenet/ready",
+        "/v2/models/nosuch",
+        "/v2",
+        "/v2/health/ready",
+        "/v1/models/squeezenet:predict",
+        "/v1/models/squeezenet/versions/7:predict",
+        "/v1/models/squeezenet/labels/stable:predict",
+        "/v1/models/squeezenet/metadata",
+        "/metrics",
+        "/healthz",
+        "/",
+        "/v3/x",
+        "/v1/models/%ff%fe:predict",
+    ]
+)
+METHODS = st.sampled_from(["GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+
+
+@pytest.mark.timeout(240)
+def test_any_method_route_and_hostile_json_gets_a_json_4xx_never_5xx(server):
+    """Deep nesting, lone surrogates, NaN, 1e400, huge integers, every method: 4xx in JSON."""
+    import http.client
+
+    codes: collections.Counter = collections.Counter()
+
+    @settings(
+        max_examples=400,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(method=METHODS, path=ROUTES, body=hostile_bodies())
+    def send(method: str, path: str, body: bytes) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=20)
+        connection.request(method, path, body if method != "GET" else None)
+        response = connection.getresponse()
+        text = response.read()
+        connection.close()
+        codes[response.status] += 1
+        assert response.status < 500 or (response.status == 503 and path.endswith("ready")), (
+            method,
+            path,
+            response.status,
+            text[:300],
+        )
+        if response.status >= 400:
+            assert json.loads(text)["error"], "every refusal says why, in JSON"
+
+    send()
+    assert codes[400] > 10 and codes[405] > 20 and codes[404] > 5, codes
+    assert server.process.poll() is None, "the server died"
+    with PredictionClient("127.0.0.1", server.port, timeout=30) as client:
+        assert int(np.argmax(client.score_image(JPEG))) in CAT_CLASSES

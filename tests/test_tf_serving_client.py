@@ -50,10 +50,14 @@ OFFICIAL_CLIENT = textwrap.dedent(
 
     def predict(model_name, input_name):
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = model_name
-        request.model_spec.signature_name = "serving_default"
+        if model_name is not None:  # None: no model_spec at all, as the retired Azure client
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = "serving_default"
         request.inputs[input_name].CopyFrom(tf.make_tensor_proto([jpeg]))
-        response = stub.Predict(request, 10.0)
+        try:
+            response = stub.Predict(request, 10.0)
+        except grpc.RpcError as exc:
+            return {"code": exc.code().name, "details": exc.details()}
         tensor = response.outputs["output_alias"]
         scores = tf.make_ndarray(tensor)
         return {
@@ -75,7 +79,8 @@ OFFICIAL_CLIENT = textwrap.dedent(
     print("RESULT " + json.dumps({
         "named": predict("squeezenet", "images"),
         "empty_name": predict("", "images"),
-        "legacy_input": predict("", "Placeholder:0"),
+        "no_model_spec": predict(None, "images"),
+        "legacy_input": predict(None, "Placeholder:0"),
         "metadata": {
             "model": response.model_spec.name,
             "inputs": {
@@ -158,8 +163,18 @@ def test_official_client_gets_the_same_scores_as_our_client(official, our_scores
     assert int(np.argmax(named["scores"])) in CAT_CLASSES
 
 
-def test_official_client_with_an_empty_model_name_reaches_the_served_model(official, our_scores):
+def test_official_client_with_an_empty_model_name_gets_tf_servings_refusal(official):
+    """TF Serving answers INVALID_ARGUMENT "ModelSpec has no name specified" (issue 22)."""
     unnamed = official["empty_name"]
+
+    assert unnamed["code"] == "INVALID_ARGUMENT"
+    assert "ModelSpec has no name specified" in unnamed["details"]
+    assert "'squeezenet'" in unnamed["details"]  # and the name to use
+
+
+def test_official_client_without_a_model_spec_reaches_the_served_model(official, our_scores):
+    """What the retired Azure client sends (no model_spec): the default model answers."""
+    unnamed = official["no_model_spec"]
 
     assert unnamed["model"] == "squeezenet"
     assert unnamed["shape"] == [1, 1000]

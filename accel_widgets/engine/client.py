@@ -283,7 +283,8 @@ class PredictionClient:
         ``signatures`` holds every signature, e.g. ``predict_pixels`` for a preprocessed tensor.
         """
         request = protocol.GetModelMetadataRequest()
-        request.model_spec.name = model_name
+        if model_name:  # none: the server's default model (an empty name is refused)
+            request.model_spec.name = model_name
         request.metadata_field.append(protocol.SIGNATURE_DEF_FIELD)
         response = self._call(self.stub.GetModelMetadata, request, timeout)
         signatures = protocol.SignatureDefMap()
@@ -323,7 +324,8 @@ class PredictionClient:
         timeout: float | None,
     ) -> dict[str, np.ndarray]:
         request = protocol.PredictRequest()
-        request.model_spec.name = model_name
+        if model_name:  # none: the server's default model (an empty name is refused)
+            request.model_spec.name = model_name
         request.inputs[input_name].CopyFrom(tensor)
         if isinstance(outputs, str):
             outputs = [outputs]

@@ -46,6 +46,7 @@ SERVING_PACKAGES = (
     "pillow",
     "prometheus-client",
     "grpcio-health-checking",
+    "tornado",
 )
 #: The second runtime (the ``openvino`` extra): the image carries it when it is installed
 #: where the image is made, so the image's ``runtime: auto`` can pick it (serving/
@@ -76,7 +77,7 @@ RUN python3 -m venv /opt/accel-widgets \\
       --find-links /tmp/wheels -r /tmp/requirements.txt \\
  && /opt/accel-widgets/bin/pip uninstall --yes --quiet pip setuptools \\
  && cd /opt/accel-widgets/lib/python3*/site-packages \\
- && rm -rf onnxruntime/transformers onnxruntime/quantization onnxruntime/tools \\
+ && rm -rf onnxruntime/transformers onnxruntime/quantization onnxruntime/tools tornado/test \\
       openvino/include openvino/tools openvino/libs/cache.json \\
       openvino/libs/libopenvino_intel_gpu_plugin.so openvino/libs/libopenvino_intel_npu_plugin.so \\
       openvino/libs/*tensorflow*_frontend* openvino/libs/*pytorch_frontend* \\

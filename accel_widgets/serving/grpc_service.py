@@ -25,12 +25,13 @@ from accel_widgets.serving.protocol import (
     SIGNATURE_DEF_FIELD,
     GetModelMetadataRequest,
     GetModelMetadataResponse,
+    ModelSpecChoices,
     PredictRequest,
     PredictResponse,
     SignatureDefMap,
 )
 from accel_widgets.serving.registry import ModelRegistry
-from accel_widgets.serving.status import RequestError
+from accel_widgets.serving.status import RequestError, echo
 from accel_widgets.serving.tensors import (
     DT_STRING,
     TensorError,
@@ -71,8 +72,48 @@ class PredictionService:
             },
         )
 
-    def _model(self, spec: Any) -> Any:
-        version = spec.version.value if spec.HasField("version") else None
+    def _model(self, request: Any, raw: bytes) -> Any:
+        """The model a request's ``model_spec`` names, with TF Serving's refusals.
+
+        As TF Serving (``ServerCore::ServableRequestFromModelSpec``): an empty name is
+        INVALID_ARGUMENT "ModelSpec has no name specified", an unknown model or version
+        NOT_FOUND, an unknown ``version_label`` INVALID_ARGUMENT "Unrecognized servable
+        version label" (this server has no labels: one version per model). A request that
+        sets both ``version`` and ``version_label`` is refused too; TF Serving's parser would
+        keep whichever came last. One difference, on purpose: a request with *no*
+        ``model_spec`` (TF Serving: "Missing ModelSpec") is served by the default model,
+        because that is what the retired Azure client sends (``amlrealtimeai``'s
+        ``PredictionClient`` never sets it), and our own client does the same when no
+        model name is given.
+        """
+        if not request.HasField("model_spec"):
+            model = self.registry.get("")
+            note_model(model.name)
+            return model
+        spec = request.model_spec
+        if not spec.name:
+            models = ", ".join(f"'{m.name}'" for m in self.registry.config.models)
+            raise RequestError(
+                "INVALID_ARGUMENT",
+                f"ModelSpec has no name specified; name a model ({models}), or send no "
+                "model_spec for the default one",
+            )
+        choice = spec.WhichOneof("version_choice")
+        if choice is not None:
+            sent = ModelSpecChoices.FromString(raw).model_spec
+            if sent.HasField("version") and sent.version_label:
+                raise RequestError(
+                    "INVALID_ARGUMENT",
+                    "the ModelSpec sets both version and version_label; they are one choice: "
+                    "send one of them, or neither for the version served",
+                )
+        if choice == "version_label":
+            raise RequestError(
+                "INVALID_ARGUMENT",
+                f"Unrecognized servable version label: {echo(spec.version_label)}; this server "
+                "has no version labels: ask for a version number, or leave both out",
+            )
+        version = spec.version.value if choice == "version" else None
         self.registry.check_signature(spec.signature_name)
         model = self.registry.get(spec.name, version)
         note_model(model.name)
@@ -82,7 +123,7 @@ class PredictionService:
 
     def predict(self, raw: bytes, context: grpc.ServicerContext | None = None) -> bytes:
         request = parse_message(PredictRequest, raw)
-        model = self._model(request.model_spec)
+        model = self._model(request, raw)
         inputs = {
             name: _input_value(tensor, model.max_elements)
             for name, tensor in request.inputs.items()
@@ -105,10 +146,10 @@ class PredictionService:
         if unknown:
             raise RequestError(
                 "INVALID_ARGUMENT",
-                f"metadata_field {', '.join(unknown)} is not supported; ask for "
+                f"metadata_field {echo(', '.join(unknown))} is not supported; ask for "
                 f"'{SIGNATURE_DEF_FIELD}'",
             )
-        model = self._model(request.model_spec)
+        model = self._model(request, raw)
         response = GetModelMetadataResponse()
         response.model_spec.name = model.name
         response.model_spec.version.value = model.version

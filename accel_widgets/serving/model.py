@@ -33,7 +33,7 @@ from accel_widgets.serving.config import (
     OutputConfig,
 )
 from accel_widgets.serving.runtime_choice import RuntimeInfo
-from accel_widgets.serving.status import RequestError
+from accel_widgets.serving.status import RequestError, echo
 from accel_widgets.serving.tensors import data_type_of, dtype_name
 
 log = logging.getLogger("accel_widgets.serving")
@@ -288,7 +288,7 @@ class LoadedModel:
         if name not in self.input_names:
             raise RequestError(
                 "INVALID_ARGUMENT",
-                f"model '{self.name}' has no input '{name}'; inputs are "
+                f"model '{self.name}' has no input '{echo(name)}'; inputs are "
                 f"{_quoted(self.input_names)}",
             )
 
@@ -316,7 +316,8 @@ class LoadedModel:
         if unknown:
             raise RequestError(
                 "INVALID_ARGUMENT",
-                f"model '{self.name}' has no output {_quoted(unknown)}; outputs are "
+                f"model '{self.name}' has no output {_quoted([echo(n) for n in unknown[:5]])}; "
+                "outputs are "
                 f"{_quoted(self.output_names)}",
             )
         return [(n, self._output_by_name[n]) for n in _unique(list(requested))]

@@ -612,3 +612,33 @@ SERVING_STATUS = {"UNKNOWN": 0, "SERVING": 1, "NOT_SERVING": 2, "SERVICE_UNKNOWN
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 SIGNATURE_DEF_FIELD = "signature_def"
+
+
+def _model_spec_probe() -> Any:
+    """A message that reads ``model_spec`` (field 1 of PredictRequest and of
+    GetModelMetadataRequest) with ModelSpec's ``version`` and ``version_label`` as two plain
+    fields instead of a oneof.
+
+    A oneof keeps the last of its fields on the wire, so a request that sets both parses as
+    if it set one: only this second reading shows that a client sent both, which the
+    protocol forbids. It lives in a pool of its own, apart from TF Serving's messages.
+    """
+    package = "accel_widgets.probe"
+    messages = [
+        _message("Present", []),
+        _message(
+            "SpecChoices",
+            [_field("version", 2, f".{package}.Present"), _field("version_label", 4, "string")],
+        ),
+        _message("SpecOnly", [_field("model_spec", 1, f".{package}.SpecChoices")]),
+    ]
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(
+        _file("accel_widgets/probe.proto", package, [], messages=messages).SerializeToString()
+    )
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.SpecOnly"))
+
+
+#: See :func:`_model_spec_probe`: ``ModelSpecChoices.FromString(raw).model_spec`` has
+#: ``HasField("version")`` and ``version_label`` as the client sent them.
+ModelSpecChoices = _model_spec_probe()

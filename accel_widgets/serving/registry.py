@@ -17,7 +17,7 @@ from accel_widgets.serving.config import ServerConfig
 from accel_widgets.serving.metrics import Metrics
 from accel_widgets.serving.model import LoadedModel
 from accel_widgets.serving.protocol import DEFAULT_SIGNATURE
-from accel_widgets.serving.status import RequestError
+from accel_widgets.serving.status import RequestError, echo
 
 #: The signatures every model has (see ``LoadedModel.signatures``).
 SIGNATURES = (DEFAULT_SIGNATURE, "predict_pixels")
@@ -75,7 +75,7 @@ class ModelRegistry:
                 )
             raise RequestError(
                 "NOT_FOUND",
-                f"no model '{name}' on this server; models are "
+                f"no model '{echo(name)}' on this server; models are "
                 + ", ".join(f"'{n}'" for n in configured),
             )
         if version is not None and version != model.version:
@@ -92,7 +92,7 @@ class ModelRegistry:
         if signature_name not in ("", *SIGNATURES):
             raise RequestError(
                 "INVALID_ARGUMENT",
-                f"no signature '{signature_name}'; this server has "
+                f"no signature '{echo(signature_name)}'; this server has "
                 f"{', '.join(repr(s) for s in SIGNATURES)} (or leave signature_name empty)",
             )
 

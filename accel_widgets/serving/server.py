@@ -17,7 +17,7 @@ finish (up to ``grace_seconds``), the ready file is removed, and the process exi
 
 This module, like all of ``accel_widgets.serving``, imports neither TensorFlow nor Jupyter:
 a serving container carries ONNX Runtime, gRPC (with its health service), numpy, Pillow,
-simplejpeg and prometheus_client only.
+simplejpeg, prometheus_client and Tornado (the HTTP port) only.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ class Server:
         self.health.close()
         done = self._grpc.stop(grace) if self._grpc else None
         if self.rest:
-            self.rest.stop()
+            self.rest.stop(grace)
         if done is not None:
             done.wait(grace + 5)
         for model in list(self.registry.models.values()):

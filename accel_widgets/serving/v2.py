@@ -26,7 +26,7 @@ import numpy as np
 from accel_widgets import __version__
 from accel_widgets.serving.model import LoadedModel
 from accel_widgets.serving.registry import ModelRegistry
-from accel_widgets.serving.status import RequestError
+from accel_widgets.serving.status import RequestError, echo
 
 #: Numeric datatypes of the protocol -> numpy (little-endian, as the raw form is).
 NUMERIC: dict[str, np.dtype] = {
@@ -79,7 +79,7 @@ class Tensor:
         return math.prod(self.shape)
 
     def describe(self) -> str:
-        return f"input '{self.name}' ({self.datatype} {list(self.shape)})"
+        return f"input '{echo(self.name)}' ({self.datatype} {echo(list(self.shape))})"
 
 
 def tensor(name: Any, datatype: Any, shape: Any) -> Tensor:
@@ -89,15 +89,15 @@ def tensor(name: Any, datatype: Any, shape: Any) -> Tensor:
     if datatype not in DATATYPES:
         raise RequestError(
             "INVALID_ARGUMENT",
-            f"input '{name}' has datatype {datatype!r}; use BYTES for encoded images or one "
-            f"of {', '.join(NUMERIC)} for a preprocessed tensor",
+            f"input '{echo(name)}' has datatype {echo(repr(datatype))}; use BYTES for encoded "
+            f"images or one of {', '.join(NUMERIC)} for a preprocessed tensor",
         )
     if not isinstance(shape, (list, tuple)) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise RequestError(
             "INVALID_ARGUMENT",
-            f"input '{name}' has shape {shape!r}; a shape is a list of sizes >= 0",
+            f"input '{echo(name)}' has shape {echo(repr(shape))}; a shape is a list of sizes >= 0",
         )
     return Tensor(name, datatype, tuple(shape))
 
@@ -114,8 +114,37 @@ def _check_size(model: LoadedModel, spec: Tensor) -> None:
         )
 
 
+def check_datatype(model: LoadedModel, spec: Tensor) -> None:
+    """Refuse a datatype of the other kind than the model's metadata gives the input.
+
+    The images input (``images`` and the original graph's names) is ``BYTES``: encoded
+    images. The pixels input (the ONNX input name) is numeric: before this check, an FP32
+    input sent as ``BYTES`` was decoded as images (issue 22). A numeric datatype other than
+    the metadata's (FP32 for an FP16 model) is still taken when every value converts
+    exactly (:meth:`LoadedModel.tensor_from_array`), as tritonclient users send FP32.
+    Unknown names are left to the model, which answers with the list of its inputs.
+    """
+    if spec.name not in model.input_names:
+        return
+    pixels_type = _datatype(model.input_dtype)
+    if spec.name == model.onnx_input and spec.datatype == BYTES:
+        raise RequestError(
+            "INVALID_ARGUMENT",
+            f"{spec.describe()}: the metadata gives '{spec.name}' as {pixels_type} (a "
+            f"preprocessed tensor); send encoded images as BYTES to "
+            f"'{model.config.input_alias}'",
+        )
+    if spec.name != model.onnx_input and spec.datatype != BYTES:
+        raise RequestError(
+            "INVALID_ARGUMENT",
+            f"{spec.describe()}: the metadata gives '{spec.name}' as BYTES (encoded images); "
+            f"send a preprocessed tensor as {pixels_type} to '{model.onnx_input}'",
+        )
+
+
 def from_raw(model: LoadedModel, spec: Tensor, raw: bytes) -> np.ndarray | list[bytes]:
     """An input from its raw bytes (``raw_input_contents`` or the binary extension)."""
+    check_datatype(model, spec)
     _check_size(model, spec)
     if spec.datatype == BYTES:
         return _split_bytes(spec, raw)
@@ -129,11 +158,19 @@ def from_raw(model: LoadedModel, spec: Tensor, raw: bytes) -> np.ndarray | list[
     return np.frombuffer(raw, dtype=dtype).reshape(spec.shape)
 
 
-def from_values(model: LoadedModel, spec: Tensor, values: Sequence[Any]) -> Any:
-    """An input from typed values (gRPC ``contents``, REST ``data``), flat or nested."""
+def from_values(
+    model: LoadedModel, spec: Tensor, values: Sequence[Any], *, finite: bool = False
+) -> Any:
+    """An input from typed values (gRPC ``contents``, REST ``data``), flat or nested.
+
+    ``finite``: refuse infinities and NaN, for JSON, where no number may be one (Python's
+    parser reads ``1e400`` as infinity; a value too big for the datatype, such as 70000 as
+    FP16, becomes one when cast).
+    """
+    check_datatype(model, spec)
     _check_size(model, spec)
     if spec.datatype == BYTES:
-        items = list(_flatten(values))
+        items = list(flatten(values))
         if len(items) != spec.elements:
             raise _count_error(spec, len(items))
         if not all(isinstance(i, bytes) for i in items):
@@ -148,15 +185,26 @@ def from_values(model: LoadedModel, spec: Tensor, values: Sequence[Any]) -> Any:
         ) from None
     if array.size != spec.elements:
         raise _count_error(spec, array.size)
+    if finite and array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise RequestError(
+            "INVALID_ARGUMENT",
+            f"{spec.describe()} holds a number that is not a finite {spec.datatype} (too big "
+            "for it, such as 1e400, or NaN); JSON numbers must be finite",
+        )
     return array.reshape(spec.shape)
 
 
-def _flatten(values: Any) -> Any:
-    for value in values:
-        if isinstance(value, (list, tuple)):
-            yield from _flatten(value)
-        else:
+def flatten(values: Any) -> Any:
+    """Leaves in order, without recursion: deep nesting cannot overflow the stack."""
+    stack = [iter(values)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, (list, tuple)):
+                stack.append(iter(value))
+                break
             yield value
+        else:
+            stack.pop()
 
 
 def _count_error(spec: Tensor, got: int) -> RequestError:
@@ -227,7 +275,8 @@ def parse_version(version: str) -> int | None:
     if not version.isdigit():
         raise RequestError(
             "INVALID_ARGUMENT",
-            f"model version {version!r} is not a number; leave it empty to use the one served",
+            f"model version {echo(version)!r} is not a number; leave it empty to use the one "
+            "served",
         )
     return int(version)
 

@@ -118,6 +118,15 @@ class InferenceService:
         inputs = []
         for index, entry in enumerate(request.inputs):
             spec = v2.tensor(entry.name, entry.datatype, list(entry.shape))
+            if use_raw and entry.HasField("contents"):
+                # The protocol: raw_input_contents holds every input's data or none; a
+                # request with both would leave the server to guess which one is meant.
+                raise RequestError(
+                    "INVALID_ARGUMENT",
+                    f"{spec.describe()} has typed contents, but the request also has "
+                    "raw_input_contents: send each input's data one way only (all raw, or "
+                    "all in contents)",
+                )
             if use_raw:
                 value = v2.from_raw(model, spec, request.raw_input_contents[index])
             elif spec.datatype not in v2.CONTENTS_FIELD:
