@@ -32,7 +32,8 @@ from jupyter_server.utils import url_path_join
 from accel_widgets.engine.notebooks import copy_walkthrough, scoring_notebook
 from accel_widgets.engine.package import delete_image, list_images
 from accel_widgets.engine.targets import delete_service, get_target, list_services, targets
-from accel_widgets.engine.workspace import Workspace, check_name, default_root
+from accel_widgets.engine.verdicts import artifact_check
+from accel_widgets.engine.workspace import Workspace, check_name, default_order, default_root
 from accel_widgets.errors import (
     AccelError,
     DependencyError,
@@ -183,6 +184,20 @@ class ServiceNotebookHandler(_Handler):
         self.send({"path": self.relative(path), "created": created}, 201 if created else 200)
 
 
+def _artifact_row(artifact) -> dict:
+    """An artifact as the sidebar shows it: precision, size, and the check every screen
+    shows (engine/verdicts.py), so no ✓ appears there that the Convert step would withhold."""
+    check = artifact_check(artifact.report, artifact.precision)
+    accuracy = artifact.report.get("accuracy")
+    return {
+        "precision": artifact.precision,
+        "size_mb": round(artifact.size_bytes / 2**20, 1),
+        "check": {"mark": check.mark, "text": check.text},
+        "top1": accuracy["top1"] if accuracy else None,
+        "photos": accuracy["n"] if accuracy else None,
+    }
+
+
 class ModelsHandler(_Handler):
     @tornado.web.authenticated
     def get(self) -> None:
@@ -196,10 +211,7 @@ class ModelsHandler(_Handler):
                     "version": model.version,
                     "kind": model.kind,
                     "description": model.description,
-                    "artifacts": [
-                        {"precision": a.precision, "size_mb": round(a.size_bytes / 2**20, 1)}
-                        for a in artifacts
-                    ],
+                    "artifacts": [_artifact_row(a) for a in sorted(artifacts, key=default_order)],
                 }
             )
         self.send({"models": rows})

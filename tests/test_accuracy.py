@@ -329,3 +329,17 @@ def test_evaluate_cli_refuses_an_empty_folder_in_flag_words(ws, tmp_path, capsys
     assert "no labelled photos in" in capsys.readouterr().err
     assert _cli(ws, "evaluate") == 1
     assert "--service NAME" in capsys.readouterr().err
+
+
+def test_the_sidebar_gets_the_same_verdict_and_no_check_mark_for_unproven_int8(ws):
+    """The Deployments sidebar lists each artifact with the engine's verdict: INT8 that was
+    not recommended carries the warning, the sample registered as is carries no mark."""
+    from accel_widgets.server_extension import _artifact_row
+
+    rows = {a.precision: _artifact_row(a) for a in ws.list_artifacts(ws.get_model("squeezenet"))}
+    assert rows["fp16"]["check"]["mark"] == ""
+    assert rows["fp16"]["photos"] == 500 and rows["fp16"]["top1"] >= SAMPLE_TOP1_MIN
+    int8 = ws.get_artifact("squeezenet", precision="int8")
+    expected = "ok" if int8.report["gate"]["recommended"] else "warn"
+    assert rows["int8"]["check"]["mark"] == expected
+    assert rows["int8"]["check"]["text"] == artifact_check(int8.report, "int8").text

@@ -32,9 +32,19 @@ export interface IService {
   ready_seconds: number | null;
 }
 
+/** What the artifact's checks found (engine/verdicts.py): mark 'ok' (✓), 'warn' (⚠) or ''. */
+export interface ICheck {
+  mark: string;
+  text: string;
+}
+
 export interface IArtifact {
   precision: string;
   size_mb: number;
+  check: ICheck;
+  /** Top-1 accuracy on labelled photos, and how many, when it was measured. */
+  top1: number | null;
+  photos: number | null;
 }
 
 export interface IModel {

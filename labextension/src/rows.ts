@@ -14,7 +14,7 @@ import {
 } from '@jupyterlab/ui-components';
 import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
-import { IImage, IModel, IService } from './api';
+import { IArtifact, IImage, IModel, IService } from './api';
 import { CommandIDs } from './commands';
 import { h, wrapAtSlashes } from './dom';
 
@@ -256,6 +256,18 @@ export function imageRow(
   );
 }
 
+const MARKS: Record<string, string> = { ok: ' ✓', warn: ' ⚠' };
+
+/** `int8 1.3 MB ⚠` or `fp16 2.4 MB top-1 0.60`: the mark is the engine's verdict, never ours. */
+export function artifactText(a: IArtifact): string {
+  const mark = MARKS[a.check?.mark ?? ''] ?? '';
+  const accuracy =
+    a.top1 !== null && a.top1 !== undefined
+      ? ` top-1 ${a.top1.toFixed(2)}`
+      : '';
+  return `${a.precision} ${a.size_mb} MB${accuracy}${mark}`;
+}
+
 /** A model version: artifacts, the services and images using it, and delete. */
 export function modelRow(
   model: IModel,
@@ -265,7 +277,7 @@ export function modelRow(
 ): HTMLLIElement {
   const id = modelId(model.name, model.version);
   const artifacts = model.artifacts.length
-    ? model.artifacts.map(a => `${a.precision} ${a.size_mb} MB`).join(' · ')
+    ? model.artifacts.map(artifactText).join(' · ')
     : 'no artifacts';
   return h(
     'li',
@@ -282,7 +294,12 @@ export function modelRow(
     ),
     h(
       'div',
-      { class: 'accel-sidebar-row-detail accel-model-artifacts' },
+      {
+        class: 'accel-sidebar-row-detail accel-model-artifacts',
+        title: model.artifacts
+          .map(a => `${a.precision}: ${a.check?.text ?? ''}`)
+          .join('\n')
+      },
       artifacts
     ),
     users.length
