@@ -343,3 +343,33 @@ def test_the_sidebar_gets_the_same_verdict_and_no_check_mark_for_unproven_int8(w
     expected = "ok" if int8.report["gate"]["recommended"] else "warn"
     assert rows["int8"]["check"]["mark"] == expected
     assert rows["int8"]["check"]["text"] == artifact_check(int8.report, "int8").text
+
+
+def test_the_convert_step_warns_instead_of_a_check_mark_when_int8_is_not_recommended(ws):
+    """The sample with INT8 asked: the step is done (float can be deployed) but says why
+    INT8 was not recommended, with a warning mark in its title and no check mark."""
+    from accel_widgets.widgets.convert import ConvertWidget
+    from accel_widgets.widgets.deploy import DeployWidget
+
+    step = ConvertWidget(workspace=ws)
+    step.selection = {"choice": get_choice("squeezenet"), "weights": "imagenet", "quantize": "int8"}
+    step.run()
+    int8 = ws.get_artifact("squeezenet", precision="int8")
+    assert step.done and not step.error
+    if int8.report["gate"]["recommended"]:
+        assert step.warning == "" and "&#10003;" in step.header.value
+    else:
+        assert step.warning.startswith("INT8 is not recommended: ")
+        assert "Deploy serves fp16 by default" in step.warning
+        assert "&#9888;" in step.header.value and "&#10003;" not in step.header.value
+        assert "not recommended" in step.report_table.value
+
+    deploy_step = DeployWidget(workspace=ws)
+    deploy_step.model = step.model
+    labels = dict((value, label) for label, value in deploy_step.precision.options)
+    assert deploy_step.precision.value == ws.get_artifact("squeezenet").precision
+    assert "(default)" in labels[deploy_step.precision.value]
+    deploy_step.precision.value = "int8"
+    if not int8.report["gate"]["recommended"]:
+        assert "not recommended" in labels["int8"] and "⚠" in labels["int8"]
+        assert "not recommended" in deploy_step.precision_note.value
