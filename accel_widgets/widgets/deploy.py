@@ -205,11 +205,16 @@ class DeployWidget(Step):
     def _offer_precisions(self, model: Any) -> None:
         """One option per artifact, each with its verdict; the default is what the engine
         picks when none is given (the best that passed its checks)."""
-        if model is None:
-            self.precision.options = []
-            return
         workspace = self.workspace or Workspace()
-        artifacts = sorted(workspace.list_artifacts(model), key=default_order)
+        try:  # the model as the workspace holds it now (it may be gone already)
+            record = workspace.get_model(model.name, model.version) if model else None
+        except AccelError:
+            record = None
+        if record is None:
+            self.precision.options = []
+            self.precision_note.value = ""
+            return
+        artifacts = sorted(workspace.list_artifacts(record), key=default_order)
         options = []
         for i, artifact in enumerate(artifacts):
             check = artifact_check(artifact.report, artifact.precision)
