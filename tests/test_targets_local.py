@@ -311,7 +311,7 @@ def test_killed_server_shows_as_dead_and_delete_then_redeploy_recovers(ws, photo
 def test_delete_stops_the_server_and_forgets_it(ws, capsys):
     service = _deploy(ws)
     folder = ws.root / "services" / "squeezenet"
-    assert (folder / "server.log").is_file()
+    assert service.log_path.is_file() and folder in service.log_path.parents
 
     removed = delete_service("squeezenet", workspace=ws)
 
@@ -434,7 +434,7 @@ def test_duplicate_service_name_is_refused_and_the_first_keeps_running(ws, photo
     assert "a service named 'squeezenet' already exists (running)" in message
     assert "delete it first" in message
     assert ws.get_service("squeezenet") == first
-    assert (ws.root / "services" / "squeezenet" / "config.json").is_file()
+    assert Path(first.info["config"]).is_file()
     assert [p.pid for p in _servers_of(ws)] == [first.pid]
     assert _top1(first, photos["chelsea"]) in CAT_CLASSES
 
@@ -501,7 +501,13 @@ def test_service_with_auth_refuses_callers_without_the_key_and_never_logs_it(ws,
 
     logs = service_logs("squeezenet", lines=10_000, workspace=ws)
     assert "ready" in logs
-    for text in (logs, service.log_path.read_text(), (folder / "config.json").read_text()):
+    config = Path(service.info["config"]).read_text()
+    for text in (
+        logs,
+        service.log_path.read_text(),
+        config,
+        ws.db_path.read_bytes().decode("latin-1"),
+    ):
         assert service.key not in text
         assert wrong not in text
 

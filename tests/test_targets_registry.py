@@ -78,7 +78,7 @@ def test_an_added_target_appears_in_the_cli_the_deploy_widget_and_quota(added_ta
 
     parser = build_parser()
     args = parser.parse_args(["deploy", "m", "--target", "replicated", "--replicas", "3"])
-    assert args.replicas == 3
+    assert args.setting__replicas == 3  # its own namespace (cli.SETTING_DEST)
     deploy_widget = DeployWidget()
     assert ("Replicated (test)", "replicated") in deploy_widget.target.options
     deploy_widget.target.value = "replicated"

@@ -263,8 +263,16 @@ def make_private(path: Path) -> None:
 
 
 def private_dir(path: Path) -> Path:
-    """``path`` as a folder (parents too) that only this user may enter."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    """``path`` as a folder that only this user may enter; missing parents are made 0700
+    too (``mkdir(parents=True)`` would give them the umask's mode)."""
+    missing = []
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=DIR_MODE)
     if _owned(path):
         with contextlib.suppress(OSError):
             os.chmod(path, DIR_MODE)
@@ -565,7 +573,7 @@ class Workspace:
 
     def _place(self, staged: Path, rel: str) -> None:
         target = self.root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         if target.exists():  # left by a crash between rename and commit: no row owns it
             shutil.rmtree(target)
         os.rename(staged, target)

@@ -75,7 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reuse-port",
         action="store_true",
-        help="share the gRPC port with another server of this user (a version swap)",
+        default=os.environ.get("ACCEL_WIDGETS_REUSE_PORT", "") == "1",
+        help="share the gRPC port with another server of this user (a version swap); "
+        "ACCEL_WIDGETS_REUSE_PORT=1 in a container",
     )
     parser.add_argument(
         "--insecure-no-auth",

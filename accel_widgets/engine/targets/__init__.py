@@ -212,6 +212,14 @@ def deploy(
     )
 
 
+def _model_flags(artifact) -> str:
+    """``resnet50 --version 2 --precision int8``: the command-line words for one artifact
+    (``package`` and ``deploy`` otherwise take the newest version's int8-first default)."""
+    return (
+        f"{artifact.model_name} --version {artifact.model_version} --precision {artifact.precision}"
+    )
+
+
 def _image_for(workspace: Workspace, artifact, image: str | ImageRecord | None) -> ImageRecord:
     """The image to run: the one named (workspace ``name[:version]``, or a registry reference
     it was pushed as), or the newest packaged from ``artifact``."""
@@ -226,7 +234,7 @@ def _image_for(workspace: Workspace, artifact, image: str | ImageRecord | None) 
         if not pushed:
             raise ServingError(
                 f"no image in the workspace was pushed as {image}; package and push it first "
-                f"(`accel-widgets package {artifact.model_name} --push REGISTRY/PATH`), or "
+                f"(`accel-widgets package {_model_flags(artifact)} --push REGISTRY/PATH`), or "
                 "name a workspace image (`accel-widgets images`)"
             )
         record = pushed[-1]
@@ -239,7 +247,7 @@ def _image_for(workspace: Workspace, artifact, image: str | ImageRecord | None) 
             raise ServingError(
                 f"no image holds the {artifact.precision} artifact of {artifact.model_name}:"
                 f"{artifact.model_version}; package it first (`accel-widgets package "
-                f"{artifact.model_name}`, or the Package step)"
+                f"{_model_flags(artifact)}`, or the Package step)"
             )
         record = max(made, key=lambda i: (i.created_at, i.version))
     if record.artifact_id != artifact.id:
@@ -247,7 +255,9 @@ def _image_for(workspace: Workspace, artifact, image: str | ImageRecord | None) 
         raise ServingError(
             f"image {record.name}:{record.version} holds {held.model_name}:{held.model_version} "
             f"{held.precision}, not {artifact.model_name}:{artifact.model_version} "
-            f"{artifact.precision}; package that model, or deploy the model the image holds"
+            f"{artifact.precision}; package that model (`accel-widgets package "
+            f"{_model_flags(artifact)}`), or deploy the model the image holds (`accel-widgets "
+            f"deploy {_model_flags(held)} --target TARGET --image {record.ref}`)"
         )
     return record
 

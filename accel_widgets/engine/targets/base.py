@@ -265,21 +265,30 @@ RUNTIME_SETTING = Setting(
 )
 
 
-def pushed_reference(image: ImageRecord, requested: str | None = None) -> str:
+def pushed_reference(
+    image: ImageRecord, requested: str | None = None, artifact: ArtifactRecord | None = None
+) -> str:
     """The registry reference a remote target pulls: the one asked for, or the newest push.
 
     A cluster or a cloud service cannot pull from this machine's Docker engine: an image
-    that was never pushed is refused with the command that pushes it.
+    that was never pushed is refused with the command that pushes it (``artifact``, the
+    model the image holds, makes that command exact: the image's name need not be the
+    model's).
     """
     pushed = [p["ref"] for p in image.info.get("pushed", [])]
     if requested and "/" in requested and requested != image.tag:
         return requested
     if pushed:
         return pushed[-1]
+    model = (
+        f"{artifact.model_name} --version {artifact.model_version} --precision {artifact.precision}"
+        if artifact is not None
+        else "MODEL"
+    )
     raise ServingError(
         f"image {image.ref} ({image.tag}) was never pushed, and a remote target cannot pull "
-        f"from this machine: push it first (`accel-widgets package {image.name} --push "
-        "REGISTRY/PATH`), then deploy with --image REGISTRY/PATH/"
+        f"from this machine: push it first (`accel-widgets package {model} --name "
+        f"{image.name} --push REGISTRY/PATH`), then deploy with --image REGISTRY/PATH/"
         f"{image.name}:{image.version}"
     )
 

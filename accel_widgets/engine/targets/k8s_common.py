@@ -1125,7 +1125,7 @@ class ClusterTarget(Target):
                 f"the {self.name} target runs a packaged image: package the model first "
                 f"(`accel-widgets package {artifact.model_name} --push REGISTRY/PATH`)"
             )
-        reference = pushed_reference(image, image_reference)
+        reference = pushed_reference(image, image_reference, artifact)
         objects = self.build(artifact, name, reference, settings, parsed, key)
         return reference, parsed, objects
 
