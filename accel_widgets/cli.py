@@ -379,12 +379,12 @@ def _secret_note(obj: dict[str, Any], where: str) -> str:
     name, namespace = meta.get("name", "?"), meta.get("namespace", "default")
     field = next(iter(obj.get("stringData") or {}), "api-keys")
     return (
-        f"The service's new API key is in {where}, field stringData.{field} of the Secret "
-        f"{name}, and nowhere else (not in the workspace). Clients send it as "
-        f"'authorization: Bearer KEY'. Once applied, read it back with: kubectl get secret "
-        f"{name} -n {namespace} -o jsonpath='{{.data.{field}}}' | base64 -d. Keep it out of "
-        "version control, or use a secret manager (for GitOps: sealed-secrets, "
-        "external-secrets); --no-auth leaves it out."
+        f"{where} holds the service's new API key, in field stringData.{field} of the "
+        f"Secret {name}; it is written down nowhere else (not in the workspace). Clients "
+        f"send it as 'authorization: Bearer KEY'. Once applied, read it back with: kubectl "
+        f"get secret {name} -n {namespace} -o jsonpath='{{.data.{field}}}' | base64 -d. "
+        "Keep it out of version control, or use a secret manager (for GitOps: "
+        "sealed-secrets, external-secrets); --no-auth leaves it out."
     )
 
 
@@ -413,11 +413,12 @@ def cmd_manifests(args: argparse.Namespace) -> int:
         for obj in objects:
             text = yaml.safe_dump(obj, sort_keys=False)
             if obj.get("kind") == "Secret":
-                text = "".join(f"# {line}\n" for line in _wrapped(_secret_note(obj, "it"))) + text
+                note = _secret_note(obj, "This Secret")
+                text = "".join(f"# {line}\n" for line in _wrapped(note)) + text
             documents.append(text)
         print("---\n".join(documents), end="")
         for obj in secrets:
-            print(f"note: {_secret_note(obj, 'the output above')}", file=sys.stderr)
+            print(f"note: {_secret_note(obj, 'The Secret in the output above')}", file=sys.stderr)
         return SUCCESS
     from pathlib import Path
 
