@@ -137,6 +137,10 @@ def main() -> None:
                 service = new
         finally:
             delete_service("sq", workspace)
+            if images:
+                from accel_widgets.engine.package import delete_image
+
+                delete_image("sq", workspace=workspace)  # both versions, and the wheels stage
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); target {args.target}")
     header = f"{'swap':<9} {'s':>5} {'answered':>9} {'failed':>7} {'p50 ms':>7} {'max ms':>7}"
     print(f"{header}  by version")

@@ -86,6 +86,11 @@ def _remove_everything(docker_client, workspace: Workspace) -> None:
         for ref in [image.tag, *(p["ref"] for p in image.info.get("pushed", []))]:
             with contextlib.suppress(Exception):
                 docker_client.images.remove(ref, force=True)
+    # The workspace's wheels stage too (the build cache it named; another name keeps it).
+    for stage in docker_client.images.list(name=f"accel-widgets/{workspace.ident}/wheels"):
+        for tag in stage.tags:
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(tag)
 
 
 @pytest.fixture(scope="module")
