@@ -976,8 +976,24 @@ def test_a_schema_1_catalog_with_plain_keys_is_migrated_and_no_copy_is_left(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
-def test_another_user_can_read_nothing_of_the_workspace(ws: Workspace, tmp_path: Path) -> None:
-    """As ``nobody`` (uid 65534), list and read every path of a workspace with a keyed service."""
+def test_another_user_can_read_nothing_of_the_workspace(tmp_path: Path) -> None:
+    """As ``nobody`` (uid 65534), list and read every path of a workspace with a keyed service.
+
+    The workspace sits in a folder anyone may enter (pytest's own temp folders are 0700,
+    which would hide everything whatever the workspace did).
+    """
+    import shutil as sh
+    import tempfile
+
+    open_to_all = Path(tempfile.mkdtemp(prefix="accel-widgets-test-"))
+    os.chmod(open_to_all, 0o755)
+    try:
+        _nobody_reads_nothing(Workspace(open_to_all / "ws"))
+    finally:
+        sh.rmtree(open_to_all, ignore_errors=True)
+
+
+def _nobody_reads_nothing(ws: Workspace) -> None:
     artifact = add_onnx(ws, register(ws, "resnet"), "fp32")
     ws.add_service("svc", artifact, target="local", state="running", key=KEY)
     paths = [p for p in [ws.root, *ws.root.rglob("*")]]
