@@ -302,7 +302,7 @@ class DeployWidget(Step):
                 self._refresh_state()
                 raise AccelError(lost_words(service.name, live))
             status = service_status(service.name, self.workspace)
-            self._show(status.service, status.live)
+            self._show(status.service, status.shown)  # "unknown (error ...)" from a plugin
             return status.live
 
         return self._guarded(check)
