@@ -721,8 +721,11 @@ def test_score_of_a_service_still_starting_is_one_clear_line(ws, photos, capsys)
     assert ws.find_service("half") is None
 
 
-def test_deploy_of_a_dead_service_restarts_it_in_place_with_its_port_and_key(ws, photos):
+def test_deploy_of_a_dead_service_restarts_it_in_place_with_its_port_and_key(ws, photos, capsys):
     first = _deploy(ws, auth=True)
+    capsys.readouterr()
+    assert _cli(ws, "services", "--show-keys") == 0  # the owner still gets the whole key
+    assert first.key in capsys.readouterr().out
     os.kill(first.pid, signal.SIGKILL)
     _wait_until(lambda: not is_our_server(first.pid))
     assert service_status("squeezenet", ws).live == "dead"
