@@ -800,3 +800,15 @@ def test_a_new_version_is_swapped_in_without_one_failed_request(ws, photos, weig
     assert [p.pid for p in _servers_of(ws)] == [swapped.pid]
     assert any("swapping in" in e.message for e in events)
     assert not Path(first.info["config"]).exists()  # the old run's folder went with it
+
+
+def test_delete_waits_for_no_deploy_and_says_so(ws):
+    """A delete under a deploy of the same name would leave its server with no record."""
+    ws.add_service("busy", ws.get_artifact("squeezenet"), target="local", state="starting")
+    with ws.service_lock("busy") as held:
+        assert held
+        with pytest.raises(ServingError, match="service busy is being deployed right now"):
+            delete_service("busy", workspace=ws)
+        assert ws.find_service("busy") is not None
+    delete_service("busy", workspace=ws)
+    assert ws.find_service("busy") is None
