@@ -58,7 +58,7 @@ from accel_widgets.engine.targets.base import (
     port_free,
     same_settings,
 )
-from accel_widgets.engine.targets.local import check_port
+from accel_widgets.engine.targets.processes import check_port
 from accel_widgets.engine.workspace import (
     ArtifactRecord,
     ImageRecord,

@@ -45,7 +45,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -53,8 +52,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from accel_widgets.engine.keys import new_key
 from accel_widgets.engine.service_config import server_config_for
@@ -66,6 +63,13 @@ from accel_widgets.engine.targets.base import (
     health_state,
     port_free,
     same_settings,
+)
+from accel_widgets.engine.targets.processes import (
+    check_port,
+    find_server,
+    is_our_server,
+    stop_process,
+    who_listens,
 )
 from accel_widgets.engine.workspace import (
     ArtifactRecord,
@@ -79,57 +83,6 @@ from accel_widgets.engine.workspace import (
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
 from accel_widgets.serving.config import DEVICES, parse_batching
-
-
-def who_listens(port: int) -> str:
-    """The program holding ``port``, when this user may see it (for the error message)."""
-    with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections(kind="tcp"):
-            listening = conn.status == psutil.CONN_LISTEN and conn.laddr
-            if listening and conn.laddr.port == port and conn.pid:
-                return f" by {psutil.Process(conn.pid).name()} (pid {conn.pid})"
-    return ""
-
-
-def check_port(host: str, port: int) -> None:
-    """Refuse a port that something already listens on, naming the program when visible."""
-    if port and not port_free(host, port):
-        raise ServingError(
-            f"port {port} on {host} is already in use{who_listens(port)}. Choose another port, "
-            "or leave the port out and a free one is picked."
-        )
-
-
-def is_our_server(pid: int | None, config_path: Path | None = None) -> bool:
-    """True when ``pid`` is alive and is an accel-widgets server (for this config, if given)."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        cmdline = " ".join(proc.cmdline())
-    except psutil.Error:
-        return False
-    if "accel_widgets.serving" not in cmdline:
-        return False
-    return config_path is None or str(config_path) in cmdline
-
-
-def find_server(config_path: Path) -> int | None:
-    """The pid of the live server started with ``config_path``, when its pid was never
-    recorded (its deploy was killed between starting it and writing the pid down)."""
-    wanted = str(config_path)
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        with contextlib.suppress(psutil.Error):
-            cmdline = " ".join(proc.info["cmdline"] or [])
-            if (
-                "accel_widgets.serving" in cmdline
-                and wanted in cmdline
-                and proc.info["status"] != psutil.STATUS_ZOMBIE
-            ):
-                return proc.pid
-    return None
 
 
 def _tail(path: Path | None, lines: int = 15) -> str:
@@ -400,7 +353,7 @@ def _start_and_wait(
         ready = _wait_ready(process, run, float(settings["ready_timeout"]), report, started)
     except BaseException:
         if process is not None:
-            _stop_process(process.pid, grace=2.0)
+            stop_process(process.pid, grace=2.0)
         run.remove()
         raise
     return ready, process, round(time.monotonic() - started, 2)
@@ -449,9 +402,9 @@ def _retire(workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
         return service
     config = Path(retiring["config"])
     if is_our_server(retiring.get("pid"), config):
-        _stop_process(retiring["pid"])
+        stop_process(retiring["pid"])
     elif (pid := find_server(config)) is not None:
-        _stop_process(pid)
+        stop_process(pid)
     Run.of(config).remove()
     info = {k: v for k, v in service.info.items() if k != "retiring"}
     return workspace.update_service(service.name, info=info)
@@ -484,7 +437,7 @@ def _replace(
         # A server started before ports were shared (or on another address) must go before
         # the new one binds its port: the service is down until the new one is ready.
         report("deploy", 0.02, f"stopping the old server of {name} first (it cannot share)")
-        _stop_process(existing.pid)
+        stop_process(existing.pid)
         serving = False
     if not (serving and port == existing.port):
         check_port(host, port)
@@ -563,67 +516,6 @@ def _wait_ready(
         time.sleep(0.05)
 
 
-def _exited(proc: psutil.Process) -> bool:
-    """Gone, or a zombie: it has exited and waits for its parent to reap it.
-
-    The parent is whoever deployed it (a kernel, the CLI); when another process stops the
-    service (the Jupyter server, for the sidebar) it sees the zombie, which ``wait()`` cannot
-    tell from a live process.
-    """
-    try:
-        return proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _wait_exit(proc: psutil.Process, timeout: float) -> bool:
-    """Wait for the exit, reaping the process when this process is its parent."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(proc.pid, os.WNOHANG)
-        if _exited(proc):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-def _stop_process(pid: int | None, grace: float = 10.0) -> bool:
-    """SIGTERM (the server drains in-flight requests), then SIGKILL after ``grace`` seconds;
-    then whatever is left of the server's process group."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        leader = os.getpgid(pid) == pid  # started with start_new_session: its own group
-        proc.send_signal(signal.SIGTERM)
-        if not _wait_exit(proc, grace):
-            proc.kill()
-            if not _wait_exit(proc, 5.0):
-                raise ServingError(
-                    f"the server process {pid} did not exit after SIGKILL; check `ps {pid}`"
-                )
-    except (psutil.NoSuchProcess, ProcessLookupError):
-        return False
-    if leader:
-        _kill_group(pid)
-    return True
-
-
-def _kill_group(pgid: int) -> None:
-    """Kill what is left in a stopped server's process group.
-
-    Seen once in ~10 deploys during a benchmark (2026-11-30): a forked child of a server
-    process (same group, never exec'd, 315 MB) outlived its parent and stayed as an orphan
-    after the service was deleted. That child was OpenVINO's usage-event sender, which the
-    server no longer imports (``openvino_runtime.import_openvino``); the group still goes
-    with the service, so whatever a library forks next cannot outlive it either.
-    """
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
 def settle_local(
     workspace: Workspace, service: ServiceRecord, *, abandon: bool = False
 ) -> ServiceRecord | None:
@@ -654,7 +546,7 @@ def settle_local(
             return service  # still loading, by itself: a later read finds it ready
         else:
             if alive:
-                _stop_process(pid, grace=2.0)
+                stop_process(pid, grace=2.0)
             if service.state == "starting":  # a first deploy: nothing serves, nothing stays
                 workspace.remove_service(service.name)
                 shutil.rmtree(workspace.service_folder(service.name), ignore_errors=True)
@@ -698,13 +590,13 @@ def delete_local(workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
     """Stop every process of the service that is still ours, and forget the service."""
     config = Path(service.info["config"]) if service.info.get("config") else None
     if is_our_server(service.pid, config):
-        _stop_process(service.pid)
+        stop_process(service.pid)
     for extra in (service.info.get("pending"), service.info.get("retiring")):
         if extra and extra.get("config"):
             extra_config = Path(extra["config"])
             pid = extra.get("pid") or find_server(extra_config)
             if is_our_server(pid, extra_config):
-                _stop_process(pid, grace=2.0)
+                stop_process(pid, grace=2.0)
     removed = workspace.remove_service(service.name)
     shutil.rmtree(workspace.service_folder(service.name), ignore_errors=True)
     return removed
@@ -772,3 +664,18 @@ class LocalTarget(Target):
 
     def delete(self, workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
         return delete_local(workspace, service)
+
+
+# Kept under their earlier names for callers and tests that import them from here.
+_stop_process = stop_process
+__all__ = [
+    "LocalTarget",
+    "check_port",
+    "delete_local",
+    "deploy_local",
+    "find_server",
+    "is_our_server",
+    "local_status",
+    "reconcile_local",
+    "who_listens",
+]
