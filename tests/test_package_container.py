@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import socket
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -308,7 +310,7 @@ def test_container_that_exits_at_start_shows_its_last_log_lines(
 
 
 def test_no_docker_engine_writes_the_context_and_says_what_to_install(
-    packaged, monkeypatch, base_image
+    packaged, monkeypatch, base_image, docker_client
 ):
     workspace, _ = packaged
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
@@ -321,6 +323,29 @@ def test_no_docker_engine_writes_the_context_and_says_what_to_install(
     assert (context / "Dockerfile").is_file() and (context / "model" / "model.onnx").is_file()
     assert any((context / "wheels").glob("onnxruntime-*.whl"))
     assert workspace.list_images() == before
+    # Private like the rest of the workspace, and the command the error names builds an
+    # image whose server can read its files (run here with the engine back).
+    assert (context.stat().st_mode & 0o777, (context / "Dockerfile").stat().st_mode & 0o777) == (
+        0o700,
+        0o600,
+    )
+    command = message.split("the image): ")[1].strip()
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    built = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env)
+    tag = command.rsplit(" -t ", 1)[1].split()[0]
+    try:
+        assert built.returncode == 0, built.stderr[-2000:]
+        readable = docker_client.containers.run(
+            tag,
+            ["-c", "print(len(open('/srv/model/model.onnx', 'rb').read()) > 0)"],
+            entrypoint="python",
+            remove=True,
+            network_mode="none",
+        )
+        assert readable.decode().strip() == "True"
+    finally:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(tag)
     with pytest.raises(DockerUnavailableError, match="no Docker engine answers"):
         deploy("squeezenet", name="offline", target="container", workspace=workspace)
     assert workspace.list_services() == []

@@ -39,7 +39,13 @@ from accel_widgets.engine.package_context import (
     default_base,
     write_context,
 )
-from accel_widgets.engine.workspace import ArtifactRecord, ImageRecord, Workspace, check_name
+from accel_widgets.engine.workspace import (
+    ArtifactRecord,
+    ImageRecord,
+    Workspace,
+    check_name,
+    make_private,
+)
 from accel_widgets.errors import (
     DependencyError,
     DockerUnavailableError,
@@ -199,6 +205,7 @@ def package(
     except DockerUnavailableError as exc:
         folder = _orphan_context(workspace, artifact, name)
         write_context(workspace, artifact, folder, base=base, report=report)
+        make_private(folder)  # in the workspace like the rest: 0700 folders, 0600 files
         raise DockerUnavailableError(
             f"{exc}\nThe build context is written to {folder}; to build it on a machine with "
             f"Docker (its files are private to you: the tar command makes them readable in "
