@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -459,7 +458,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             image=args.image,
             workspace=workspace,
             progress=progress,
-            **given,
+            settings=given,
         )
     finally:
         progress.close()
@@ -506,11 +505,27 @@ def _warn_if_unproven(service, workspace) -> None:
         print(f"warning: it serves {artifact.precision}, which is {check.text}", file=sys.stderr)
 
 
+def _secret_note(obj: dict[str, Any], where: str) -> str:
+    """Where a generated Secret's API key is written down, and how to read it back."""
+    meta = obj.get("metadata", {})
+    name, namespace = meta.get("name", "?"), meta.get("namespace", "default")
+    field = next(iter(obj.get("stringData") or {}), "api-keys")
+    return (
+        f"{where} holds the service's new API key, in field stringData.{field} of the "
+        f"Secret {name}; it is written down nowhere else (not in the workspace). Clients "
+        f"send it as 'authorization: Bearer KEY'. Once applied, read it back with: kubectl "
+        f"get secret {name} -n {namespace} -o jsonpath='{{.data.{field}}}' | base64 -d. "
+        "Keep it out of version control, or use a secret manager (for GitOps: "
+        "sealed-secrets, external-secrets); --no-auth leaves it out."
+    )
+
+
 def cmd_manifests(args: argparse.Namespace) -> int:
     """Write the objects a target would create (YAML for kubectl apply or GitOps)."""
     import yaml
 
     from accel_widgets.engine.targets import get_target, manifests
+    from accel_widgets.engine.workspace import write_private
 
     target = get_target(args.target)
     given = _given_settings(args, target)
@@ -522,33 +537,48 @@ def cmd_manifests(args: argparse.Namespace) -> int:
         target=target.name,
         image=args.image,
         workspace=_workspace(args),
-        **given,
+        settings=given,
     )
+    secrets = [obj for obj in objects if obj.get("kind") == "Secret"]
     if not args.out:
-        print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+        documents = []
+        for obj in objects:
+            text = yaml.safe_dump(obj, sort_keys=False)
+            if obj.get("kind") == "Secret":
+                note = _secret_note(obj, "This Secret")
+                text = "".join(f"# {line}\n" for line in _wrapped(note)) + text
+            documents.append(text)
+        print("---\n".join(documents), end="")
+        for obj in secrets:
+            print(f"note: {_secret_note(obj, 'The Secret in the output above')}", file=sys.stderr)
         return SUCCESS
     from pathlib import Path
 
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    secret = None
+    notes = []
     for index, obj in enumerate(objects, 1):
         kind = obj.get("kind", "object").lower()
         name = obj.get("metadata", {}).get("name", "unnamed")
         path = folder / f"{index:02d}-{kind}-{name}.yaml"
-        path.write_text(yaml.safe_dump(obj, sort_keys=False))
+        text = yaml.safe_dump(obj, sort_keys=False)
         if obj.get("kind") == "Secret":
-            os.chmod(path, 0o600)
-            secret = path
+            note = _secret_note(obj, str(path))
+            write_private(path, "".join(f"# {line}\n" for line in _wrapped(note)) + text)
+            notes.append(note)
+        else:
+            path.write_text(text)
         print(f"wrote {path}")
     print(f"apply with: kubectl apply -f {folder}")
-    if secret is not None:
-        print(
-            f"{secret.name} holds the service's new API key (clients send it as "
-            "'authorization: Bearer KEY'): keep it out of version control, or use a "
-            "secret manager (for GitOps: sealed-secrets, external-secrets); --no-auth leaves it out"
-        )
+    for note in notes:
+        print(note)
     return SUCCESS
+
+
+def _wrapped(text: str) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, 96)
 
 
 def cmd_package(args: argparse.Namespace) -> int:
@@ -592,9 +622,12 @@ def cmd_package(args: argparse.Namespace) -> int:
         print(f"pushed    {pushed['ref']}  {pushed.get('digest', '')}")
     for saved in info.get("saved", []):
         print(f"saved     {saved['path']}  ({saved['bytes'] / 1e6:.0f} MB; docker load -i FILE)")
+    labels = info.get("labels") or {}
+    model = labels.get("io.accel-widgets.model", args.model)
     print(
-        f"deploy it accel-widgets deploy {info['labels'].get('io.accel-widgets.model', args.model)}"
-        f" --target container --image {image.ref}"
+        f"deploy it accel-widgets deploy {model} --version "
+        f"{labels.get('io.accel-widgets.model-version', '')} --precision "
+        f"{labels.get('io.accel-widgets.precision', '')} --target container --image {image.ref}"
     )
     return SUCCESS
 
@@ -677,7 +710,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from accel_widgets.engine.scoring import score, service_labels
 
     workspace = _workspace(args)
-    service = workspace.get_service(args.service)
+    service = _scorable(workspace, args.service)
     labels = service_labels(service, workspace)
     if args.sample:
         from accel_widgets.engine.samples import sample_photos
@@ -706,6 +739,25 @@ def cmd_score(args: argparse.Namespace) -> int:
         line += f"; p50 {rest[len(rest) // 2]:.1f} ms over {len(rest)} more calls"
     print(line)
     return SUCCESS
+
+
+def _scorable(workspace, name: str):
+    """The service as it is now (reconciled with what runs), or a clear error when it
+    cannot be scored: still starting, or with no address recorded."""
+    from accel_widgets.engine.targets import get_service
+
+    service = get_service(name, workspace)
+    if service.state == "starting":
+        raise AccelError(
+            f"service {name} is still starting (a deploy of it is under way); wait until "
+            f"`accel-widgets services` says running, then score again"
+        )
+    if service.info.get("protocol") != "rest" and not service.port:
+        raise AccelError(
+            f"service {name} has no address recorded ({service.state}); deploy it again "
+            f"(`accel-widgets deploy MODEL --name {name}`), or see `accel-widgets services`"
+        )
+    return service
 
 
 def _serves_detector(workspace, service) -> bool:
@@ -762,7 +814,7 @@ def cmd_services(args: argparse.Namespace) -> int:
                 f"{artifact.model_name}:{artifact.model_version} {artifact.precision}",
                 s.target,
                 f"{s.address}:{s.port}" if s.port else "-",
-                status.live,
+                status.shown,
                 s.key if args.show_keys else _mask(s.key),
             ]
         )
@@ -770,10 +822,19 @@ def cmd_services(args: argparse.Namespace) -> int:
     return SUCCESS
 
 
+#: Where a target setting's flag lands in the parsed arguments: a namespace of its own, so a
+#: setting can never overwrite a command's own argument (``args.version``, ``args.image``).
+SETTING_DEST = "setting__"
+
+
 def _given_settings(args: argparse.Namespace, target, skip: Sequence[str] = ()) -> dict[str, Any]:
-    """The target settings given on the command line; a flag the target does not take is
-    refused with the flags it does take."""
-    given = {s.name: getattr(args, s.name, None) for s in _target_settings() if s.name not in skip}
+    """The target settings given on the command line, as one mapping; a flag the target
+    does not take is refused with the flags it does take."""
+    given = {
+        s.name: getattr(args, SETTING_DEST + s.name, None)
+        for s in _target_settings()
+        if s.name not in skip
+    }
     given = {k: v for k, v in given.items() if v is not None}
     unknown = [k for k in given if k not in target._names()]
     if unknown:
@@ -813,16 +874,18 @@ def _add_target_settings(parser: argparse.ArgumentParser, skip: Sequence[str] = 
             continue
         users = [t.name for t in targets() if setting.name in t._names()]
         help_text = f"{setting.help} [{', '.join(users)}]"
+        dest = SETTING_DEST + setting.name
         if setting.type is bool:
             flags = group.add_mutually_exclusive_group()
             flags.add_argument(
-                setting.flag, dest=setting.name, action="store_true", default=None, help=help_text
+                setting.flag, dest=dest, action="store_true", default=None, help=help_text
             )
-            flags.add_argument("--no-" + setting.flag[2:], dest=setting.name, action="store_false")
+            flags.add_argument("--no-" + setting.flag[2:], dest=dest, action="store_false")
         else:
             group.add_argument(
                 setting.flag,
-                dest=setting.name,
+                dest=dest,
+                metavar=setting.name.upper(),
                 type=setting.type,
                 default=None,
                 choices=setting.choices or None,

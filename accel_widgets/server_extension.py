@@ -4,6 +4,11 @@ Mounted under ``/accel-widgets/api`` by jupyter_server, behind Jupyter's own aut
 (token or password) and XSRF checks, like the contents API. Every read and change goes
 through the engine (targets, workspace, cleanup, notebooks); there is no SQL here.
 
+Every engine call runs on a worker thread (``asyncio.to_thread``), never on Jupyter's event
+loop: a call may wait up to 30 s for SQLite's write lock, stop a process with a 10 s grace,
+delete a model folder of gigabytes, or ask a Docker engine or a plugin's cluster, and the
+loop serves every notebook, terminal and file of the session meanwhile.
+
 Routes
 ------
 ``GET    /accel-widgets/api/services``              services with live health
@@ -79,8 +84,12 @@ class _Handler(APIHandler):
     """JSON in and out; engine errors become 4xx answers with the engine's own words."""
 
     def workspace(self) -> Workspace:
-        """The shared workspace (see :func:`shared_workspace`)."""
+        """The shared workspace (see :func:`shared_workspace`); call it off the loop."""
         return shared_workspace()
+
+    async def engine(self, call: Any, *args: Any) -> Any:
+        """``call(*args)`` on a worker thread: the event loop is never blocked by it."""
+        return await asyncio.to_thread(call, *args)
 
     def send(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -123,6 +132,8 @@ def _service_json(status, artifact) -> dict[str, Any]:
         "address": f"{service.address}:{service.port}" if service.port else service.address,
         "state": service.state,
         "health": status.live,
+        # Why the health is unknown, when the service's target (a plugin) failed at it.
+        "error": status.error,
         "auth": bool(service.key),
         "pid": service.pid,
         "model": artifact.model_name,
@@ -132,17 +143,24 @@ def _service_json(status, artifact) -> dict[str, Any]:
     }
 
 
+def _services(workspace: Workspace) -> dict[str, Any]:
+    statuses = list_services(workspace)
+    # A service's artifact cannot be deleted while the service exists (dependency order).
+    rows = [
+        _service_json(status, workspace.get_artifact_by_id(status.service.artifact_id))
+        for status in statuses
+    ]
+    return {"services": rows, "workspace": str(workspace.root)}
+
+
 class ServicesHandler(_Handler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        workspace = self.workspace()
-        statuses = await asyncio.to_thread(list_services, workspace)
-        # A service's artifact cannot be deleted while the service exists (dependency order).
-        rows = [
-            _service_json(status, workspace.get_artifact_by_id(status.service.artifact_id))
-            for status in statuses
-        ]
-        self.send({"services": rows, "workspace": str(workspace.root)})
+        try:
+            payload = await self.engine(lambda: _services(self.workspace()))
+        except AccelError as exc:
+            return self.fail(exc)
+        self.send(payload)
 
 
 class ServiceHandler(_Handler):
@@ -150,7 +168,7 @@ class ServiceHandler(_Handler):
     async def delete(self, name: str) -> None:
         try:
             check_name(name, "service")
-            removed = await asyncio.to_thread(delete_service, name, self.workspace())
+            removed = await self.engine(lambda: delete_service(name, self.workspace()))
         except AccelError as exc:
             return self.fail(exc)
         except (psutil.Error, OSError) as exc:  # the process table said no: say so, in JSON
@@ -161,10 +179,10 @@ class ServiceHandler(_Handler):
 
 class ServiceKeyHandler(_Handler):
     @tornado.web.authenticated
-    def get(self, name: str) -> None:
+    async def get(self, name: str) -> None:
         try:
             check_name(name, "service")
-            service = self.workspace().get_service(name)
+            service = await self.engine(lambda: self.workspace().get_service(name))
         except AccelError as exc:
             return self.fail(exc)
         if not service.key:
@@ -174,11 +192,16 @@ class ServiceKeyHandler(_Handler):
 
 class ServiceNotebookHandler(_Handler):
     @tornado.web.authenticated
-    def post(self, name: str) -> None:
+    async def post(self, name: str) -> None:
         try:
             check_name(name, "service")
-            self.workspace().get_service(name)
-            path, created = scoring_notebook(name, self.folder())
+            folder = self.folder()
+
+            def write() -> tuple[Path, bool]:
+                self.workspace().get_service(name)
+                return scoring_notebook(name, folder)
+
+            path, created = await self.engine(write)
         except AccelError as exc:
             return self.fail(exc)
         self.send({"path": self.relative(path), "created": created}, 201 if created else 200)
@@ -198,31 +221,38 @@ def _artifact_row(artifact) -> dict:
     }
 
 
+def _models(workspace: Workspace) -> list[dict[str, Any]]:
+    rows = []
+    for model in workspace.list_models():
+        artifacts = workspace.list_artifacts(model)
+        rows.append(
+            {
+                "name": model.name,
+                "version": model.version,
+                "kind": model.kind,
+                "description": model.description,
+                "artifacts": [_artifact_row(a) for a in sorted(artifacts, key=default_order)],
+            }
+        )
+    return rows
+
+
 class ModelsHandler(_Handler):
     @tornado.web.authenticated
-    def get(self) -> None:
-        workspace = self.workspace()
-        rows = []
-        for model in workspace.list_models():
-            artifacts = workspace.list_artifacts(model)
-            rows.append(
-                {
-                    "name": model.name,
-                    "version": model.version,
-                    "kind": model.kind,
-                    "description": model.description,
-                    "artifacts": [_artifact_row(a) for a in sorted(artifacts, key=default_order)],
-                }
-            )
+    async def get(self) -> None:
+        try:
+            rows = await self.engine(lambda: _models(self.workspace()))
+        except AccelError as exc:
+            return self.fail(exc)
         self.send({"models": rows})
 
 
 class ModelHandler(_Handler):
     @tornado.web.authenticated
-    def delete(self, name: str, version: str) -> None:
+    async def delete(self, name: str, version: str) -> None:
         try:
             check_name(name)
-            deleted = self.workspace().delete_model(name, int(version))
+            deleted = await self.engine(lambda: self.workspace().delete_model(name, int(version)))
         except AccelError as exc:
             return self.fail(exc)
         self.send({"deleted": [m.ref for m in deleted]})
@@ -232,32 +262,39 @@ class TargetsHandler(_Handler):
     """Where services can run: the same registry the widgets and the CLI read."""
 
     @tornado.web.authenticated
-    def get(self) -> None:
-        self.send({"targets": [t.describe() for t in targets()]})
+    async def get(self) -> None:
+        # The first call loads the plugins' entry points (imports): off the loop too.
+        described = await self.engine(lambda: [t.describe() for t in targets()])
+        self.send({"targets": described})
+
+
+def _images(workspace: Workspace) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.image.name,
+            "version": s.image.version,
+            "tag": s.image.tag,
+            "model": s.model,
+            "model_name": s.artifact.model_name,
+            "model_version": s.artifact.model_version,
+            "precision": s.artifact.precision,
+            "size_mb": round(int(s.image.info.get("size_bytes") or 0) / 1e6, 1),
+            "base": s.image.info.get("base"),
+            "present": s.present,
+            "pushed": [p["ref"] for p in s.image.info.get("pushed", [])],
+            "used_by": workspace.image_users(s.image),
+        }
+        for s in list_images(workspace)
+    ]
 
 
 class ImagesHandler(_Handler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        workspace = self.workspace()
-        statuses = await asyncio.to_thread(list_images, workspace)
-        rows = [
-            {
-                "name": s.image.name,
-                "version": s.image.version,
-                "tag": s.image.tag,
-                "model": s.model,
-                "model_name": s.artifact.model_name,
-                "model_version": s.artifact.model_version,
-                "precision": s.artifact.precision,
-                "size_mb": round(int(s.image.info.get("size_bytes") or 0) / 1e6, 1),
-                "base": s.image.info.get("base"),
-                "present": s.present,
-                "pushed": [p["ref"] for p in s.image.info.get("pushed", [])],
-                "used_by": workspace.image_users(s.image),
-            }
-            for s in statuses
-        ]
+        try:
+            rows = await self.engine(lambda: _images(self.workspace()))
+        except AccelError as exc:
+            return self.fail(exc)
         self.send({"images": rows})
 
 
@@ -266,7 +303,7 @@ class ImageHandler(_Handler):
     async def delete(self, name: str, version: str) -> None:
         try:
             check_name(name, "image")
-            deleted = await asyncio.to_thread(delete_image, name, int(version), self.workspace())
+            deleted = await self.engine(lambda: delete_image(name, int(version), self.workspace()))
         except AccelError as exc:
             return self.fail(exc)
         self.send({"deleted": [i.ref for i in deleted]})
@@ -274,9 +311,9 @@ class ImageHandler(_Handler):
 
 class WalkthroughHandler(_Handler):
     @tornado.web.authenticated
-    def post(self) -> None:
+    async def post(self) -> None:
         try:
-            path, created = copy_walkthrough(self.folder())
+            path, created = await self.engine(copy_walkthrough, self.folder())
         except AccelError as exc:
             return self.fail(exc)
         self.send({"path": self.relative(path), "created": created}, 201 if created else 200)

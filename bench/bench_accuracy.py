@@ -91,9 +91,7 @@ def main() -> None:
     scratch = tempfile.TemporaryDirectory()
     workspace = Workspace(args.workspace or Path(scratch.name) / "workspace")
     started = time.monotonic()
-    _, artifacts, _ = prepare_choice(
-        get_choice("squeezenet"), quantize="int8", workspace=workspace
-    )
+    _, artifacts, _ = prepare_choice(get_choice("squeezenet"), quantize="int8", workspace=workspace)
     groups = [("squeezenet", {a.precision: a for a in artifacts})]
     zoo = next((d / "mobilenetv2-12-int8.onnx" for d in weights_dirs()), None)
     if zoo is not None and zoo.is_file():

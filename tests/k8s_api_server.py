@@ -539,7 +539,8 @@ def pushed_squeezenet(workspace: Any, weights_dir: Path, tmp_path: Path, pushed:
     info: dict[str, Any] = {
         "tag": "accel-widgets/sq:1",
         "image_id": "sha256:" + "ab" * 32,
-        "labels": {"io.accel-widgets.model": "sq"},
+        # What an image of this accel-widgets records: its server reads a mounted key file.
+        "labels": {"io.accel-widgets.model": "sq", "io.accel-widgets.keys": "file"},
         "pushed": [],
     }
     if pushed:

@@ -291,7 +291,7 @@ def test_sidebar_deletes_an_image_once_its_service_is_stopped(
 
     prepare_squeezenet(workspace, weights_dir)
     image = package("squeezenet", base=base_image, workspace=workspace)
-    tag = "accel-widgets/squeezenet:1"
+    tag = f"accel-widgets/{workspace.ident}/squeezenet:1"  # the workspace's own name
     try:
         assert image.tag == tag
         deploy("squeezenet", name="sq-box", target="container", workspace=workspace)
@@ -335,7 +335,7 @@ def test_sidebar_deletes_an_image_once_its_service_is_stopped(
             row.wait_for(state="detached", timeout=60_000)
             expect(delete).to_be_enabled()
             assert image_row.locator(".accel-image-users").count() == 0
-            assert docker_client.images.list(name="accel-widgets/squeezenet"), "still there"
+            assert docker_client.images.list(name=tag.rpartition(":")[0]), "still there"
             shots.take(page, "image-unused")
 
             delete.click()
@@ -350,7 +350,7 @@ def test_sidebar_deletes_an_image_once_its_service_is_stopped(
             assert f"used by sq-box, image {tag}" not in model.inner_text()
             shots.take(page, "image-deleted")
 
-        assert docker_client.images.list(name="accel-widgets/squeezenet") == []
+        assert docker_client.images.list(name=tag.rpartition(":")[0]) == []
         assert workspace.list_images() == []
         assert workspace.list_services() == []
     finally:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
+import os
 import socket
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +36,7 @@ from accel_widgets.engine.targets import (
     service_logs,
     service_status,
 )
-from accel_widgets.engine.targets.container import container_name
+from accel_widgets.engine.targets.container import SECRET_PATH
 from accel_widgets.engine.workspace import ImageRecord, Workspace
 from accel_widgets.errors import (
     DependencyError,
@@ -69,6 +70,15 @@ def _cat() -> bytes:
     return sample_photos(["chelsea"])[0].data
 
 
+def _containers(docker_client, workspace: Workspace, service: str) -> list:
+    """The service's containers in this workspace, found by labels (names carry a run id)."""
+    labels = [
+        f"io.accel-widgets.workspace={workspace.ident}",
+        f"io.accel-widgets.service={service}",
+    ]
+    return docker_client.containers.list(all=True, filters={"label": labels})
+
+
 def _remove_everything(docker_client, workspace: Workspace) -> None:
     """Stop what the tests left running and remove their images, whatever state they are in."""
     for service in workspace.list_services():
@@ -78,6 +88,11 @@ def _remove_everything(docker_client, workspace: Workspace) -> None:
         for ref in [image.tag, *(p["ref"] for p in image.info.get("pushed", []))]:
             with contextlib.suppress(Exception):
                 docker_client.images.remove(ref, force=True)
+    # The workspace's wheels stage too (the build cache it named; another name keeps it).
+    for stage in docker_client.images.list(name=f"accel-widgets/{workspace.ident}/wheels"):
+        for tag in stage.tags:
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(tag)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +111,8 @@ def test_package_builds_a_labelled_light_image(packaged, docker_client):
     workspace, image = packaged
     artifact = workspace.get_artifact("squeezenet")
     built = docker_client.images.get(image.tag)
-    assert image.tag == "accel-widgets/squeezenet:1" and image.version == 1
+    # The tag carries the workspace's readable id: another workspace's squeezenet is another.
+    assert image.tag == f"accel-widgets/{workspace.ident}/squeezenet:1" and image.version == 1
     assert image.info["image_id"] == built.id
     labels = built.labels
     assert labels["io.accel-widgets.model"] == "squeezenet"
@@ -106,6 +122,18 @@ def test_package_builds_a_labelled_light_image(packaged, docker_client):
     config = built.attrs["Config"]
     assert config["User"] == "10001:10001", "the server must not run as root"
     assert "accel_widgets.serving.healthcheck" in " ".join(config["Healthcheck"]["Test"])
+    assert labels["io.accel-widgets.workspace"] == workspace.ident
+    assert labels["io.accel-widgets.keys"] == "file"
+    # Private in the workspace (0600), readable by the server's user in the image.
+    listing = docker_client.containers.run(
+        image.tag,
+        ["-c", "import os; print(oct(os.stat('/srv/model/model.onnx').st_mode & 0o777))"],
+        entrypoint="python",
+        remove=True,
+        network_mode="none",
+    )
+    assert listing.decode().strip() == "0o644"
+    assert (workspace.get_artifact("squeezenet").file.stat().st_mode & 0o777) == 0o600
     assert image.info["size_bytes"] <= MAX_IMAGE_BYTES, image.info["size_bytes"]
     # The light serving set only: neither TensorFlow nor Jupyter is in the image.
     probe = (
@@ -165,12 +193,22 @@ def test_container_serves_with_a_key_that_is_in_no_image_and_no_log(packaged, do
         built = docker_client.images.get(image.tag)
         assert service.key not in json.dumps(built.attrs)
         assert all(service.key not in (h.get("CreatedBy") or "") for h in built.history())
+        # `docker inspect`: a path to a read-only file, never the key.
+        container = docker_client.containers.get(service.info["container_id"])
+        inspected = json.dumps(container.attrs)
+        assert service.key not in inspected
+        assert f"ACCEL_WIDGETS_API_KEYS_FILE={SECRET_PATH}" in container.attrs["Config"]["Env"]
+        assert not any(
+            e.startswith("ACCEL_WIDGETS_API_KEYS=") for e in container.attrs["Config"]["Env"]
+        )
+        [mount] = [m for m in container.attrs["Mounts"] if m["Destination"] == SECRET_PATH]
+        assert mount["RW"] is False
+        assert container.name.startswith(f"accel-widgets-{workspace.ident}-squeezenet-")
     finally:
         delete_service("squeezenet", workspace)
-    assert not docker_client.containers.list(
-        all=True, filters={"name": container_name("squeezenet")}
-    )
+    assert not _containers(docker_client, workspace, "squeezenet")
     assert workspace.list_services() == []
+    assert not workspace.service_folder("squeezenet").exists()
 
 
 def test_a_container_stopped_behind_our_back_reads_dead(packaged, docker_client):
@@ -179,7 +217,7 @@ def test_a_container_stopped_behind_our_back_reads_dead(packaged, docker_client)
     docker_client.containers.get(service.info["container_id"]).stop(timeout=2)
     assert service_status("stopped", workspace).live == "dead"
     delete_service("stopped", workspace)  # a dead container is removed all the same
-    assert not docker_client.containers.list(all=True, filters={"name": container_name("stopped")})
+    assert not _containers(docker_client, workspace, "stopped")
 
 
 def test_deleting_an_image_a_service_runs_is_refused(packaged, docker_client):
@@ -204,7 +242,7 @@ def test_port_in_use_is_named_and_nothing_is_left(packaged, docker_client):
         with pytest.raises(ServingError, match=f"port {port} on 127.0.0.1 is already in use"):
             deploy("squeezenet", name="clash", target="container", port=port, workspace=workspace)
     assert workspace.list_services() == []
-    assert not docker_client.containers.list(all=True, filters={"name": container_name("clash")})
+    assert not _containers(docker_client, workspace, "clash")
 
 
 def test_unreachable_registry_is_named_and_the_image_stays(packaged, docker_client):
@@ -222,53 +260,57 @@ def test_unreachable_registry_is_named_and_the_image_stays(packaged, docker_clie
     assert workspace.get_image("squeezenet").info["pushed"] == []
 
 
-def test_image_removed_behind_our_back_says_package_again(
-    packaged, docker_client, base_image, weights_dir
+def test_image_removed_behind_our_back_names_a_package_command_that_works(
+    packaged, docker_client, base_image, weights_dir, capsys
 ):
     workspace, _ = packaged
     _register_squeezenet(workspace, weights_dir, name="gone")  # its own image content
-    gone = pkg.package("gone", base=base_image, workspace=workspace)
+    gone = pkg.package("gone", name="gone-img", base=base_image, workspace=workspace)
     docker_client.images.remove(gone.tag)
-    [status] = [s for s in pkg.list_images(workspace) if s.image.name == "gone"]
+    [status] = [s for s in pkg.list_images(workspace) if s.image.name == "gone-img"]
     assert status.present is False
     with pytest.raises(PackageError, match="no longer in the Docker engine") as error:
         deploy("gone", target="container", workspace=workspace)
-    assert "accel-widgets package gone" in str(error.value)
+    command = "accel-widgets package gone --version 1 --precision fp16 --name gone-img"
+    assert f"`{command}`" in str(error.value)
     assert workspace.list_services() == []
-    pkg.delete_image("gone", workspace=workspace)  # forgetting it still works
+    # The command it names works as it is (the image name is not the model's).
+    args = [*command.split()[1:], "--base", base_image]
+    assert main(["--workspace", str(workspace.root), *args]) == 0
+    assert "gone-img:2" in capsys.readouterr().out
+    service = deploy("gone", target="container", workspace=workspace)
+    try:
+        assert service.image_id == workspace.get_image("gone-img", 2).id
+    finally:
+        delete_service("gone", workspace)
+    pkg.delete_image("gone-img", workspace=workspace)  # forgetting the removed one works too
     workspace.delete_model("gone")
     assert [i.name for i in workspace.list_images()] == ["squeezenet"]
 
 
 def test_container_that_exits_at_start_shows_its_last_log_lines(
-    packaged, docker_client, base_image
+    packaged, docker_client, base_image, weights_dir
 ):
-    workspace, _ = packaged
-    broken = pkg.package("squeezenet", name="broken", base=base_image, workspace=workspace)
-    # The image's model file replaced by garbage: the server cannot load it and exits.
-    dockerfile = (
-        f"FROM {broken.tag}\nUSER 0\nRUN echo garbage > /srv/model/model.onnx\nUSER 10001:10001\n"
-    )
-    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=broken.tag, rm=True)
+    workspace, image = packaged
+    _register_squeezenet(workspace, weights_dir, name="broken")
+    # The model file replaced by garbage: the server in the image cannot load it and exits.
+    workspace.get_artifact("broken").file.write_bytes(b"this is not an ONNX model\n" * 64)
+    broken = pkg.package("broken", base=base_image, workspace=workspace)
     try:
         with pytest.raises(ServingError, match="stopped while starting") as error:
-            deploy(
-                "squeezenet", name="broken", target="container", image="broken", workspace=workspace
-            )
+            deploy("broken", target="container", workspace=workspace)
         assert "model.onnx" in str(error.value), "the error must show the container's log"
         assert workspace.list_services() == []
-        assert not docker_client.containers.list(
-            all=True, filters={"name": container_name("broken")}
-        )
+        assert not _containers(docker_client, workspace, "broken")
     finally:
-        docker_client.images.remove(broken.tag)  # the rebuilt image: not the recorded one
         pkg.delete_image("broken", workspace=workspace)
-    assert docker_client.images.list(name="accel-widgets/broken") == []
-    assert docker_client.images.get("accel-widgets/squeezenet:1")  # same content, kept
+        workspace.delete_model("broken")
+    assert docker_client.images.list(name=broken.tag.rpartition(":")[0]) == []
+    assert docker_client.images.get(image.tag)  # the other image of the workspace is kept
 
 
 def test_no_docker_engine_writes_the_context_and_says_what_to_install(
-    packaged, monkeypatch, base_image
+    packaged, monkeypatch, base_image, docker_client
 ):
     workspace, _ = packaged
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
@@ -281,6 +323,29 @@ def test_no_docker_engine_writes_the_context_and_says_what_to_install(
     assert (context / "Dockerfile").is_file() and (context / "model" / "model.onnx").is_file()
     assert any((context / "wheels").glob("onnxruntime-*.whl"))
     assert workspace.list_images() == before
+    # Private like the rest of the workspace, and the command the error names builds an
+    # image whose server can read its files (run here with the engine back).
+    assert (context.stat().st_mode & 0o777, (context / "Dockerfile").stat().st_mode & 0o777) == (
+        0o700,
+        0o600,
+    )
+    command = message.split("the image): ")[1].strip()
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    built = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env)
+    tag = command.rsplit(" -t ", 1)[1].split()[0]
+    try:
+        assert built.returncode == 0, built.stderr[-2000:]
+        readable = docker_client.containers.run(
+            tag,
+            ["-c", "print(len(open('/srv/model/model.onnx', 'rb').read()) > 0)"],
+            entrypoint="python",
+            remove=True,
+            network_mode="none",
+        )
+        assert readable.decode().strip() == "True"
+    finally:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(tag)
     with pytest.raises(DockerUnavailableError, match="no Docker engine answers"):
         deploy("squeezenet", name="offline", target="container", workspace=workspace)
     assert workspace.list_services() == []
@@ -303,13 +368,17 @@ def test_cli_lists_and_saves_images(packaged, tmp_path, capsys):
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "accel-widgets/squeezenet:1" in out and str(archive) in out
+    assert image.tag in out and str(archive) in out
+    assert (
+        "deploy it accel-widgets deploy squeezenet --version 1 --precision fp16 --target "
+        "container --image squeezenet:1"
+    ) in out
     with tarfile.open(archive) as tar:
         manifest = json.load(tar.extractfile("manifest.json"))
-    assert manifest[0]["RepoTags"] == ["accel-widgets/squeezenet:1"]
+    assert manifest[0]["RepoTags"] == [image.tag]
     assert main(["--workspace", str(workspace.root), "images"]) == 0
     out = capsys.readouterr().out
-    assert "squeezenet:1" in out and "accel-widgets/squeezenet:1" in out and "yes" in out
+    assert "squeezenet:1" in out and image.tag in out and "yes" in out
     # A setting the local target does not take is refused with the ones it does take.
     code = main(["--workspace", str(workspace.root), "deploy", "squeezenet", "--network", "host"])
     assert code == 1
@@ -337,8 +406,9 @@ def test_walkthrough_packages_and_runs_a_container_by_clicks(
         assert not walk.package.locked and not walk.deploy.locked  # both need the model only
         walk.package.base.value = base_image
         click(walk.package, walk.package.package_button)
-        assert "accel-widgets/squeezenet:1" in walk.package.details.value
-        assert walk.package.status.startswith("accel-widgets/squeezenet:1 is ready")
+        tag = f"accel-widgets/{workspace.ident}/squeezenet:1"
+        assert tag in walk.package.details.value
+        assert walk.package.status.startswith(f"{tag} is ready")
 
         walk.deploy.target.value = "container"
         assert walk.deploy.form_box.children == (walk.deploy.forms["container"],)
@@ -346,7 +416,7 @@ def test_walkthrough_packages_and_runs_a_container_by_clicks(
         click(walk.deploy, walk.deploy.deploy_button)
         service = walk.deploy.service
         assert service.target == "container" and service.image_id == walk.package.image.id
-        assert "accel-widgets/squeezenet:1" in walk.deploy.details.value
+        assert tag in walk.deploy.details.value
 
         click(walk.score, walk.score.score_button)
         assert walk.score.result.top[0][0] in CAT_CLASSES

@@ -88,7 +88,7 @@ def test_resnet50_int8_packaged_pushed_pulled_back_and_served_like_the_local_tar
         progress=events,
     )
     pushed_ref = f"{registry}/models/resnet50:1"
-    assert image.tag == "accel-widgets/resnet50:1"
+    assert image.tag == f"accel-widgets/{workspace.ident}/resnet50:1"
     assert [p["ref"] for p in image.info["pushed"]] == [pushed_ref]
     assert image.info["pushed"][0]["digest"].startswith("sha256:")
     assert "push" in events.steps()
@@ -97,7 +97,7 @@ def test_resnet50_int8_packaged_pushed_pulled_back_and_served_like_the_local_tar
     # Gone from the engine (both names): deploy must pull it back from the registry.
     docker_client.images.remove(image.tag)
     docker_client.images.remove(pushed_ref)
-    assert not docker_client.images.list(name="accel-widgets/resnet50")
+    assert not docker_client.images.list(name=f"accel-widgets/{workspace.ident}/resnet50")
     events = EventLog()
     served = deploy(
         "resnet50", target="container", workspace=workspace, progress=events, runtime="onnxruntime"
@@ -129,7 +129,7 @@ def test_resnet50_int8_packaged_pushed_pulled_back_and_served_like_the_local_tar
     assert [item.label for item in deleted][-2:] == ["image resnet50:1", "model resnet50:1"]
     label = f"io.accel-widgets.workspace={workspace_label(workspace)}"
     assert docker_client.containers.list(all=True, filters={"label": label}) == []
-    assert docker_client.images.list(name="accel-widgets/resnet50") == []
+    assert docker_client.images.list(name=f"accel-widgets/{workspace.ident}/resnet50") == []
     assert docker_client.images.list(name=f"{registry}/models/resnet50") == []
     # Not even the build cache of the wheels stage, once no model image is left.
     leftovers = docker_client.images.list(all=True, filters={"label": "io.accel-widgets.stage"})

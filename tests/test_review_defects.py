@@ -287,20 +287,25 @@ def test_a_workspace_from_a_newer_accel_widgets_is_refused_with_what_to_do(tmp_p
 def test_an_older_workspace_is_migrated_once_and_keeps_its_data(tmp_path, monkeypatch):
     from accel_widgets.engine import workspace as workspace_module
 
+    current = workspace_module.SCHEMA_VERSION  # the test adds the step after it
     old = Workspace(tmp_path / "ws")
     with sqlite3.connect(old.db_path) as db:
         db.execute("INSERT INTO versions (kind, name, last) VALUES ('model', 'cats', 3)")
-    monkeypatch.setattr(workspace_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(workspace_module, "SCHEMA_VERSION", current + 1)
     monkeypatch.setattr(
-        workspace_module, "MIGRATIONS", {2: "ALTER TABLE services ADD COLUMN note TEXT"}
+        workspace_module,
+        "MIGRATIONS",
+        {**workspace_module.MIGRATIONS, current + 1: "ALTER TABLE services ADD COLUMN note TEXT"},
     )
     Workspace(tmp_path / "ws")
-    Workspace(tmp_path / "ws")  # a second open finds version 2: no second ALTER (it would fail)
+    Workspace(tmp_path / "ws")  # a second open finds the new version: no second ALTER
     with sqlite3.connect(old.db_path) as db:
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         columns = [row[1] for row in db.execute("PRAGMA table_info(services)")]
         kept = db.execute("SELECT last FROM versions WHERE name = 'cats'").fetchone()
-    assert version == ("2",) and "note" in columns and kept == (3,)
-    monkeypatch.setattr(workspace_module, "SCHEMA_VERSION", 3)
-    with pytest.raises(WorkspaceError, match="no upgrade from catalog schema 2 to 3"):
+    assert version == (str(current + 1),) and "note" in columns and kept == (3,)
+    monkeypatch.setattr(workspace_module, "SCHEMA_VERSION", current + 2)
+    with pytest.raises(
+        WorkspaceError, match=f"no upgrade from catalog schema {current + 1} to {current + 2}"
+    ):
         Workspace(tmp_path / "ws")

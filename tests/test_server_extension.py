@@ -425,8 +425,36 @@ def test_images_are_listed_and_deleted_in_dependency_order(
         assert server.call("DELETE", "/services/sq-box").status == 200
         deleted = server.call("DELETE", "/images/squeezenet/1")
         assert deleted.status == 200 and deleted.body["deleted"] == ["squeezenet:1"]
-        assert docker_client.images.list(name="accel-widgets/squeezenet") == []
+        assert docker_client.images.list(name=image.tag.rpartition(":")[0]) == []
         assert server.call("GET", "/images").body["images"] == []
     finally:
         with contextlib.suppress(Exception):
             docker_client.images.remove(image.tag, force=True)
+
+
+def test_engine_calls_run_off_the_event_loop(server, service):
+    """A call that waits (here: for the catalog's write lock, held by another process as a
+    long convert would hold it) must not stop the server from answering anything else."""
+    import sqlite3
+    import threading
+
+    blocker = sqlite3.connect(server.workspace.db_path, timeout=30, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the write lock: a delete_model now waits on it
+    waiting: list[Reply] = []
+    deleting = threading.Thread(
+        target=lambda: waiting.append(server.call("DELETE", "/models/squeezenet/1"))
+    )
+    try:
+        deleting.start()
+        deleting.join(1.0)  # the delete is under way, waiting for the lock
+        assert deleting.is_alive(), waiting
+        for path in ("/targets", "/services", "/models", "/services/sq/key"):
+            reply = server.call("GET", path)
+            assert reply.status == 200, (path, reply)
+            assert deleting.is_alive(), f"{path} was answered only after the delete"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        deleting.join(60)
+    [refused] = waiting
+    assert refused.status == 409 and "still used by service sq" in refused.message

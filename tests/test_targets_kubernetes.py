@@ -17,6 +17,7 @@ tests test the cluster path, not Docker. The model is the real SqueezeNet.
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -140,9 +141,21 @@ def test_deployment_probes_security_resources_and_key(workspace, image):
     assert pod["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
-    key_env = next(e for e in container["env"] if e["name"] == "ACCEL_WIDGETS_API_KEYS")
-    assert key_env["valueFrom"]["secretKeyRef"] == {"name": "sq-api-key", "key": "api-keys"}
-    assert len(objects["Secret"]["stringData"]["api-keys"]) >= 32
+    # The key reaches the server as a read-only file from the Secret, never its environment.
+    key = objects["Secret"]["stringData"]["api-keys"]
+    assert len(key) >= 32
+    assert {
+        "name": "ACCEL_WIDGETS_API_KEYS_FILE",
+        "value": "/var/run/secrets/accel-widgets/api-keys",
+    } in container["env"]
+    assert not any(e["name"] == "ACCEL_WIDGETS_API_KEYS" for e in container["env"])
+    assert key not in json.dumps(objects["Deployment"])
+    assert container["volumeMounts"] == [
+        {"name": "api-key", "mountPath": "/var/run/secrets/accel-widgets", "readOnly": True}
+    ]
+    [volume] = pod["volumes"]
+    assert volume["secret"]["secretName"] == "sq-api-key"
+    assert volume["secret"]["items"] == [{"key": "api-keys", "path": "api-keys"}]
     assert "args" not in container  # with a key the server needs no --insecure-no-auth
     service = objects["Service"]["spec"]
     assert [(p["name"], p["port"]) for p in service["ports"]] == [("grpc", 8500), ("http", 8501)]
@@ -445,8 +458,23 @@ def test_cli_writes_manifests_that_validate_and_deploys_with_the_connect_hint(
     assert f"kubectl apply -f {out}" in printed
     # The Secret holds a fresh key: readable by its owner only, and the user is told so.
     assert "01-secret-sq-api-key.yaml holds the service's new API key" in printed
-    assert "keep it out of version control" in printed
+    assert "keep it out of version control" in printed.lower()
     assert (out / "01-secret-sq-api-key.yaml").stat().st_mode & 0o077 == 0
+    # Where it is written down, and how to read it back once applied, in the file too.
+    assert "field stringData.api-keys of the Secret sq-api-key" in printed
+    assert "kubectl get secret sq-api-key -n default -o jsonpath='{.data.api-keys}'" in printed
+    secret_file = (out / "01-secret-sq-api-key.yaml").read_text()
+    assert secret_file.startswith("# ") and "holds the service's new API key" in secret_file
+
+    # On stdout: the key's place is said on stderr and beside the Secret in the YAML.
+    assert main([*common, "manifests", "sq", "--image", PUSHED_REF]) == 0
+    captured = capsys.readouterr()
+    documents = list(yaml.safe_load_all(captured.out))
+    [secret] = [d for d in documents if d["kind"] == "Secret"]
+    assert "# This Secret holds the service's new API key" in captured.out
+    assert "The Secret in the output above holds the service's new API key" in captured.err
+    assert "field stringData.api-keys of the Secret sq-api-key" in captured.err
+    assert secret["stringData"]["api-keys"] not in captured.err
 
     code = main([*common, "deploy", "sq", "--target", "kubernetes", "--image", PUSHED_REF,
                  "--kubeconfig", str(cluster.kubeconfig), "--namespace", "ml"])  # fmt: skip
@@ -455,3 +483,16 @@ def test_cli_writes_manifests_that_validate_and_deploys_with_the_connect_hint(
     assert "service   sq (kubernetes)" in printed
     assert "connect   kubectl port-forward -n ml svc/sq 8500:8500" in printed
     delete_service("sq", workspace)
+
+
+def test_an_image_whose_server_reads_its_key_from_the_environment_is_refused(workspace, image):
+    """Packaged before issue 22: it would not read the mounted key, and refuse to start."""
+    labels = {k: v for k, v in image.info["labels"].items() if k != "io.accel-widgets.keys"}
+    workspace.update_image(image, {**image.info, "labels": labels})
+    with pytest.raises(ServingError, match="packaged by an older accel-widgets") as refused:
+        manifests("sq", target="kubernetes", image=PUSHED_REF, workspace=workspace)
+    assert "--name sq --no-cache --push REGISTRY/PATH" in str(refused.value)
+    objects = manifests(  # without a key, any image serves
+        "sq", target="kubernetes", image=PUSHED_REF, workspace=workspace, auth=False
+    )
+    assert "Secret" not in _by_kind(objects)

@@ -311,7 +311,7 @@ def test_killed_server_shows_as_dead_and_delete_then_redeploy_recovers(ws, photo
 def test_delete_stops_the_server_and_forgets_it(ws, capsys):
     service = _deploy(ws)
     folder = ws.root / "services" / "squeezenet"
-    assert (folder / "server.log").is_file()
+    assert service.log_path.is_file() and folder in service.log_path.parents
 
     removed = delete_service("squeezenet", workspace=ws)
 
@@ -434,7 +434,7 @@ def test_duplicate_service_name_is_refused_and_the_first_keeps_running(ws, photo
     assert "a service named 'squeezenet' already exists (running)" in message
     assert "delete it first" in message
     assert ws.get_service("squeezenet") == first
-    assert (ws.root / "services" / "squeezenet" / "config.json").is_file()
+    assert Path(first.info["config"]).is_file()
     assert [p.pid for p in _servers_of(ws)] == [first.pid]
     assert _top1(first, photos["chelsea"]) in CAT_CLASSES
 
@@ -501,7 +501,13 @@ def test_service_with_auth_refuses_callers_without_the_key_and_never_logs_it(ws,
 
     logs = service_logs("squeezenet", lines=10_000, workspace=ws)
     assert "ready" in logs
-    for text in (logs, service.log_path.read_text(), (folder / "config.json").read_text()):
+    config = Path(service.info["config"]).read_text()
+    for text in (
+        logs,
+        service.log_path.read_text(),
+        config,
+        ws.db_path.read_bytes().decode("latin-1"),
+    ):
         assert service.key not in text
         assert wrong not in text
 
@@ -598,3 +604,211 @@ def test_cli_errors_are_one_clear_line_and_exit_code_one(ws, capsys):
     assert _cli(ws, "delete", "service", "nope") == 1
     assert "error: no service 'nope'" in capsys.readouterr().err
     assert ws.list_services() == [] and _servers_of(ws) == []
+
+
+# -- the record follows the truth (issue 22) ---------------------------------------------
+
+#: A deploy that is ``kill -9``-ed at a chosen point: the point's function is replaced by
+#: one that SIGKILLs its own process, exactly where a user's kill could land.
+KILLED_DEPLOY = textwrap.dedent(
+    """
+    import os, signal, sys
+    from accel_widgets.engine.targets import deploy, local
+    from accel_widgets.engine.workspace import Workspace
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    point = sys.argv[2]
+    if point == "before the server starts":
+        local._start_server = die
+    elif point == "before its pid is written":
+        real = local._start_server
+        local._start_server = lambda *a, **k: (real(*a, **k), die())[0]
+    elif point == "while the model loads":
+        local._wait_ready = die
+    elif point == "after ready, before the record says so":
+        local._switch_to = die
+    deploy("squeezenet", workspace=Workspace(sys.argv[1]), auth=True, ready_timeout=60)
+    """
+)
+
+
+def _killed_deploy(ws: Workspace, point: str) -> None:
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_DEPLOY, str(ws.root), point],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+
+def _settled(ws: Workspace) -> list:
+    """``list_services`` once no service reads "starting" (an orphan finished loading)."""
+    statuses: list = []
+
+    def done() -> bool:
+        statuses[:] = list_services(ws)
+        return all(s.live != "starting" for s in statuses)
+
+    _wait_until(done, timeout=READY_TIMEOUT_S)
+    return statuses
+
+
+@pytest.mark.parametrize(
+    ("point", "outcome"),
+    [
+        ("before the server starts", "nothing"),
+        ("before its pid is written", "running"),
+        ("while the model loads", "running"),
+        ("after ready, before the record says so", "running"),
+    ],
+)
+def test_a_deploy_killed_midway_leaves_a_running_service_or_nothing(
+    ws, photos, capsys, point, outcome
+):
+    _killed_deploy(ws, point)
+
+    statuses = _settled(ws)
+
+    if outcome == "nothing":
+        assert statuses == [] and ws.list_services() == []
+        assert _servers_of(ws) == []
+        assert not ws.service_folder("squeezenet").exists()
+        return
+    [status] = statuses
+    service = status.service
+    assert (status.live, service.state) == ("running", "running")
+    assert service.address == "127.0.0.1" and service.port and service.key
+    assert "pending" not in service.info
+    assert [p.pid for p in _servers_of(ws)] == [service.pid]
+    capsys.readouterr()
+    assert _cli(ws, "score", "squeezenet", str(photos["chelsea"])) == 0
+    assert "Egyptian cat" in capsys.readouterr().out
+
+
+def test_a_deploy_after_a_killed_one_stops_the_orphan_and_serves_alone(ws, photos):
+    _killed_deploy(ws, "while the model loads")
+    orphans = _servers_of(ws)
+
+    service = _deploy(ws)
+
+    assert service.state == "running"
+    assert [p.pid for p in _servers_of(ws)] == [service.pid]
+    assert all(p.pid != service.pid for p in orphans)
+    assert _top1(service, photos["chelsea"]) in CAT_CLASSES
+
+
+def test_score_of_a_service_still_starting_is_one_clear_line(ws, photos, capsys):
+    artifact = ws.get_artifact("squeezenet")
+    ws.add_service(
+        "half",
+        artifact,
+        target="local",
+        state="starting",
+        address="127.0.0.1",
+        info={"pending": {"config": str(ws.root / "nowhere.json"), "deadline": 2e9}},
+    )
+    with ws.service_lock("half") as held:  # its deploy is still under way
+        assert held
+        assert _cli(ws, "score", "half", str(photos["chelsea"])) == 1
+        err = capsys.readouterr().err
+        assert "service half is still starting" in err and "Traceback" not in err
+    # Its deploy is gone and nothing runs: the record goes with it.
+    assert _cli(ws, "score", "half", str(photos["chelsea"])) == 1
+    assert "no service 'half'" in capsys.readouterr().err
+    assert ws.find_service("half") is None
+
+
+def test_deploy_of_a_dead_service_restarts_it_in_place_with_its_port_and_key(ws, photos, capsys):
+    first = _deploy(ws, auth=True)
+    capsys.readouterr()
+    assert _cli(ws, "services", "--show-keys") == 0  # the owner still gets the whole key
+    assert first.key in capsys.readouterr().out
+    os.kill(first.pid, signal.SIGKILL)
+    _wait_until(lambda: not is_our_server(first.pid))
+    assert service_status("squeezenet", ws).live == "dead"
+
+    again = _deploy(ws, auth=True)
+
+    assert again.state == "running" and again.pid != first.pid
+    assert (again.port, again.key) == (first.port, first.key)
+    with PredictionClient("127.0.0.1", first.port, access_token=first.key) as old_client:
+        assert int(np.argmax(old_client.score_file(photos["chelsea"]))) in CAT_CLASSES
+    assert [p.pid for p in _servers_of(ws)] == [again.pid]
+    assert len([p for p in ws.service_folder("squeezenet").iterdir() if p.is_dir()]) == 1
+
+
+class _Scorer(threading.Thread):
+    """Scores without a pause on one channel; counts answers by model version, and failures."""
+
+    def __init__(self, service: ServiceRecord, photo: Path) -> None:
+        super().__init__(daemon=True)
+        from accel_widgets.serving import protocol
+        from accel_widgets.serving.tensors import make_tensor_proto
+
+        self.client = client_from_service(service, timeout=30.0)
+        self.request = protocol.PredictRequest()
+        self.request.inputs["images"].CopyFrom(make_tensor_proto([photo.read_bytes()]))
+        self.stop = threading.Event()
+        self.versions: dict[int, int] = {}
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                reply = self.client.predict(self.request)
+            except Exception as exc:  # every failure counts, whatever it is
+                self.failures.append(repr(exc))
+            else:
+                version = int(reply.model_spec.version.value)
+                self.versions[version] = self.versions.get(version, 0) + 1
+
+    def answered(self) -> int:
+        return sum(self.versions.values())
+
+
+def test_a_new_version_is_swapped_in_without_one_failed_request(ws, photos, weights_dir):
+    register_onnx(
+        weights_dir / "SqueezeNet_fp16.onnx",
+        "squeezenet",
+        preprocessing={"channel_order": "BGR"},
+        workspace=ws,
+    )  # version 2
+    first = _deploy(ws, version=1, auth=True)
+    scorer = _Scorer(first, photos["chelsea"])
+    scorer.start()
+    try:
+        _wait_until(lambda: scorer.answered() >= 20, timeout=60)
+        events = EventLog()
+
+        swapped = _deploy(ws, version=2, auth=True, progress=events)
+
+        during = scorer.answered()
+        _wait_until(lambda: scorer.versions.get(2, 0) >= 20, timeout=60)
+    finally:
+        scorer.stop.set()
+        scorer.join(60)
+        scorer.client.close()
+    assert scorer.failures == []
+    assert scorer.versions.get(1, 0) >= 20 and scorer.versions.get(2, 0) >= 20
+    assert scorer.answered() > during  # it kept scoring after the swap, on the same channel
+    assert (swapped.port, swapped.key, swapped.address) == (first.port, first.key, "127.0.0.1")
+    assert ws.get_artifact_by_id(swapped.artifact_id).model_version == 2
+    assert swapped.pid != first.pid and not is_our_server(first.pid)
+    assert [p.pid for p in _servers_of(ws)] == [swapped.pid]
+    assert any("swapping in" in e.message for e in events)
+    assert not Path(first.info["config"]).exists()  # the old run's folder went with it
+
+
+def test_delete_waits_for_no_deploy_and_says_so(ws):
+    """A delete under a deploy of the same name would leave its server with no record."""
+    ws.add_service("busy", ws.get_artifact("squeezenet"), target="local", state="starting")
+    with ws.service_lock("busy") as held:
+        assert held
+        with pytest.raises(ServingError, match="service busy is being deployed right now"):
+            delete_service("busy", workspace=ws)
+        assert ws.find_service("busy") is not None
+    delete_service("busy", workspace=ws)
+    assert ws.find_service("busy") is None

@@ -78,7 +78,7 @@ def test_an_added_target_appears_in_the_cli_the_deploy_widget_and_quota(added_ta
 
     parser = build_parser()
     args = parser.parse_args(["deploy", "m", "--target", "replicated", "--replicas", "3"])
-    assert args.replicas == 3
+    assert args.setting__replicas == 3  # its own namespace (cli.SETTING_DEST)
     deploy_widget = DeployWidget()
     assert ("Replicated (test)", "replicated") in deploy_widget.target.options
     deploy_widget.target.value = "replicated"
@@ -148,3 +148,132 @@ def test_cli_lists_targets_with_their_settings(capsys):
     out = capsys.readouterr().out
     assert out.startswith("local ")
     assert "container" in out and "--network" in out and "--ready-timeout" in out
+
+
+# -- plugins cannot break the host (issue 22) ------------------------------------------------
+
+
+class Clashing(LocalTarget):
+    """A plugin whose settings take names that deploy() and the CLI use themselves."""
+
+    name = "clashing"
+    title = "Clashing (test)"
+    description = "declares --version and --image"
+    settings = (
+        *LocalTarget.settings,
+        Setting("version", str, "v1", "the plugin's own version string"),
+        Setting("image", str, None, "the plugin's own image"),
+    )
+
+
+def test_a_setting_named_like_a_deploy_argument_is_refused_at_registration(capsys):
+    with pytest.raises(ServingError) as refused:
+        registry.register_target(Clashing())
+    message = str(refused.value)
+    assert "'clashing'" in message and "image, version" in message
+    assert "rename them" in message and "reserved:" in message
+    assert "clashing" not in registry.target_names()
+    # Every command still parses and runs.
+    build_parser()
+    assert main(["targets"]) == 0
+    assert "clashing" not in capsys.readouterr().out
+
+
+def test_a_plugin_entry_point_with_a_reserved_setting_is_skipped_with_a_warning(
+    monkeypatch, caplog
+):
+    class Entry:
+        name = "clashing"
+
+        @staticmethod
+        def load():
+            return Clashing
+
+    monkeypatch.setattr(registry, "_PLUGINS_LOADED", False)
+    monkeypatch.setattr(registry.importlib.metadata, "entry_points", lambda group: [Entry()])
+    with caplog.at_level("WARNING"):
+        names = registry.target_names()
+    assert "clashing" not in names and "local" in names
+    assert "target plugin clashing could not be loaded" in caplog.text
+    assert "version" in caplog.text
+    build_parser()  # the CLI is whole
+
+
+def test_settings_reach_the_target_as_one_mapping(added_target, squeezenet):
+    workspace = squeezenet
+    service = deploy(
+        "squeezenet", target="replicated", settings={"replicas": "3"}, workspace=workspace
+    )
+    assert ReplicatedLocal.seen[-1]["replicas"] == 3
+    assert service.target == "replicated"
+    with pytest.raises(ServingError, match="replicas was given twice"):
+        deploy(
+            "squeezenet",
+            name="twice",
+            target="replicated",
+            settings={"replicas": 2},
+            replicas=3,
+            workspace=workspace,
+        )
+
+
+class Broken(LocalTarget):
+    """A plugin with a bug: asking it about a service raises something that is not ours."""
+
+    name = "broken"
+    title = "Broken (test)"
+    description = "raises in status and in reconcile"
+
+    def status(self, workspace, service):
+        raise RuntimeError("the cluster client fell over")
+
+
+@pytest.fixture
+def broken_target():
+    target = registry.register_target(Broken())
+    yield target
+    registry._REGISTRY.pop(target.name, None)
+
+
+def test_a_plugins_exception_is_that_services_unknown_state_and_nothing_more(
+    broken_target, squeezenet, capsys
+):
+    workspace = squeezenet
+    deploy("squeezenet", name="good", workspace=workspace)
+    deploy("squeezenet", name="bad", target="broken", workspace=workspace)
+
+    statuses = {s.service.name: s for s in list_services(workspace)}
+
+    assert statuses["good"].live == "running" and statuses["good"].error is None
+    bad = statuses["bad"]
+    assert bad.live == "unknown" and not bad.healthy
+    assert bad.error == "RuntimeError: the cluster client fell over"
+    assert bad.shown == "unknown (error RuntimeError: the cluster client fell over)"
+    assert main(["--workspace", str(workspace.root), "services"]) == 0
+    table = capsys.readouterr().out
+    [row] = [line for line in table.splitlines() if line.startswith("bad ")]
+    assert "unknown (error RuntimeError: the cluster client fell over)" in row
+    [row] = [line for line in table.splitlines() if line.startswith("good ")]
+    assert "running" in row.split()
+    Broken.reconcile = lambda self, workspace, service: 1 / 0  # a bug in reconcile too
+    try:
+        statuses = {s.service.name: s for s in list_services(workspace)}
+        assert statuses["bad"].shown == "unknown (error ZeroDivisionError: division by zero)"
+        assert statuses["good"].live == "running"
+    finally:
+        del Broken.reconcile
+
+
+def test_the_deploy_form_sends_false_for_an_unticked_box_whose_default_is_true():
+    from accel_widgets.widgets.deploy import setting_control, setting_value
+
+    on = Setting("warm_up", bool, True, "warm the model up before serving")
+    control = setting_control(on)
+    assert control.value is True and setting_value(on, control) is True
+    control.value = False
+    assert setting_value(on, control) is False  # not None, which would mean "the default"
+    decides = Setting("auth", bool, None, "require a key (the target decides by default)")
+    control = setting_control(decides)
+    assert setting_value(decides, control) is None
+    control.value = True
+    assert setting_value(decides, control) is True

@@ -7,9 +7,11 @@ they read when something is refused.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -810,3 +812,261 @@ def test_deleted_version_number_is_never_reused(tmp_path):
         again = ws.register_model("resnet50", staged, kind="catalog")
     assert again.version == 3
     assert [m.version for m in ws.list_models("resnet50")] == [1, 3]
+
+
+# -- keys at rest and privacy (issue 22) ---------------------------------------------------
+
+KEY = "kT9-" + "q" * 39  # the shape of a generated key: 43 URL-safe characters
+
+
+def _catalog_bytes(ws: Workspace) -> bytes:
+    """Everything SQLite keeps on disk for the catalog: the file, its WAL and shared memory."""
+    return b"".join(path.read_bytes() for path in ws.root.glob("catalog.db*") if path.is_file())
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {
+        str(path.relative_to(root)): path.stat().st_mode & 0o777
+        for path in [root, *root.rglob("*")]
+    }
+
+
+def test_the_catalog_keeps_a_hash_and_the_key_lives_in_a_private_file(ws: Workspace) -> None:
+    from accel_widgets.engine.keys import verify_key
+
+    artifact = add_onnx(ws, register(ws, "resnet"), "fp32")
+    added = ws.add_service("svc", artifact, target="local", state="running", key=KEY)
+    assert added.key == KEY and ws.get_service("svc").key == KEY  # the owner still reads it
+    assert verify_key(KEY, added.key_hash) and not verify_key(KEY + "x", added.key_hash)
+    key_file = ws.key_file("svc")
+    assert key_file.read_text().strip() == KEY
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert KEY.encode() not in _catalog_bytes(ws)
+    with sqlite3.connect(ws.db_path) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(services)")]
+    assert "key" not in columns and "key_hash" in columns
+
+    other = "Zz-" + "w" * 40
+    rotated = ws.update_service("svc", key=other)
+    assert rotated.key == other and verify_key(other, rotated.key_hash)
+    assert key_file.read_text().strip() == other
+    no_key = ws.update_service("svc", key=None)
+    assert no_key.key is None and no_key.key_hash is None and not key_file.exists()
+    ws.update_service("svc", key=KEY)
+    ws.remove_service("svc")
+    assert not key_file.exists() and not ws.service_folder("svc").exists()
+    assert KEY.encode() not in _catalog_bytes(ws) and other.encode() not in _catalog_bytes(ws)
+
+
+def test_a_taken_service_name_keeps_the_first_services_key(ws: Workspace) -> None:
+    artifact = add_onnx(ws, register(ws, "resnet"), "fp32")
+    ws.add_service("svc", artifact, target="local", state="running", key=KEY)
+    with pytest.raises(WorkspaceError, match="already exists"):
+        ws.add_service("svc", artifact, target="local", state="running", key="another-" * 5)
+    assert ws.get_service("svc").key == KEY
+    assert [p.name for p in ws.service_folder("svc").iterdir()] == ["keys"]
+
+
+def test_every_folder_is_0700_and_every_file_0600(ws: Workspace) -> None:
+    model = register(ws, "resnet")
+    artifact = add_onnx(ws, model, "fp32")
+    add_image(ws, "resnet", artifact)
+    ws.add_service("svc", artifact, target="local", state="running", key=KEY)
+    modes = _modes(ws.root)
+    loose = {
+        path: oct(mode)
+        for path, mode in modes.items()
+        if mode != (0o700 if (ws.root / path).is_dir() or path == "." else 0o600)
+    }
+    assert loose == {}, loose
+    assert "catalog.db" in modes and "services/svc/keys" in modes
+
+
+def test_opening_an_older_workspace_makes_it_private(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    Workspace(root)
+    os.chmod(root, 0o755)
+    os.chmod(root / "models", 0o755)
+    os.chmod(root / "catalog.db", 0o644)
+    Workspace(root)
+    assert (root.stat().st_mode & 0o777, (root / "models").stat().st_mode & 0o777) == (
+        0o700,
+        0o700,
+    )
+    assert (root / "catalog.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_hard_link_to_a_file_outside_keeps_its_mode(ws: Workspace, tmp_path: Path) -> None:
+    """A build context links the installed package's code: chmod would change the original."""
+    shared = tmp_path / "shared.py"
+    shared.write_text("print('public code')\n")
+    os.chmod(shared, 0o644)
+    model = register(ws, "resnet")
+    artifact = add_onnx(ws, model, "fp32")
+    with ws.staging() as staged:
+        (staged / "Dockerfile").write_text("FROM scratch\n")
+        os.link(shared, staged / "shared.py")
+        image = ws.register_image("resnet", artifact, staged, info={})
+    assert shared.stat().st_mode & 0o777 == 0o644
+    assert (image.path / "Dockerfile").stat().st_mode & 0o777 == 0o600
+
+
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE versions (kind TEXT NOT NULL, name TEXT NOT NULL, last INTEGER NOT NULL,
+    PRIMARY KEY (kind, name));
+CREATE TABLE models (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+    version INTEGER NOT NULL, kind TEXT NOT NULL, description TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '{}', spec TEXT NOT NULL DEFAULT '{}', path TEXT NOT NULL,
+    created_at REAL NOT NULL, UNIQUE (name, version));
+CREATE TABLE artifacts (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_id INTEGER NOT NULL REFERENCES models(id), precision TEXT NOT NULL,
+    format TEXT NOT NULL DEFAULT 'onnx', path TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+    report TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, UNIQUE (model_id, precision));
+CREATE TABLE images (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+    version INTEGER NOT NULL, artifact_id INTEGER NOT NULL REFERENCES artifacts(id),
+    path TEXT NOT NULL, info TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL,
+    UNIQUE (name, version));
+CREATE TABLE services (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,
+    artifact_id INTEGER NOT NULL REFERENCES artifacts(id), image_id INTEGER REFERENCES images(id),
+    target TEXT NOT NULL, address TEXT NOT NULL DEFAULT '', port INTEGER, pid INTEGER, key TEXT,
+    state TEXT NOT NULL, log_path TEXT, info TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO models VALUES (1, 'resnet', 1, 'onnx', '', '{}', '{}', 'models/resnet/1', 0);
+INSERT INTO artifacts VALUES (1, 1, 'fp32', 'onnx', 'models/resnet/1/artifacts/fp32', 4, '{}', 0);
+"""
+
+
+def test_a_schema_1_catalog_with_plain_keys_is_migrated_and_no_copy_is_left(
+    tmp_path: Path,
+) -> None:
+    """A workspace written before issue 22: keys in plain text in catalog.db (0644)."""
+    from accel_widgets.engine.keys import verify_key
+
+    root = tmp_path / "old"
+    (root / "models" / "resnet" / "1" / "artifacts" / "fp32").mkdir(parents=True)
+    (root / "models" / "resnet" / "1" / "artifacts" / "fp32" / "model.onnx").write_bytes(b"onnx")
+    with sqlite3.connect(root / "catalog.db") as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA_1)
+        for index, (name, key) in enumerate([("alpha", KEY), ("beta", None)]):
+            db.execute(
+                "INSERT INTO services (name, artifact_id, target, port, key, state, info, "
+                "created_at, updated_at) VALUES (?, 1, 'local', ?, ?, 'dead', '{}', 0, 0)",
+                (name, 9000 + index, key),
+            )
+    assert KEY.encode() in (root / "catalog.db").read_bytes() + b"".join(
+        p.read_bytes() for p in root.glob("catalog.db-*")
+    )
+
+    ws = Workspace(root)
+
+    alpha, beta = ws.list_services()
+    assert (alpha.name, alpha.key, alpha.port) == ("alpha", KEY, 9000)
+    assert verify_key(KEY, alpha.key_hash)
+    assert (beta.key, beta.key_hash) == (None, None)
+    assert ws.key_file("alpha").stat().st_mode & 0o777 == 0o600
+    assert not ws.key_file("beta").exists()
+    assert KEY.encode() not in _catalog_bytes(ws), "a copy of the key is left in the catalog"
+    with sqlite3.connect(ws.db_path) as db:
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == ("2",)
+    assert Workspace(root).get_service("alpha").key == KEY  # opened again: nothing changes
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_user_can_read_nothing_of_the_workspace(tmp_path: Path) -> None:
+    """As ``nobody`` (uid 65534), list and read every path of a workspace with a keyed service.
+
+    The workspace sits in a folder anyone may enter (pytest's own temp folders are 0700,
+    which would hide everything whatever the workspace did).
+    """
+    import shutil as sh
+    import tempfile
+
+    open_to_all = Path(tempfile.mkdtemp(prefix="accel-widgets-test-"))
+    os.chmod(open_to_all, 0o755)
+    try:
+        _nobody_reads_nothing(Workspace(open_to_all / "ws"))
+    finally:
+        sh.rmtree(open_to_all, ignore_errors=True)
+
+
+def _nobody_reads_nothing(ws: Workspace) -> None:
+    artifact = add_onnx(ws, register(ws, "resnet"), "fp32")
+    ws.add_service("svc", artifact, target="local", state="running", key=KEY)
+    paths = [p for p in [ws.root, *ws.root.rglob("*")]]
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the other user: a forked child that gave up root for good
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            opened, found = 0, []
+            for path in paths:
+                try:
+                    data = path.read_bytes() if path.is_file() else repr(os.listdir(path)).encode()
+                except OSError:
+                    continue
+                opened += 1
+                found += [str(path)] if KEY.encode() in data else []
+            os.write(write, json.dumps({"read": opened, "found": found}).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        seen = json.loads(pipe.read() or b"null")
+    os.waitpid(child, 0)
+    assert seen == {"read": 0, "found": []}, seen
+    # The same walk as the owner reads the key in its file: the probe would have found it.
+    assert any(KEY.encode() in p.read_bytes() for p in paths if p.is_file())
+
+
+def test_the_service_lock_is_one_holders_and_dies_with_it(ws: Workspace) -> None:
+    with ws.service_lock("svc") as first:
+        assert first is True
+        with ws.service_lock("svc") as second:
+            assert second is False  # another holder (another deploy) is refused at once
+        assert ws.lock_holder("svc") == os.getpid()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from accel_widgets.engine.workspace import Workspace\n"
+            "with Workspace(sys.argv[1]).service_lock('svc') as held:\n"
+            "    print(held, flush=True)\n"
+            "    time.sleep(600)\n",
+            str(ws.root),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        with ws.service_lock("svc") as taken:
+            assert taken is False
+        holder.kill()  # kill -9: the kernel drops the lock with its holder
+        holder.wait()
+        with ws.service_lock("svc") as taken:
+            assert taken is True
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_workspace_id_is_readable_kept_and_new_for_a_copy(tmp_path: Path) -> None:
+    import getpass
+    import shutil as sh
+
+    first = Workspace(tmp_path / "a")
+    assert re.fullmatch(r"[a-z0-9-]+-[0-9a-f]{8}", first.ident), first.ident
+    assert first.ident.startswith(re.sub(r"[^a-z0-9]+", "-", getpass.getuser().lower())[:20])
+    assert Workspace(tmp_path / "a").ident == first.ident
+    sh.copytree(tmp_path / "a", tmp_path / "copy")
+    assert Workspace(tmp_path / "copy").ident != first.ident  # the original is still there
+    (tmp_path / "a").rename(tmp_path / "moved")
+    assert Workspace(tmp_path / "moved").ident == first.ident  # a move keeps its objects

@@ -13,7 +13,8 @@ What it fixes in the retired Azure client:
   TLS and plaintext channels alike.
 * **Retries are declared, not hand-rolled.** The old client retried every ``RpcError``
   five times with sleeps, including INVALID_ARGUMENT, which can never succeed. Here a gRPC
-  service config retries UNAVAILABLE only: up to 5 attempts, exponential backoff from
+  service config retries UNAVAILABLE only (and a CANCELLED sent by a server that is shutting
+  down, see :data:`SERVICE_CONFIG`): up to 5 attempts, exponential backoff from
   0.2 s to 3 s. DEADLINE_EXCEEDED is deliberately *not* retried: the deadline covers all
   attempts together, so once it has passed there is no time left for another one, and
   re-sending a request that was slow because the server is overloaded adds load exactly
@@ -45,6 +46,11 @@ from accel_widgets.serving.tensors import dtype_name, make_tensor_proto, tensor_
 
 #: Retry policy, declared as gRPC service config (see the module docstring for why only
 #: UNAVAILABLE). Health checks are not retried: ``is_ready()`` must answer at once.
+#: CANCELLED too, when the *server* sends it: gRPC's server cancels the calls that reach it
+#: while it shuts down instead of refusing them (grpc/grpc#41785, #24237), so a client that
+#: sends a call as a service's old version stops (a version swap, engine/targets/local.py)
+#: got CANCELLED in 2 of 4 container swaps; the retry goes to the new version. A cancel by
+#: this client is never retried (gRPC retries only statuses a server sent).
 SERVICE_CONFIG = {
     "methodConfig": [
         {
@@ -54,7 +60,7 @@ SERVICE_CONFIG = {
                 "initialBackoff": "0.2s",
                 "maxBackoff": "3s",
                 "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
+                "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
             },
         }
     ]

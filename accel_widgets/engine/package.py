@@ -10,13 +10,23 @@ pulls a pushed image back when it was removed from the engine meanwhile.
 
 Where no engine answers, the context is still written (under ``contexts/`` in the
 workspace) and the error shows its path and the ``docker build`` command for another machine.
+
+Several workspaces share one engine (the users of a workshop box, test runs), so the engine's
+names carry the workspace's readable id (:attr:`Workspace.ident`): images are
+``accel-widgets/<id>/<image name>:<version>``, and the build's wheels stage is kept as
+``accel-widgets/<id>/wheels:<base>`` (the cache that makes the next image take seconds, never
+a dangling ``<none>`` image). A tag is only a name any build can take: an image is known by
+the id recorded when it was built, and a delete removes only names that still point at it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +35,23 @@ from typing import Any
 from accel_widgets.engine import docker_engine
 from accel_widgets.engine.package_context import (
     DEFAULT_BASE,
-    LABEL,
     BuildContext,
     default_base,
     write_context,
 )
-from accel_widgets.engine.workspace import ArtifactRecord, ImageRecord, Workspace, check_name
-from accel_widgets.errors import DependencyError, DockerUnavailableError, PackageError
+from accel_widgets.engine.workspace import (
+    ArtifactRecord,
+    ImageRecord,
+    Workspace,
+    check_name,
+    make_private,
+)
+from accel_widgets.errors import (
+    DependencyError,
+    DockerUnavailableError,
+    NotFoundError,
+    PackageError,
+)
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
 
 __all__ = [
@@ -41,17 +61,42 @@ __all__ = [
     "ensure_local",
     "list_images",
     "package",
+    "package_command",
     "push_image",
     "repository_for",
     "save_image",
 ]
 
-#: Local image names: ``accel-widgets/<image name>:<image version>``.
+#: Local image names: ``accel-widgets/<workspace id>/<image name>:<image version>``.
 REPOSITORY = "accel-widgets"
+#: A build's step output naming the image that step made (Docker's classic builder).
+_STEP_IMAGE = re.compile(r"^\s*---> ([0-9a-f]{12})$")
+_STEP_FROM = re.compile(r"^Step \d+/\d+ : FROM ", re.IGNORECASE)
 
 
-def repository_for(name: str) -> str:
-    return f"{REPOSITORY}/{name}"
+def repository_for(name: str, workspace: Workspace) -> str:
+    """``accel-widgets/alice-3f9a2c1b/resnet50``: the image name, in its workspace's space."""
+    return f"{REPOSITORY}/{workspace.ident}/{name}"
+
+
+def wheels_tag(workspace: Workspace, base: str) -> str:
+    """The name the build's wheels stage keeps in this workspace, one per base image."""
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", base.lower()).strip("-.")[:100] or "base"
+    return f"{REPOSITORY}/{workspace.ident}/wheels:{slug}"
+
+
+def package_command(workspace: Workspace, image: ImageRecord, extra: str = "") -> str:
+    """The ``accel-widgets package`` command that makes (or reuses) ``image`` again: the
+    model, version and precision it holds, and its image name, which may differ from the
+    model's."""
+    try:
+        artifact = workspace.get_artifact_by_id(image.artifact_id)
+    except NotFoundError:
+        return f"accel-widgets package MODEL --name {image.name}{extra}"
+    return (
+        f"accel-widgets package {artifact.model_name} --version {artifact.model_version} "
+        f"--precision {artifact.precision} --name {image.name}{extra}"
+    )
 
 
 def _base_python(client: Any, base: str, report: Reporter) -> tuple[str, str]:
@@ -160,9 +205,12 @@ def package(
     except DockerUnavailableError as exc:
         folder = _orphan_context(workspace, artifact, name)
         write_context(workspace, artifact, folder, base=base, report=report)
+        make_private(folder)  # in the workspace like the rest: 0700 folders, 0600 files
         raise DockerUnavailableError(
             f"{exc}\nThe build context is written to {folder}; to build it on a machine with "
-            f"Docker: docker build --build-arg BASE={base} -t {repository_for(name)} {folder}"
+            f"Docker (its files are private to you: the tar command makes them readable in "
+            f"the image): tar -C {folder} --owner=0 --group=0 --mode=a+rX -c . | docker build "
+            f"--build-arg BASE={base} -t {repository_for(name, workspace)}:1 -"
         ) from None
     python, machine = _base_python(client, base, report)
     with workspace.staging(min_free_bytes=2 * artifact.size_bytes) as staged:
@@ -188,6 +236,55 @@ def package(
     return image
 
 
+def _context_tar(folder: Path) -> Any:
+    """The build context as a tar file for the engine, every file readable in the image.
+
+    The workspace keeps its files private (0600; the model file is a hard link to the
+    artifact), and ``COPY`` keeps the modes it is given, so the server's user in the image
+    could not read them: in the tar they are root's, 0644 (folders 0755).
+    """
+    handle = tempfile.TemporaryFile(prefix="accel-widgets-context-")  # noqa: SIM115 (returned)
+    with tarfile.open(fileobj=handle, mode="w") as tar:
+        for path in sorted(folder.rglob("*")):
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(folder).as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if info.isdir():
+                info.mode = 0o755
+                tar.addfile(info)
+            elif info.isfile():
+                info.mode = 0o644
+                with open(path, "rb") as data:
+                    tar.addfile(info, data)
+    handle.seek(0)
+    return handle
+
+
+def _keep_wheels_stage(client: Any, workspace: Workspace, base: str, stage_id: str | None) -> None:
+    """Tag the build's wheels stage as this workspace's, and drop the one it replaces.
+
+    Untagged, the stage (the venv with ONNX Runtime and OpenVINO, ~610 MB) would stay as a
+    dangling ``<none>`` image after every build, which ``docker image prune`` deletes and
+    nothing of ours accounts for. Tagged, it is the cache the next build of any model on
+    this base reuses, and it goes with the workspace's last image (:func:`delete_image`).
+    """
+    import docker
+
+    if not stage_id:
+        return
+    tag = wheels_tag(workspace, base)
+    repository, _, name = tag.rpartition(":")
+    try:
+        previous = _engine_image(client, tag)
+        stage = client.images.get(stage_id)
+        stage.tag(repository, name)
+        moved = previous is not None and previous.id != stage.id
+        if moved and not _engine_image(client, previous.id).tags:
+            client.images.remove(previous.id)  # the stage this one replaces, now unnamed
+    except docker.errors.APIError:
+        pass  # in use by another build or container: the engine keeps it, named or not
+
+
 def _build(
     client: Any,
     workspace: Workspace,
@@ -199,25 +296,36 @@ def _build(
 ) -> ImageRecord:
     import docker
 
-    scratch_tag = f"{repository_for(name)}:build-{context.digest[7:19]}"
-    report("package", 0.0, f"building {repository_for(name)} on {context.base}")
+    repository = repository_for(name, workspace)
+    scratch_tag = f"{repository}:build-{context.digest[7:19]}"
+    report("package", 0.0, f"building {repository} on {context.base}")
     started = time.monotonic()
+    stage_id = None
     try:
-        stream = client.api.build(
-            path=str(context.path),
-            tag=scratch_tag,
-            buildargs={"BASE": context.base},
-            rm=True,
-            forcerm=True,
-            pull=False,
-            nocache=no_cache,
-            decode=True,
-        )
-        for _line in docker_engine.build_lines(stream, report):
-            pass
+        with _context_tar(context.path) as tar:
+            stream = client.api.build(
+                fileobj=tar,
+                custom_context=True,
+                tag=scratch_tag,
+                buildargs={"BASE": context.base},
+                rm=True,
+                forcerm=True,
+                pull=False,
+                nocache=no_cache,
+                decode=True,
+            )
+            froms, last = 0, None
+            for line in docker_engine.build_lines(stream, report):
+                if _STEP_FROM.match(line):
+                    froms += 1
+                    if froms == 2:  # the final stage starts: the wheels stage is done
+                        stage_id = last
+                elif found := _STEP_IMAGE.match(line):
+                    last = found.group(1)
         built = client.images.get(scratch_tag)
     except docker.errors.APIError as exc:
         raise PackageError(f"the Docker engine refused the build: {exc.explanation}") from None
+    _keep_wheels_stage(client, workspace, context.base, stage_id)
     seconds = round(time.monotonic() - started, 1)
     info = {
         "image_id": built.id,
@@ -230,6 +338,7 @@ def _build(
         "reused": False,
         "pushed": [],
         "saved": [],
+        "wheels": wheels_tag(workspace, context.base) if stage_id else None,
     }
     # The context folder becomes the image's folder in the workspace (files first, row last).
     try:
@@ -238,8 +347,8 @@ def _build(
         with contextlib.suppress(docker.errors.APIError):
             client.images.remove(scratch_tag, noprune=False)
         raise
-    tag = f"{repository_for(name)}:{image.version}"
-    built.tag(repository_for(name), str(image.version))
+    tag = f"{repository}:{image.version}"
+    built.tag(repository, str(image.version))
     with contextlib.suppress(docker.errors.APIError):
         client.images.remove(scratch_tag)  # drops the scratch name only: the image stays
     image = workspace.update_image(image, {**image.info, "tag": tag})
@@ -264,7 +373,7 @@ def push_image(
     workspace = workspace or Workspace()
     image = workspace.get_image(name, version)
     client = docker_engine.connect()
-    local = ensure_local(client, image, report)
+    local = ensure_local(client, image, report, workspace)
     registry = registry.rstrip("/")
     if "://" in registry:
         raise PackageError(
@@ -312,7 +421,7 @@ def save_image(
     workspace = workspace or Workspace()
     image = workspace.get_image(name, version)
     client = docker_engine.connect()
-    ensure_local(client, image, report)
+    ensure_local(client, image, report, workspace)
     target = Path(path).expanduser().resolve()
     if target.is_dir():
         target = target / f"{image.name}-{image.version}.tar"
@@ -341,16 +450,13 @@ def save_image(
 
 
 def holds(engine_image: Any, image: ImageRecord) -> bool:
-    """Whether an engine image is the recorded one, or a build of the same model file.
+    """Whether an engine image is the recorded one: by the id recorded at build time.
 
-    Tags are names any build can take (another workspace on the same engine, a rebuild by
-    hand); the image id and the labels say what is inside.
+    Never by tag, nor by labels alone: a tag is a name any build can take (another
+    workspace on the same engine, a rebuild by hand), and another workspace's build of the
+    same model file carries the same model labels.
     """
-    if engine_image.id == image.info.get("image_id"):
-        return True
-    labels, recorded = engine_image.labels or {}, image.info.get("labels") or {}
-    keys = (f"{LABEL}.model", f"{LABEL}.precision", f"{LABEL}.onnx-sha256")
-    return bool(recorded) and all(labels.get(k) == recorded.get(k) for k in keys)
+    return engine_image is not None and engine_image.id == image.info.get("image_id")
 
 
 def _engine_image(client: Any, reference: str | None) -> Any | None:
@@ -364,55 +470,60 @@ def _engine_image(client: Any, reference: str | None) -> Any | None:
         return None
 
 
-def ensure_local(client: Any, image: ImageRecord, report: Reporter) -> Any:
-    """The engine's image for ``image``: by its tag, by its id, or pulled back from where it
-    was pushed when it was removed from the engine meanwhile."""
+def ensure_local(
+    client: Any, image: ImageRecord, report: Reporter, workspace: Workspace | None = None
+) -> Any:
+    """The engine's image for ``image``, found by its recorded id (its tag put back on it
+    when the tag was removed or moved), or pulled back from where it was pushed when it was
+    removed from the engine meanwhile."""
     import docker
 
     if not image.tag:
         raise PackageError(f"image {image.ref} was never built; package it again")
+    repository, _, tag = image.tag.rpartition(":")
     tagged = _engine_image(client, image.tag)
-    if tagged is not None and holds(tagged, image):
-        return tagged
     by_id = _engine_image(client, image.info.get("image_id"))
     if by_id is not None:
-        if tagged is None:
-            repository, _, tag = image.tag.rpartition(":")
-            by_id.tag(repository, tag)
+        if not holds(tagged, image):
+            by_id.tag(repository, tag)  # our name back on our image
         return by_id
     errors = []
     for entry in reversed(image.info.get("pushed") or []):
         reference = entry["ref"]
-        repository, _, tag = reference.rpartition(":")
+        pushed_repository, _, pushed_tag = reference.rpartition(":")
         report("pull", 0.0, f"{image.tag} is gone from this engine; pulling {reference}")
         try:
             docker_engine.follow_transfer(
-                client.api.pull(repository, tag=tag, stream=True, decode=True), report, "pull"
+                client.api.pull(pushed_repository, tag=pushed_tag, stream=True, decode=True),
+                report,
+                "pull",
             )
             pulled = client.images.get(reference)
         except (PackageError, docker.errors.APIError) as exc:
             errors.append(f"{reference}: {str(exc).strip()[:200]}")
             continue
-        if tagged is None:
-            local_repository, _, local_tag = image.tag.rpartition(":")
-            pulled.tag(local_repository, local_tag)
+        if not holds(pulled, image):
+            errors.append(f"{reference}: holds another image now ({pulled.short_id})")
+            continue
+        pulled.tag(repository, tag)
         report("pull", 1.0, f"pulled {reference}")
         return pulled
     where = ("; pulling failed: " + "; ".join(errors)) if errors else " and was never pushed"
     if tagged is not None:
         where = f" (the tag now names another image, {tagged.short_id}){where}"
+    again = (
+        f"`{package_command(workspace, image)}`"
+        if workspace is not None
+        else f"`accel-widgets package MODEL --name {image.name}`"
+    )
     raise PackageError(
         f"the image {image.tag} ({image.ref} in the workspace) is no longer in the Docker "
         f"engine: it was removed outside accel-widgets{where}. Package the model again "
-        f"(`accel-widgets package {image.name}`), or load a saved archive with "
-        f"`docker load -i FILE`."
+        f"({again}), or load a saved archive with `docker load -i FILE`."
     )
 
 
 def _present(client: Any, image: ImageRecord) -> bool:
-    tagged = _engine_image(client, image.tag)
-    if tagged is not None and holds(tagged, image):
-        return True
     return _engine_image(client, image.info.get("image_id")) is not None
 
 
@@ -449,11 +560,13 @@ def list_images(workspace: Workspace | None = None) -> list[ImageStatus]:
     return statuses
 
 
-def _remove_from_engine(client: Any, image: ImageRecord) -> None:
+def _remove_from_engine(client: Any, workspace: Workspace, image: ImageRecord) -> None:
     """Untag what names this image, then remove the image once no name is left on it.
 
     A tag that now names another image (a rebuild, another workspace) is left alone, and so
-    is an identical build that another name still holds.
+    is an identical build that another name still holds. With the workspace's last image,
+    its wheels stages go (the names this workspace gave them; another workspace's name on
+    the same stage keeps it).
     """
     import docker
 
@@ -461,15 +574,14 @@ def _remove_from_engine(client: Any, image: ImageRecord) -> None:
     try:
         for reference in references:
             found = _engine_image(client, reference)
-            if found is not None and found.id == image.info.get("image_id"):
+            if holds(found, image):
                 client.images.remove(reference)
         leftover = _engine_image(client, image.info.get("image_id"))
         if leftover is not None and not leftover.tags:
             client.images.remove(leftover.id)
-        # The wheels stage is kept as build cache (a second model builds in seconds) while
-        # any model image is left; with the last one gone, the engine keeps nothing of ours.
-        if not client.images.list(filters={"label": f"{LABEL}.model"}):
-            client.images.prune(filters={"dangling": True, "label": f"{LABEL}.stage=wheels"})
+        others = [i for i in workspace.list_images() if i.id != image.id and i.tag]
+        if not others:
+            _remove_wheels_stages(client, workspace)
     except docker.errors.ImageNotFound:
         pass
     except docker.errors.APIError as exc:
@@ -477,6 +589,17 @@ def _remove_from_engine(client: Any, image: ImageRecord) -> None:
             f"the Docker engine would not remove {image.tag}: {exc.explanation}. A container "
             "outside accel-widgets may use it (`docker ps -a`)."
         ) from None
+
+
+def _remove_wheels_stages(client: Any, workspace: Workspace) -> None:
+    """Remove this workspace's wheels-stage names (and the stages no other name holds)."""
+    import docker
+
+    for stage in client.images.list(name=f"{REPOSITORY}/{workspace.ident}/wheels"):
+        for tag in stage.tags:
+            if tag.startswith(f"{REPOSITORY}/{workspace.ident}/wheels:"):
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(tag)
 
 
 def delete_image(
@@ -512,5 +635,5 @@ def delete_image(
                 f"{exc}\nThe image stays in the workspace until the engine can remove it."
             ) from None
         for image in with_tags:
-            _remove_from_engine(client, image)
+            _remove_from_engine(client, workspace, image)
     return workspace.delete_image(name, version)

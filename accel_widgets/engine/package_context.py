@@ -131,10 +131,11 @@ class BuildContext:
 
 def workspace_label(workspace: Workspace) -> str:
     """Which workspace made an image or a container (several users or test runs may share
-    one engine). In the image's labels it makes the image the workspace's own: two
+    one engine): its readable id (:attr:`Workspace.ident`), as its tags and container
+    names carry it. In the image's labels it makes the image the workspace's own: two
     workspaces packaging the same model get two images, so deleting one never removes the
-    other's, though a tag names whichever was built last."""
-    return hashlib.sha256(str(workspace.root.resolve()).encode()).hexdigest()[:16]
+    other's."""
+    return workspace.ident
 
 
 def file_sha256(path: Path) -> str:
@@ -294,6 +295,9 @@ def write_context(
         f"{LABEL}.onnx-sha256": onnx_sha,
         f"{LABEL}.serving": accel_widgets.__version__,
         f"{LABEL}.workspace": workspace_label(workspace),
+        # The server reads its key from a mounted file (ACCEL_WIDGETS_API_KEYS_FILE), never
+        # from its environment: the container target refuses images without this label.
+        f"{LABEL}.keys": "file",
         "org.opencontainers.image.title": f"{artifact.model_name} ({artifact.precision})",
         "org.opencontainers.image.description": "ONNX model served over TF Serving's gRPC API",
     }

@@ -12,23 +12,31 @@ and ``list`` shows the truth. Three rules keep it honest:
   kernels registering at once get versions 1, 2, 3... with no clash.
 * **Dependency order.** A model cannot go while an image or service uses one of its
   artifacts; an image cannot go while a service uses it (service -> image -> model).
+
+The workspace is private to its owner: its folders are 0700 and the files it writes 0600
+(``catalog.db`` and its WAL included), and the catalog keeps no usable API key, only a
+salted hash; the key itself is in ``services/<name>/keys`` (see :mod:`engine.keys`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import getpass
 import json
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accel_widgets.engine.keys import hash_key
 from accel_widgets.errors import (
     DependencyError,
     DiskSpaceError,
@@ -37,11 +45,17 @@ from accel_widgets.errors import (
     WorkspaceError,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: How to bring a catalog written by an older accel-widgets up to :data:`SCHEMA_VERSION`:
-#: the SQL that upgrades version ``n - 1`` to ``n``, by ``n``. Change the schema by raising
-#: SCHEMA_VERSION, adding its step here, and updating ``_SCHEMA`` (which new catalogs get).
-MIGRATIONS: dict[int, str] = {}
+#: the step that upgrades version ``n - 1`` to ``n``, by ``n``: SQL, or a function of the
+#: workspace and the open write transaction (for a step that also writes files). Change the
+#: schema by raising SCHEMA_VERSION, adding its step here, and updating ``_SCHEMA`` (which
+#: new catalogs get). Defined below :class:`Workspace`.
+MIGRATIONS: dict[int, str | Callable[[Workspace, sqlite3.Connection], None]] = {}
+#: Private to the owner: what every folder and file the workspace makes is set to.
+DIR_MODE, FILE_MODE = 0o700, 0o600
+#: A service's usable API key, one line, beside its other files (``services/<name>/``).
+KEY_FILE = "keys"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 _SCHEMA = """
@@ -94,7 +108,7 @@ CREATE TABLE IF NOT EXISTS services (
     address TEXT NOT NULL DEFAULT '',
     port INTEGER,
     pid INTEGER,
-    key TEXT,
+    key_hash TEXT,
     state TEXT NOT NULL,
     log_path TEXT,
     info TEXT NOT NULL DEFAULT '{}',
@@ -193,7 +207,12 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class ServiceRecord:
-    """A deployed service: where it listens, its process or cluster object, and its key."""
+    """A deployed service: where it listens, its process or cluster object, and its key.
+
+    ``key`` is read from the service's key file (``services/<name>/keys``) when the record
+    is read, so only a process of the workspace's owner gets it; ``key_hash`` is what the
+    catalog keeps.
+    """
 
     id: int
     name: str
@@ -209,10 +228,95 @@ class ServiceRecord:
     info: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
+    key_hash: str | None = None
 
     @property
     def use_ssl(self) -> bool:
         return bool(self.info.get("tls"))
+
+
+def _owned(path: Path) -> bool:
+    try:
+        return path.stat().st_uid == os.geteuid()
+    except OSError:
+        return False
+
+
+def make_private(path: Path) -> None:
+    """Folders 0700 and files 0600 under ``path`` (itself included), where this user owns them.
+
+    A file with more than one link is left as it is: it is a hard link to something outside
+    the workspace (the installed package's code or the shared wheel cache in an image's build
+    context, a user's own model file), whose mode would change with it. The workspace's own
+    copies of such files are private all the same: nobody else can enter a 0700 folder.
+    """
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in paths:
+        with contextlib.suppress(OSError):
+            info = item.lstat()
+            if info.st_uid != os.geteuid() or item.is_symlink():
+                continue
+            if item.is_dir():
+                os.chmod(item, DIR_MODE)
+            elif info.st_nlink == 1:
+                os.chmod(item, FILE_MODE)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder that only this user may enter; missing parents are made 0700
+    too (``mkdir(parents=True)`` would give them the umask's mode)."""
+    missing = []
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=DIR_MODE)
+    if _owned(path):
+        with contextlib.suppress(OSError):
+            os.chmod(path, DIR_MODE)
+    return path
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically as a 0600 file (never readable by others, not
+    even for a moment: the file is created 0600, then renamed into place)."""
+    private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def _readable_id(user: str) -> str:
+    """``alice-3f9a2c1b``: who made the workspace, and 8 random hex digits to tell two apart.
+
+    It names the workspace's Docker objects (image tags, container names), which allow
+    lowercase letters, digits and ``-`` only.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", user.lower()).strip("-")[:20] or "user"
+    return f"{slug}-{secrets.token_hex(4)}"
+
+
+def _same_id(root: str, ident: str) -> bool:
+    """Whether the catalog in ``root`` (another folder) carries the workspace id ``ident``."""
+    catalog = Path(root) / "catalog.db"
+    if not catalog.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{catalog}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'workspace_id'").fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] == ident
 
 
 def _pid_alive(pid: int) -> bool:
@@ -248,22 +352,69 @@ class Workspace:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_root()
         try:
+            private_dir(self.root)
             for sub in ("models", "images", "services", "tmp"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+                private_dir(self.root / sub)
         except OSError as exc:
             raise WorkspaceError(
                 f"cannot create the workspace folder {self.root}: {exc.strerror}. "
                 "Choose a writable folder (Workspace(root=...) or $ACCEL_WIDGETS_WORKSPACE)."
             ) from exc
         self.db_path = self.root / "catalog.db"
+        if not self.db_path.exists():
+            # Created 0600 before SQLite opens it: SQLite gives its WAL and shared-memory
+            # files the database file's mode.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         with self._connect() as db:
             db.executescript(_SCHEMA)
             db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+        for suffix in ("", "-wal", "-shm"):  # a catalog made by an older version: 0644
+            make_private(self.db_path.with_name(self.db_path.name + suffix))
         self._migrate()
+        self.ident = self._identity()
         self.recover()
+
+    def _identity(self) -> str:
+        """The workspace's readable id (``alice-3f9a2c1b``), made once and kept in the catalog.
+
+        Docker image tags and container names carry it, so two workspaces on one engine
+        (two users of a workshop box, two test runs) never share an object by name. It is
+        kept in the catalog rather than derived from the path, so a moved workspace keeps
+        its objects; a copy (the folder it was made in still holds a catalog with the same
+        id) gets an id of its own.
+        """
+        here = str(self.root.resolve())
+        with self._connect() as db:
+            rows = dict(
+                db.execute(
+                    "SELECT key, value FROM meta WHERE key IN ('workspace_id', 'workspace_root')"
+                ).fetchall()
+            )
+        ident, made_in = rows.get("workspace_id"), rows.get("workspace_root")
+        if ident is not None and (made_in in (None, here) or not _same_id(made_in, ident)):
+            if made_in != here:  # moved (or written before the root was recorded)
+                self._set_meta({"workspace_root": here})
+            return ident
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry for this uid (some containers)
+            user = f"uid{os.geteuid()}"
+        ident = _readable_id(user)
+        self._set_meta({"workspace_id": ident, "workspace_root": here})
+        return ident
+
+    def _set_meta(self, values: Mapping[str, str]) -> None:
+        with self._write() as db:
+            for key, value in values.items():
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
 
     def _migrate(self) -> None:
         """Read ``schema_version``; upgrade an older catalog, refuse a newer one.
@@ -276,6 +427,8 @@ class Workspace:
             if self._schema_version(db) == SCHEMA_VERSION:
                 return  # the usual case: no write lock taken
         with self._write() as db:
+            # What a step deletes is overwritten, not only unlinked (plain API keys, v2).
+            db.execute("PRAGMA secure_delete=ON")
             found = self._schema_version(db)
             for version in range(found + 1, SCHEMA_VERSION + 1):
                 if version not in MIGRATIONS:
@@ -283,12 +436,20 @@ class Workspace:
                         f"no upgrade from catalog schema {version - 1} to {version} for "
                         f"{self.db_path}; this accel-widgets cannot open it"
                     )
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                step = MIGRATIONS[version]
+                if callable(step):
+                    step(self, db)
+                else:
+                    for statement in step.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
                 db.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),)
                 )
+        # Rewrite the file and empty the WAL: no page of the old catalog is left in either.
+        with self._connect() as db:
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _schema_version(self, db: sqlite3.Connection) -> int:
         """The catalog's ``schema_version``; a newer or unreadable one is refused."""
@@ -350,7 +511,7 @@ class Workspace:
         """
         self.check_disk(min_free_bytes)
         path = self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        path.mkdir(parents=True)
+        path.mkdir(mode=DIR_MODE, parents=True)
         try:
             yield path
         finally:
@@ -423,10 +584,11 @@ class Workspace:
 
     def _place(self, staged: Path, rel: str) -> None:
         target = self.root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         if target.exists():  # left by a crash between rename and commit: no row owns it
             shutil.rmtree(target)
         os.rename(staged, target)
+        make_private(target)
 
     # -- models ------------------------------------------------------------------------
 
@@ -823,48 +985,88 @@ class Workspace:
         log_path: str | os.PathLike[str] | None = None,
         info: Mapping[str, Any] | None = None,
     ) -> ServiceRecord:
-        """Record a service; its name must be free (delete the old service first)."""
+        """Record a service; its name must be free (delete the old service first).
+
+        ``key`` goes to the service's key file (0600); the catalog keeps its salted hash.
+        """
         check_name(name, "service")
         now = time.time()
-        with self._write() as db:
-            if (
-                db.execute("SELECT 1 FROM artifacts WHERE id = ?", (artifact.id,)).fetchone()
-                is None
-            ):
-                raise NotFoundError(
-                    f"the {artifact.precision} artifact of {artifact.model_name}:"
-                    f"{artifact.model_version} was deleted meanwhile; convert the model again"
+        staged_key = self._stage_key(name, key) if key else None
+        try:
+            with self._write() as db:
+                if (
+                    db.execute("SELECT 1 FROM artifacts WHERE id = ?", (artifact.id,)).fetchone()
+                    is None
+                ):
+                    raise NotFoundError(
+                        f"the {artifact.precision} artifact of {artifact.model_name}:"
+                        f"{artifact.model_version} was deleted meanwhile; convert the model again"
+                    )
+                if db.execute("SELECT 1 FROM services WHERE name = ?", (name,)).fetchone():
+                    raise WorkspaceError(
+                        f"a service named {name!r} already exists; delete it first "
+                        f"(`accel-widgets delete service {name}`) or choose another name"
+                    )
+                db.execute(
+                    "INSERT INTO services (name, artifact_id, image_id, target, address, port, "
+                    "pid, key_hash, state, log_path, info, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        artifact.id,
+                        image.id if image else None,
+                        target,
+                        address,
+                        port,
+                        pid,
+                        hash_key(key) if key else None,
+                        state,
+                        str(log_path) if log_path else None,
+                        json.dumps(dict(info or {})),
+                        now,
+                        now,
+                    ),
                 )
-            if db.execute("SELECT 1 FROM services WHERE name = ?", (name,)).fetchone():
-                raise WorkspaceError(
-                    f"a service named {name!r} already exists; delete it first "
-                    f"(`accel-widgets delete service {name}`) or choose another name"
-                )
-            db.execute(
-                "INSERT INTO services (name, artifact_id, image_id, target, address, port, pid, "
-                "key, state, log_path, info, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    name,
-                    artifact.id,
-                    image.id if image else None,
-                    target,
-                    address,
-                    port,
-                    pid,
-                    key,
-                    state,
-                    str(log_path) if log_path else None,
-                    json.dumps(dict(info or {})),
-                    now,
-                    now,
-                ),
-            )
+                if staged_key is not None:  # the name is ours now: the key file may go in
+                    os.replace(staged_key, self.key_file(name))
+                    staged_key = None
+        finally:
+            if staged_key is not None:
+                with contextlib.suppress(OSError):
+                    staged_key.unlink()
         return self.get_service(name)
 
+    def service_folder(self, name: str) -> Path:
+        """``services/<name>/``: the service's key file and, for the local target, its runs."""
+        return self.root / "services" / name
+
+    def key_file(self, name: str) -> Path:
+        """Where service ``name``'s usable API key is kept (mode 0600; see engine.keys)."""
+        return self.service_folder(name) / KEY_FILE
+
+    def _stage_key(self, name: str, key: str) -> Path:
+        """The key in a 0600 temp file beside its final place, for a rename under the lock."""
+        folder = private_dir(self.service_folder(name))
+        tmp = folder / f".{KEY_FILE}.{os.getpid()}-{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(key + "\n")
+        return tmp
+
+    def _read_key(self, name: str) -> str | None:
+        try:
+            text = self.key_file(name).read_text(encoding="utf-8")
+        except OSError:  # gone, or not this user's to read
+            return None
+        return next((line.strip() for line in text.splitlines() if line.strip()), None)
+
     def update_service(self, name: str, **changes: Any) -> ServiceRecord:
-        """Change some fields of a service record (state, pid, port, address, info...)."""
+        """Change some fields of a service record (state, pid, port, address, info, key...).
+
+        ``key=None`` takes the key away (no auth); a new key replaces the key file.
+        """
         allowed = {"address", "port", "pid", "key", "state", "log_path", "info", "image_id"}
+        allowed |= {"artifact_id"}  # a new version swapped in (targets.deploy)
         unknown = set(changes) - allowed
         if unknown:
             raise WorkspaceError(f"cannot change {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -872,17 +1074,38 @@ class Workspace:
             changes["info"] = json.dumps(dict(changes["info"]))
         if changes.get("log_path") is not None:
             changes["log_path"] = str(changes["log_path"])
+        staged_key = None
+        if "key" in changes:
+            key = changes.pop("key")
+            if key and key == self._read_key(name):
+                pass  # the same key: keep its file and its hash
+            else:
+                changes["key_hash"] = hash_key(key) if key else None
+                staged_key = self._stage_key(name, key) if key else None
         sets = "".join(f"{k} = ?, " for k in changes)
-        with self._write() as db:
-            cur = db.execute(
-                f"UPDATE services SET {sets}updated_at = ? WHERE name = ?",
-                (*changes.values(), time.time(), name),
-            )
-            if cur.rowcount == 0:
-                names = [r["name"] for r in db.execute("SELECT name FROM services ORDER BY name")]
-                raise NotFoundError(
-                    f"no service {name!r}; services: {', '.join(names) or 'none running'}"
+        try:
+            with self._write() as db:
+                cur = db.execute(
+                    f"UPDATE services SET {sets}updated_at = ? WHERE name = ?",
+                    (*changes.values(), time.time(), name),
                 )
+                if cur.rowcount == 0:
+                    names = [
+                        r["name"] for r in db.execute("SELECT name FROM services ORDER BY name")
+                    ]
+                    raise NotFoundError(
+                        f"no service {name!r}; services: {', '.join(names) or 'none running'}"
+                    )
+                if staged_key is not None:
+                    os.replace(staged_key, self.key_file(name))
+                    staged_key = None
+                elif "key_hash" in changes and changes["key_hash"] is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.key_file(name).unlink()
+        finally:
+            if staged_key is not None:
+                with contextlib.suppress(OSError):
+                    staged_key.unlink()
         return self.get_service(name)
 
     def _service_from_row(self, row: sqlite3.Row) -> ServiceRecord:
@@ -895,12 +1118,13 @@ class Workspace:
             address=row["address"],
             port=row["port"],
             pid=row["pid"],
-            key=row["key"],
+            key=self._read_key(row["name"]) if row["key_hash"] else None,
             state=row["state"],
             log_path=Path(row["log_path"]) if row["log_path"] else None,
             info=json.loads(row["info"]),
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            key_hash=row["key_hash"],
         )
 
     def get_service(self, name: str) -> ServiceRecord:
@@ -918,9 +1142,76 @@ class Workspace:
             rows = db.execute("SELECT * FROM services ORDER BY name").fetchall()
         return [self._service_from_row(r) for r in rows]
 
+    def find_service(self, name: str) -> ServiceRecord | None:
+        """Service ``name`` as recorded, or None."""
+        try:
+            return self.get_service(name)
+        except NotFoundError:
+            return None
+
     def remove_service(self, name: str) -> ServiceRecord:
-        """Drop a service's row (the target stops the process first)."""
+        """Drop a service's row and its key file (the target stops the process first)."""
         service = self.get_service(name)
         with self._write() as db:
             db.execute("DELETE FROM services WHERE id = ?", (service.id,))
+        with contextlib.suppress(FileNotFoundError):
+            self.key_file(name).unlink()
+        with contextlib.suppress(OSError):
+            self.service_folder(name).rmdir()  # only when nothing else is in it
         return service
+
+    # -- one deploy of a name at a time ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def service_lock(self, name: str, *, wait: bool = False) -> Iterator[bool]:
+        """Hold service ``name``'s deploy lock; yields False when another process holds it.
+
+        An advisory ``flock`` on ``locks/<name>.lock``: deploys and deletes of one name
+        take turns, and the kernel drops the lock with its holder, so a deploy that was
+        ``kill -9``-ed holds nothing. That is how a reader tells a deploy still under way
+        (leave its record alone) from one that died midway (reconcile the record).
+        """
+        check_name(name, "service")
+        path = private_dir(self.root / "locks") / f"{name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def lock_holder(self, name: str) -> int | None:
+        """The pid that last took service ``name``'s deploy lock (for messages)."""
+        try:
+            text = (self.root / "locks" / f"{name}.lock").read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+
+def _migrate_keys_out(workspace: Workspace, db: sqlite3.Connection) -> None:
+    """Schema 2: plain API keys leave the catalog for 0600 key files; the catalog keeps a
+    salted hash. The old column is dropped (SQLite 3.35+) or emptied, and the migration's
+    ``secure_delete`` and VACUUM leave no copy of a key in the file's free pages."""
+    db.execute("ALTER TABLE services ADD COLUMN key_hash TEXT")
+    rows = db.execute("SELECT name, key FROM services WHERE key IS NOT NULL AND key != ''")
+    for row in rows.fetchall():
+        write_private(workspace.key_file(row["name"]), row["key"] + "\n")
+        db.execute(
+            "UPDATE services SET key_hash = ? WHERE name = ?", (hash_key(row["key"]), row["name"])
+        )
+    db.execute("UPDATE services SET key = NULL")
+    with contextlib.suppress(sqlite3.OperationalError):  # SQLite < 3.35: left empty
+        db.execute("ALTER TABLE services DROP COLUMN key")
+
+
+MIGRATIONS[2] = _migrate_keys_out

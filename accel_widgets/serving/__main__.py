@@ -6,9 +6,16 @@
 
 Port 0 picks a free port; the ports bound are logged and written to the ready file. In a
 container, ``ACCEL_WIDGETS_HOST``, ``ACCEL_WIDGETS_PORT`` and ``ACCEL_WIDGETS_REST_PORT`` set
-the defaults, and ``ACCEL_WIDGETS_API_KEYS`` (keys separated by commas or newlines, as a
-Docker ``--env`` or a Kubernetes Secret gives them) turns authentication on without a key
-file in the image. The variable is removed from the environment once read.
+the defaults, and ``ACCEL_WIDGETS_API_KEYS_FILE`` names a keys file mounted into the
+container (a Docker bind mount, a Kubernetes Secret volume) that turns authentication on
+without a key in the image or in the container's environment, where ``docker inspect``,
+``kubectl describe`` and ``/proc/PID/environ`` would show it. ``ACCEL_WIDGETS_API_KEYS``
+(keys separated by commas or newlines) still works for a quick ``docker run --env``; it is
+removed from the environment once read.
+
+``--reuse-port`` lets a second server bind a gRPC port this one serves (SO_REUSEPORT): the
+engine starts a service's new version on the same port, switches, then stops the old one,
+so no client is refused meanwhile. Off by default, so a port in use is an error.
 """
 
 from __future__ import annotations
@@ -66,6 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="on SIGTERM, how long requests in flight may take to finish",
     )
     parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=os.environ.get("ACCEL_WIDGETS_REUSE_PORT", "") == "1",
+        help="share the gRPC port with another server of this user (a version swap); "
+        "ACCEL_WIDGETS_REUSE_PORT=1 in a container",
+    )
+    parser.add_argument(
         "--insecure-no-auth",
         action="store_true",
         help="allow serving beyond loopback without API keys",
@@ -99,14 +113,24 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     env_keys = os.environ.pop("ACCEL_WIDGETS_API_KEYS", "")
+    api_keys = tuple(k.strip().encode() for k in env_keys.replace(",", "\n").split() if k)
+    if keys_file := os.environ.get("ACCEL_WIDGETS_API_KEYS_FILE", "").strip():
+        from accel_widgets.serving.auth import load_keys
+
+        try:
+            api_keys += load_keys(Path(keys_file))
+        except ServingError as exc:
+            log.error("%s (ACCEL_WIDGETS_API_KEYS_FILE)", exc)
+            return 1
     options = ServeOptions(
-        api_keys=tuple(k.strip().encode() for k in env_keys.replace(",", "\n").split() if k),
+        api_keys=api_keys,
         host=args.host,
         port=args.port,
         rest_port=None if args.no_rest else args.rest_port,
         ready_file=args.ready_file,
         insecure_no_auth=args.insecure_no_auth,
         grace_seconds=args.grace_seconds,
+        reuse_port=args.reuse_port,
     )
     return serve(config, options)
 

@@ -67,6 +67,9 @@ class ServeOptions:
     insecure_no_auth: bool = False
     grace_seconds: float = 10.0
     api_keys: tuple[bytes, ...] = ()  # from the environment, in addition to the keys file
+    #: Share the gRPC port with another server of this user (SO_REUSEPORT): how the engine
+    #: swaps in a service's new version without refusing a client (targets/local.py).
+    reuse_port: bool = False
 
 
 def is_loopback(host: str) -> bool:
@@ -83,19 +86,21 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def grpc_server_options(config: ServerConfig) -> list[tuple[str, Any]]:
+def grpc_server_options(config: ServerConfig, reuse_port: bool = False) -> list[tuple[str, Any]]:
     """Message limits both ways, no port sharing, and keepalive pings from clients allowed.
 
     gRPC Python sets SO_REUSEPORT by default, which lets a second server bind a port that is
-    already serving and silently split its traffic; we want "port in use" instead. The
-    client pings every 60 s to notice a dead connection (the retired client's "stale
-    channel"), so the server must accept pings more often than its 5-minute default.
+    already serving and silently split its traffic; we want "port in use" instead, unless
+    ``reuse_port`` asks for the sharing (a version swap: the new server binds the port, the
+    old one stops; Linux shares a port only between sockets of one user). The client pings
+    every 60 s to notice a dead connection (the retired client's "stale channel"), so the
+    server must accept pings more often than its 5-minute default.
     """
     limit = config.max_message_bytes
     return [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
@@ -147,7 +152,7 @@ class Server:
         workers = self.config.workers or max(8, 4 * available_cpus())
         self._grpc = grpc.server(
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-            options=grpc_server_options(self.config),
+            options=grpc_server_options(self.config, self.options.reuse_port),
             # Auth, status codes, metrics and logging for both inference services, once.
             interceptors=(PipelineInterceptor(self.pipeline),),
         )

@@ -110,7 +110,12 @@ def setting_value(setting: Setting, control: widgets.Widget) -> Any:
     """What the engine gets: ``None`` (the target decides) for an unticked or empty control."""
     value = control.value
     if setting.type is bool:
-        return True if value else None
+        # Unticked means False when the target has a default of its own (an unticked box
+        # whose default is True must not send the default); None only where the target
+        # decides (a default of None).
+        if setting.default is None:
+            return True if value else None
+        return bool(value)
     if isinstance(value, str):
         return value.strip() or None
     return value
@@ -307,7 +312,7 @@ class DeployWidget(Step):
                 workspace=self.workspace,
                 progress=self.progress,
                 cancel=self._new_cancel(),
-                **self.settings(),
+                settings=self.settings(),
             )
         except BaseException:
             self.progress.finish(False)
@@ -344,7 +349,7 @@ class DeployWidget(Step):
                 self._refresh_state()
                 raise AccelError(lost_words(service.name, live))
             status = service_status(service.name, self.workspace)
-            self._show(status.service, status.live)
+            self._show(status.service, status.shown)  # "unknown (error ...)" from a plugin
             return status.live
 
         return self._guarded(check)

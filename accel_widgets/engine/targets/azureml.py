@@ -304,7 +304,7 @@ class AzureMLTarget(Target):
         if image is None:
             raise ServingError("the azureml target needs an image: package and push the model")
         s = self._checked(settings, name)
-        reference = pushed_reference(image, image_reference)
+        reference = pushed_reference(image, image_reference, artifact)
         if name in {x.name for x in workspace.list_services()}:
             raise ServingError(
                 f"a service named {name!r} already exists; delete it first "

@@ -5,6 +5,11 @@ and help text) and implements four calls. The registry in ``targets/__init__.py`
 instance per name; the CLI builds its ``deploy`` flags, and the Deploy widget its form, from
 the declared settings, so a new target is an addition (a module and a registration, or a
 plugin's ``accel_widgets.targets`` entry point), never an edit of the widgets or the CLI.
+
+A target's settings reach it as one mapping (``settings``), never mixed into the keyword
+arguments of ``deploy()``; the names ``deploy()`` and the command line use themselves
+(:data:`RESERVED_SETTINGS`) are refused when a target is registered, so a plugin cannot
+shadow ``--version`` or ``image``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,32 @@ if TYPE_CHECKING:  # the quota module imports the registry: no import cycle at r
 LIVE_STATES = ("running", "starting", "unhealthy", "dead", "unknown")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+#: Names a setting may not have: the parameters of ``targets.deploy()`` / ``manifests()``
+#: and the flags of the ``deploy``, ``manifests`` and ``quota`` commands, which target
+#: settings share a command line with (``subscription`` is the quota command's own flag
+#: and the azureml target's setting at once, on purpose: the quota command passes it on).
+RESERVED_SETTINGS = frozenset(
+    {
+        "cancel",
+        "command",
+        "family",
+        "help",
+        "image",
+        "model",
+        "name",
+        "needed",
+        "out",
+        "precision",
+        "progress",
+        "region",
+        "settings",
+        "show_key",
+        "target",
+        "version",
+        "workspace",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +124,9 @@ class Target(ABC):
     settings: ClassVar[tuple[Setting, ...]] = ()
     capacity: ClassVar[str] = "local"
     needs_image: ClassVar[bool] = False
+    #: Whether ``deploy`` of a recorded name restarts it in place (dead) or swaps in the new
+    #: version (running); targets without it refuse a recorded name ("delete it first").
+    replaces_in_place: ClassVar[bool] = False
 
     def setting(self, name: str) -> Setting:
         for setting in self.settings:
@@ -197,6 +231,13 @@ class Target(ABC):
         del settings, report, options
         return None
 
+    def reconcile(self, workspace: Workspace, service: ServiceRecord) -> ServiceRecord | None:
+        """The record brought in line with what is live, or None when nothing of the
+        service is left (a deploy that died before anything served). Called whenever a
+        service is read; the default trusts the record."""
+        del workspace
+        return service
+
     @abstractmethod
     def status(self, workspace: Workspace, service: ServiceRecord) -> str:
         """One of :data:`LIVE_STATES`, checked now."""
@@ -224,23 +265,58 @@ RUNTIME_SETTING = Setting(
 )
 
 
-def pushed_reference(image: ImageRecord, requested: str | None = None) -> str:
+def pushed_reference(
+    image: ImageRecord, requested: str | None = None, artifact: ArtifactRecord | None = None
+) -> str:
     """The registry reference a remote target pulls: the one asked for, or the newest push.
 
     A cluster or a cloud service cannot pull from this machine's Docker engine: an image
-    that was never pushed is refused with the command that pushes it.
+    that was never pushed is refused with the command that pushes it (``artifact``, the
+    model the image holds, makes that command exact: the image's name need not be the
+    model's).
     """
     pushed = [p["ref"] for p in image.info.get("pushed", [])]
     if requested and "/" in requested and requested != image.tag:
         return requested
     if pushed:
         return pushed[-1]
+    model = (
+        f"{artifact.model_name} --version {artifact.model_version} --precision {artifact.precision}"
+        if artifact is not None
+        else "MODEL"
+    )
     raise ServingError(
         f"image {image.ref} ({image.tag}) was never pushed, and a remote target cannot pull "
-        f"from this machine: push it first (`accel-widgets package {image.name} --push "
-        "REGISTRY/PATH`), then deploy with --image REGISTRY/PATH/"
+        f"from this machine: push it first (`accel-widgets package {model} --name "
+        f"{image.name} --push REGISTRY/PATH`), then deploy with --image REGISTRY/PATH/"
         f"{image.name}:{image.version}"
     )
+
+
+def same_settings(existing: ServiceRecord, settings: Mapping[str, Any]) -> bool:
+    """Whether a recorded service was deployed with the (resolved) ``settings`` asked now.
+
+    ``host`` is compared with the address, ``port`` unless 0 (any free port), ``auth``
+    unless None (the target decides), ``tls`` as on or off, and every other setting with
+    what was recorded at deploy time; the key and the time-out never count.
+    """
+    recorded = existing.info.get("settings", {})
+    for key, value in settings.items():
+        if key in ("key", "ready_timeout"):
+            continue
+        if key == "host":
+            same = existing.address == value
+        elif key == "port":
+            same = value in (0, None, existing.port)
+        elif key == "auth":
+            same = value is None or bool(existing.key_hash or existing.key) == value
+        elif key == "tls":
+            same = existing.use_ssl == bool(value)
+        else:
+            same = value is None or recorded.get(key) == value
+        if not same:
+            return False
+    return True
 
 
 def port_free(host: str, port: int) -> bool:

@@ -235,21 +235,61 @@ def grpc_probe(period: int, failures: int, timeout: int = 3, delay: int = 0) -> 
     return probe
 
 
+#: Where the API key Secret is mounted in the serving container (read-only).
+SECRET_MOUNT = "/var/run/secrets/accel-widgets"
+SECRET_VOLUME = "api-key"
+
+
 def server_env(secret: str | None) -> list[dict[str, Any]]:
-    """The server's environment: all interfaces, TF Serving's ports, the key from a Secret."""
+    """The server's environment: all interfaces, TF Serving's ports, and where the key's
+    file is (the Secret is mounted as a file, never put in the environment: ``kubectl
+    exec ... env``, ``/proc/1/environ`` and every child process would show it there)."""
     env: list[dict[str, Any]] = [
         {"name": "ACCEL_WIDGETS_HOST", "value": "0.0.0.0"},
         {"name": "ACCEL_WIDGETS_PORT", "value": str(GRPC_PORT)},
         {"name": "ACCEL_WIDGETS_REST_PORT", "value": str(REST_PORT)},
     ]
     if secret:
-        env.append(
-            {
-                "name": "ACCEL_WIDGETS_API_KEYS",
-                "valueFrom": {"secretKeyRef": {"name": secret, "key": SECRET_KEY}},
-            }
-        )
+        env.append({"name": "ACCEL_WIDGETS_API_KEYS_FILE", "value": f"{SECRET_MOUNT}/{SECRET_KEY}"})
     return env
+
+
+def mount_secret(container: dict[str, Any], pod: dict[str, Any], secret: str | None) -> None:
+    """Mount the key Secret read-only into ``container`` (a volume of ``pod``).
+
+    Mode 0444: the pod runs only our server's user, and a ServingRuntime has no fsGroup to
+    give the file to that user alone (the server logs that the file is readable by others).
+    """
+    if not secret:
+        return
+    container["volumeMounts"] = [
+        {"name": SECRET_VOLUME, "mountPath": SECRET_MOUNT, "readOnly": True}
+    ]
+    pod["volumes"] = [
+        {
+            "name": SECRET_VOLUME,
+            "secret": {
+                "secretName": secret,
+                "defaultMode": 0o444,
+                "items": [{"key": SECRET_KEY, "path": SECRET_KEY}],
+            },
+        }
+    ]
+
+
+def check_keys_from_file(image: ImageRecord, auth: bool) -> None:
+    """Refuse an image whose server reads its key from the environment only (made by an
+    older accel-widgets): it would not find the mounted key and refuse to start."""
+    labels = image.info.get("labels") or {}
+    if auth and labels and labels.get("io.accel-widgets.keys") != "file":
+        raise ServingError(
+            f"image {image.ref} was packaged by an older accel-widgets, whose server reads its "
+            "API key from the environment only; package and push it again (`accel-widgets "
+            f"package {labels.get('io.accel-widgets.model', 'MODEL')} --version "
+            f"{labels.get('io.accel-widgets.model-version', 'N')} --precision "
+            f"{labels.get('io.accel-widgets.precision', 'P')} --name {image.name} --no-cache "
+            "--push REGISTRY/PATH`)"
+        )
 
 
 def server_args(auth: bool) -> list[str]:
@@ -1125,7 +1165,8 @@ class ClusterTarget(Target):
                 f"the {self.name} target runs a packaged image: package the model first "
                 f"(`accel-widgets package {artifact.model_name} --push REGISTRY/PATH`)"
             )
-        reference = pushed_reference(image, image_reference)
+        reference = pushed_reference(image, image_reference, artifact)
+        check_keys_from_file(image, bool(settings.get("auth")))
         objects = self.build(artifact, name, reference, settings, parsed, key)
         return reference, parsed, objects
 

@@ -2,8 +2,8 @@
 
 Objects (applied in this order, all labelled for the service so delete finds them):
 
-- a Secret with the API key (``auth``, on by default), read by the server from
-  ``ACCEL_WIDGETS_API_KEYS`` through ``secretKeyRef``;
+- a Secret with the API key (``auth``, on by default), mounted read-only into the
+  runtime's container as a file (``ACCEL_WIDGETS_API_KEYS_FILE``), never its environment;
 - a ``serving.kserve.io/v1alpha1`` **ServingRuntime** ``accel-widgets-<name>``: our image as
   its one container (``kserve-container``), ``protocolVersions: [grpc-v1]`` (TF Serving's
   Predict, which our server speaks), ``supportedModelFormats: [{name: accel-widgets-onnx}]``
@@ -140,6 +140,7 @@ class KServeTarget(kc.ClusterTarget):
                 "containers": [container],
             },
         }
+        kc.mount_secret(container, runtime["spec"], kc.secret_name(name) if key else None)
         if settings["gpu"]:
             runtime["spec"]["tolerations"] = kc.gpu_tolerations(settings["gpu"])
         annotations = {"serving.kserve.io/deploymentMode": DEPLOYMENT_MODE[mode]}

@@ -6,7 +6,8 @@ the Kubernetes schemas in the tests); ``deploy`` applies the same objects with t
 rollout with progress:
 
 - a Secret holding a generated API key (``auth``, on by default: a cluster is beyond this
-  machine), reaching the server as ``ACCEL_WIDGETS_API_KEYS`` through ``secretKeyRef``;
+  machine), mounted read-only into the server's container as a file
+  (``ACCEL_WIDGETS_API_KEYS_FILE`` names it), never put in its environment;
 - a Deployment of the pushed image (a cluster cannot pull from this machine's engine), with
   native gRPC startup, readiness and liveness probes on the server's ``grpc.health.v1``
   service (port 8500), CPU and memory sized from the catalog's measurements, uid 10001 and
@@ -179,6 +180,7 @@ class KubernetesTarget(kc.ClusterTarget):
             "terminationGracePeriodSeconds": 30,
             "containers": [container],
         }
+        kc.mount_secret(container, pod, kc.secret_name(name) if auth else None)
         tolerations = kc.gpu_tolerations(settings["gpu"])
         if tolerations:
             pod["tolerations"] = tolerations

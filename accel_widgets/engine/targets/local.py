@@ -5,6 +5,36 @@ or Ctrl-C in the notebook does not take it down), waits until it has loaded and 
 the model and written its ready file, and records it in the workspace. Later calls find it
 again through the workspace and check that the recorded pid is still *our* server before
 trusting or signalling it (pids get reused).
+
+Runs, and how the record follows the truth
+------------------------------------------
+Each start of a service is a *run*: ``services/<name>/run-<id>/`` with its config, ready
+file and log; the service's key file (``services/<name>/keys``) is shared by its runs. The
+record names the run that serves (``info["config"]``, ``pid``, ``port``) and, while another
+one is starting, that one as ``info["pending"]``. A deploy holds the service's lock
+(:meth:`Workspace.service_lock`) from start to finish, so a reader that gets the lock knows
+no deploy is under way and reconciles the record with what is live (:func:`reconcile_local`):
+a pending run that became ready is switched in, one that died or never got ready is
+stopped and dropped, and a first deploy that left nothing serving leaves no record. A
+``kill -9`` of ``accel-widgets deploy`` at any point therefore ends, at the next read, as a
+recorded running service with its address, or as nothing.
+
+Deploying a name that is recorded
+---------------------------------
+* **dead** (its process is gone): started again in place, on the same port when it is free
+  and with the same key.
+* **running a different model version or settings**: swapped without refusing a client.
+  Every server binds its gRPC port with SO_REUSEPORT (``--reuse-port``), so the new server
+  binds the *same* port while the old one serves; once the new one has written its ready
+  file the record switches to it and the old one gets SIGTERM: it stops accepting, tells its
+  clients' connections to go away (HTTP/2 GOAWAY) and finishes what is in flight, and the
+  clients' next calls connect to the new server on the same address. Linux shares a port
+  only between sockets of one user, so nobody else can join it. We chose this over a stable
+  front port (a proxy in front of every service) because a proxy adds a hop to every call of
+  a service whose point is latency, and a process that must outlive every deploy. The REST
+  port cannot be shared yet (the HTTP front end binds it alone), so a swap moves it: the
+  record has the new one.
+* **running the same model with the same settings**: refused ("delete it first").
 """
 
 from __future__ import annotations
@@ -15,15 +45,15 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from accel_widgets.engine.keys import new_key
 from accel_widgets.engine.service_config import server_config_for
 from accel_widgets.engine.targets.base import (
     RUNTIME_SETTING,
@@ -32,6 +62,14 @@ from accel_widgets.engine.targets.base import (
     check_exposure,
     health_state,
     port_free,
+    same_settings,
+)
+from accel_widgets.engine.targets.processes import (
+    check_port,
+    find_server,
+    is_our_server,
+    stop_process,
+    who_listens,
 )
 from accel_widgets.engine.workspace import (
     ArtifactRecord,
@@ -39,45 +77,12 @@ from accel_widgets.engine.workspace import (
     ServiceRecord,
     Workspace,
     check_name,
+    make_private,
+    private_dir,
 )
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
 from accel_widgets.serving.config import DEVICES, parse_batching
-
-
-def who_listens(port: int) -> str:
-    """The program holding ``port``, when this user may see it (for the error message)."""
-    with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections(kind="tcp"):
-            listening = conn.status == psutil.CONN_LISTEN and conn.laddr
-            if listening and conn.laddr.port == port and conn.pid:
-                return f" by {psutil.Process(conn.pid).name()} (pid {conn.pid})"
-    return ""
-
-
-def check_port(host: str, port: int) -> None:
-    """Refuse a port that something already listens on, naming the program when visible."""
-    if port and not port_free(host, port):
-        raise ServingError(
-            f"port {port} on {host} is already in use{who_listens(port)}. Choose another port, "
-            "or leave the port out and a free one is picked."
-        )
-
-
-def is_our_server(pid: int | None, config_path: Path | None = None) -> bool:
-    """True when ``pid`` is alive and is an accel-widgets server (for this config, if given)."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        cmdline = " ".join(proc.cmdline())
-    except psutil.Error:
-        return False
-    if "accel_widgets.serving" not in cmdline:
-        return False
-    return config_path is None or str(config_path) in cmdline
 
 
 def _tail(path: Path | None, lines: int = 15) -> str:
@@ -87,45 +92,200 @@ def _tail(path: Path | None, lines: int = 15) -> str:
     return "\n".join(text)
 
 
+@dataclass(frozen=True)
+class Run:
+    """One start of a service's server: its folder and the files in it."""
+
+    folder: Path
+
+    @classmethod
+    def new(cls, workspace: Workspace, name: str) -> Run:
+        folder = workspace.service_folder(name) / f"run-{secrets.token_hex(4)}"
+        private_dir(folder)
+        return cls(folder)
+
+    @classmethod
+    def of(cls, config: str | os.PathLike[str]) -> Run:
+        return cls(Path(config).parent)
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "config.json"
+
+    @property
+    def ready_file(self) -> Path:
+        return self.folder / "ready.json"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "server.log"
+
+    def ready(self) -> dict[str, Any] | None:
+        """The ready file's contents once the server wrote it (atomically), else None."""
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(self.ready_file.read_text())
+        return None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _pending_run(service: ServiceRecord) -> dict[str, Any] | None:
+    """The run being started for ``service``; a record of an older accel-widgets that says
+    "starting" names its only run in ``info["config"]`` (beside its ready file)."""
+    pending = service.info.get("pending")
+    if pending:
+        return pending
+    if service.state == "starting" and service.info.get("config"):
+        return {
+            "config": service.info["config"],
+            "pid": service.pid,
+            "deadline": service.updated_at + 120.0,
+            "legacy": True,
+        }
+    return None
+
+
+def _start_server(
+    run: Run, host: str, port: int, report: Reporter, message: str
+) -> subprocess.Popen:
+    report("deploy", 0.05, message)
+    with open(os.open(run.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "accel_widgets.serving",
+                "--config",
+                str(run.config),
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--ready-file",
+                str(run.ready_file),
+                "--reuse-port",  # so a new version can be swapped in on this port
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the kernel's restart and Ctrl-C
+            close_fds=True,
+        )
+
+
+def _write_config(
+    workspace: Workspace,
+    artifact: ArtifactRecord,
+    name: str,
+    run: Run,
+    settings: Mapping[str, Any],
+    keyed: bool,
+) -> None:
+    config = server_config_for(
+        workspace,
+        artifact,
+        name,
+        keys_file=workspace.key_file(name) if keyed else None,
+        tls=settings.get("tls"),
+    )
+    config = dataclasses.replace(
+        config,
+        runtime=settings["runtime"],
+        device=settings["device"],
+        batching=parse_batching(settings.get("batching")),
+    )
+    config.write(run.config)
+    make_private(run.config)
+
+
+def _recorded(settings: Mapping[str, Any], auth: bool) -> dict[str, Any]:
+    """The settings a later deploy is compared with (no key, no time-out)."""
+    return {
+        "host": settings["host"],
+        "port": settings["port"],
+        "auth": auth,
+        "tls": bool(settings.get("tls")),
+        "runtime": settings["runtime"],
+        "device": settings["device"],
+        "batching": settings.get("batching"),
+    }
+
+
 def deploy_local(
     workspace: Workspace,
     artifact: ArtifactRecord,
     name: str,
     *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    auth: bool | None = None,
-    key: str | None = None,
-    tls: tuple[str, str] | None = None,
-    ready_timeout: float = 120.0,
-    runtime: str = "auto",
-    device: str = "auto",
-    batching: dict[str, int] | None = None,
+    settings: Mapping[str, Any],
     report: Reporter,
     target: str = "local",
 ) -> ServiceRecord:
-    """Start a server for ``artifact`` and wait until it is ready; see :func:`targets.deploy`.
+    """Start, restart or swap service ``name`` for ``artifact``; see the module docstring.
 
-    ``target`` is the name recorded on the service, so a target built on this one (a
-    subclass of :class:`LocalTarget`) gets its own services back.
+    ``settings`` are the local target's, resolved (:meth:`Target.resolve`); ``target`` is
+    the name recorded on the service, so a target built on this one (a subclass of
+    :class:`LocalTarget`) gets its own services back.
     """
     check_name(name, "service")
-    existing = {s.name: s for s in workspace.list_services()}
-    if name in existing:
-        state = local_status(workspace, existing[name])
-        raise ServingError(
-            f"a service named {name!r} already exists ({state}); delete it first "
-            f"(`accel-widgets delete service {name}`) or choose another name"
-        )
+    with workspace.service_lock(name) as held:
+        if not held:
+            existing = workspace.find_service(name)
+            holder = workspace.lock_holder(name)
+            raise ServingError(
+                f"a service named {name!r} already exists "
+                f"({existing.state if existing else 'starting'}: another deploy of it is under "
+                f"way{f', pid {holder}' if holder else ''}); wait for it to finish, or choose "
+                "another name"
+            )
+        existing = workspace.find_service(name)
+        if existing is not None:
+            existing = settle_local(workspace, existing, abandon=True)
+        if existing is None:
+            return _first_start(workspace, artifact, name, settings, report, target)
+        if existing.target != target:
+            raise ServingError(
+                f"a service named {name!r} already exists on the {existing.target} target; "
+                f"delete it first (`accel-widgets delete service {name}`) or choose another name"
+            )
+        live = local_status(workspace, existing)
+        if (
+            live in ("running", "unhealthy")
+            and existing.artifact_id == artifact.id
+            and same_settings(existing, settings)
+        ):
+            raise ServingError(
+                f"a service named {name!r} already exists ({live}) and serves this model with "
+                f"these settings; delete it first (`accel-widgets delete service {name}`) or "
+                "choose another name"
+            )
+        return _replace(workspace, existing, live, artifact, settings, report)
+
+
+def _first_start(
+    workspace: Workspace,
+    artifact: ArtifactRecord,
+    name: str,
+    settings: Mapping[str, Any],
+    report: Reporter,
+    target: str,
+) -> ServiceRecord:
+    host, port = settings["host"], settings["port"]
     check_port(host, port)
-    auth = check_exposure(host, auth)
-    folder = workspace.root / "services" / name
-    config_path = folder / "config.json"
-    ready_file = folder / "ready.json"
-    log_path = folder / "server.log"
-    key = (key or secrets.token_urlsafe(32)) if auth else None
-    # The row reserves the name (one writer at a time) before the folder or a process is
-    # touched: of two deploys of one name at once, the second stops here and starts nothing.
+    auth = check_exposure(host, settings["auth"])
+    key = (settings.get("key") or new_key()) if auth else None
+    folder = workspace.service_folder(name)
+    if folder.exists():  # left by a service whose row was removed by hand
+        shutil.rmtree(folder)
+    run = Run.new(workspace, name)
+    started_at = time.time()
+    pending = {
+        "config": str(run.config),
+        "artifact_id": artifact.id,
+        "pid": None,
+        "deadline": started_at + float(settings["ready_timeout"]),
+    }
+    # The row reserves the name before a process is started; its key file goes in with it.
     service = workspace.add_service(
         name,
         artifact,
@@ -134,89 +294,201 @@ def deploy_local(
         address=host,
         port=port or None,
         key=key,
-        log_path=log_path,
+        log_path=run.log,
         info={
-            "config": str(config_path),
-            "tls": bool(tls),
+            "config": str(run.config),
+            "tls": bool(settings.get("tls")),
             "auth": auth,
-            "settings": {
-                "host": host,
-                "port": port,
-                "auth": auth,
-                "tls": bool(tls),
-                "runtime": runtime,
-                "device": device,
-                "batching": batching,
-            },
+            "settings": _recorded(settings, auth),
+            "pending": pending,
         },
     )
-    process: subprocess.Popen | None = None
     try:
-        if folder.exists():  # left by a service whose row was removed by hand
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        keys_file = None
-        if key is not None:
-            keys_file = folder / "keys"
-            fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(key + "\n")
-        config = server_config_for(workspace, artifact, name, keys_file=keys_file, tls=tls)
-        config = dataclasses.replace(
-            config, runtime=runtime, device=device, batching=parse_batching(batching)
+        ready, process, seconds = _start_and_wait(
+            workspace,
+            artifact,
+            name,
+            run,
+            settings,
+            host,
+            port,
+            keyed=key is not None,
+            report=report,
+            message=f"starting the server for {name} on {host}",
         )
-        config.write(config_path)
-        report("deploy", 0.05, f"starting the server for {name} on {host}")
-        started = time.monotonic()
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "accel_widgets.serving",
-                    "--config",
-                    str(config_path),
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                    "--ready-file",
-                    str(ready_file),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # survives the kernel's restart and Ctrl-C
-                close_fds=True,
-            )
-        service = workspace.update_service(name, pid=process.pid)
-        ready = _wait_ready(process, ready_file, log_path, ready_timeout, report, started)
     except BaseException:
-        if process is not None:
-            _stop_process(process.pid, grace=2.0)
         workspace.remove_service(name)
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    seconds = round(time.monotonic() - started, 2)
     report("deploy", 1.0, f"{name} ready on {host}:{ready['port']} in {seconds:.1f} s")
+    return _switch_to(workspace, service, run, process.pid, ready, artifact.id, seconds)
+
+
+def _start_and_wait(
+    workspace: Workspace,
+    artifact: ArtifactRecord,
+    name: str,
+    run: Run,
+    settings: Mapping[str, Any],
+    host: str,
+    port: int,
+    *,
+    keyed: bool,
+    report: Reporter,
+    message: str,
+) -> tuple[dict[str, Any], subprocess.Popen, float]:
+    """Write the run's config, start its server, record its pid, wait for its ready file.
+
+    On any failure (the server exits, the time runs out, the user cancels) the server is
+    stopped and the run's folder removed before the error goes on.
+    """
+    process: subprocess.Popen | None = None
+    try:
+        _write_config(workspace, artifact, name, run, settings, keyed)
+        started = time.monotonic()
+        process = _start_server(run, host, port, report, message)
+        service = workspace.get_service(name)
+        pending = {**service.info.get("pending", {}), "pid": process.pid}
+        workspace.update_service(name, info={**service.info, "pending": pending})
+        ready = _wait_ready(process, run, float(settings["ready_timeout"]), report, started)
+    except BaseException:
+        if process is not None:
+            stop_process(process.pid, grace=2.0)
+        run.remove()
+        raise
+    return ready, process, round(time.monotonic() - started, 2)
+
+
+def _switch_to(
+    workspace: Workspace,
+    service: ServiceRecord,
+    run: Run,
+    pid: int,
+    ready: Mapping[str, Any],
+    artifact_id: int,
+    seconds: float | None,
+    address: str | None = None,
+) -> ServiceRecord:
+    """Make ``run`` the one the record names; the run it replaces, if any, is noted as
+    ``retiring`` (stopped next, by whoever switched, or by the next reader)."""
+    info = {k: v for k, v in service.info.items() if k not in ("pending", "retiring")}
+    previous = service.info.get("config")
+    if previous and previous != str(run.config) and service.state != "starting":
+        info["retiring"] = {"config": previous, "pid": service.pid}
+    info |= {
+        "config": str(run.config),
+        "ready_seconds": seconds,
+        "rest_port": ready.get("rest_port"),
+        # Which runtime serves, the figures `auto` chose by, fallbacks (runtime_choice.py).
+        "runtimes": ready.get("runtimes", {}),
+        "reuse_port": True,
+    }
     return workspace.update_service(
-        name,
+        service.name,
         state="running",
+        address=address or service.address,
+        pid=pid,
         port=int(ready["port"]),
-        info={
-            **service.info,
-            "ready_seconds": seconds,
-            "rest_port": ready.get("rest_port"),
-            # Which runtime serves, the figures `auto` chose by, fallbacks (runtime_choice.py).
-            "runtimes": ready.get("runtimes", {}),
-        },
+        log_path=run.log,
+        artifact_id=artifact_id,
+        info=info,
     )
+
+
+def _retire(workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
+    """Stop the run a switch replaced (it drains its requests in flight), drop its folder."""
+    retiring = service.info.get("retiring")
+    if not retiring:
+        return service
+    config = Path(retiring["config"])
+    if is_our_server(retiring.get("pid"), config):
+        stop_process(retiring["pid"])
+    elif (pid := find_server(config)) is not None:
+        stop_process(pid)
+    Run.of(config).remove()
+    info = {k: v for k, v in service.info.items() if k != "retiring"}
+    return workspace.update_service(service.name, info=info)
+
+
+def _replace(
+    workspace: Workspace,
+    existing: ServiceRecord,
+    live: str,
+    artifact: ArtifactRecord,
+    settings: Mapping[str, Any],
+    report: Reporter,
+) -> ServiceRecord:
+    """Start a new run for a recorded service: in place of a dead one, or beside a live one
+    on the same port, then switch and stop the old one."""
+    name = existing.name
+    host = settings["host"]
+    auth = check_exposure(host, settings["auth"])
+    key = (settings.get("key") or existing.key or new_key()) if auth else None
+    old_config = Path(existing.info["config"]) if existing.info.get("config") else None
+    serving = live in ("running", "unhealthy") and is_our_server(existing.pid, old_config)
+    shares = bool(serving and existing.info.get("reuse_port") and existing.address == host)
+    if settings["port"]:
+        port = settings["port"]
+    elif existing.port and (serving or port_free(host, existing.port)):
+        port = existing.port  # the same port: clients keep their address
+    else:
+        port = 0  # the old port is taken by something else now: a free one
+    if serving and port == existing.port and not shares:
+        # A server started before ports were shared (or on another address) must go before
+        # the new one binds its port: the service is down until the new one is ready.
+        report("deploy", 0.02, f"stopping the old server of {name} first (it cannot share)")
+        stop_process(existing.pid)
+        serving = False
+    if not (serving and port == existing.port):
+        check_port(host, port)
+    old_key = existing.key
+    if key != old_key:
+        existing = workspace.update_service(name, key=key)
+    run = Run.new(workspace, name)
+    pending = {
+        "config": str(run.config),
+        "artifact_id": artifact.id,
+        "pid": None,
+        "deadline": time.time() + float(settings["ready_timeout"]),
+    }
+    recorded = {**existing.info, "pending": pending, "settings": _recorded(settings, auth)}
+    recorded |= {"auth": auth, "tls": bool(settings.get("tls"))}
+    workspace.update_service(name, info=recorded)
+    what = "swapping in" if serving else "starting again"
+    try:
+        ready, process, seconds = _start_and_wait(
+            workspace,
+            artifact,
+            name,
+            run,
+            settings,
+            host,
+            port,
+            keyed=key is not None,
+            report=report,
+            message=f"{what} {name} on {host}{f':{port}' if port else ''}",
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            current = workspace.get_service(name)
+            info = {k: v for k, v in current.info.items() if k != "pending"}
+            workspace.update_service(name, info=info)
+            if key != old_key:
+                workspace.update_service(name, key=old_key)
+        raise
+    service = _switch_to(
+        workspace, workspace.get_service(name), run, process.pid, ready, artifact.id, seconds, host
+    )
+    if service.info.get("retiring"):
+        report("deploy", 0.98, f"stopping the old server of {name} (finishing its requests)")
+    service = _retire(workspace, service)
+    report("deploy", 1.0, f"{name} ready on {host}:{service.port} in {seconds:.1f} s")
+    return service
 
 
 def _wait_ready(
     process: subprocess.Popen,
-    ready_file: Path,
-    log_path: Path,
+    run: Run,
     timeout: float,
     report: Reporter,
     started: float,
@@ -225,104 +497,108 @@ def _wait_ready(
     deadline = started + timeout
     while True:
         report.check()
-        if ready_file.is_file():
-            with contextlib.suppress(ValueError):
-                return json.loads(ready_file.read_text())
+        ready = run.ready()
+        if ready is not None:
+            return ready
         code = process.poll()
         if code is not None:
             raise ServingError(
                 f"the server stopped while starting (exit code {code}). Its log says:\n"
-                f"{_tail(log_path)}"
+                f"{_tail(run.log)}"
             )
         if time.monotonic() > deadline:
             raise ServingError(
                 f"the server was not ready after {timeout:.0f} s (loading and warming up the "
-                f"model). Its log so far:\n{_tail(log_path)}"
+                f"model). Its log so far:\n{_tail(run.log)}"
             )
         elapsed = time.monotonic() - started
         report("deploy", None, f"loading and warming up the model ({elapsed:.1f} s)")
         time.sleep(0.05)
 
 
-def _exited(proc: psutil.Process) -> bool:
-    """Gone, or a zombie: it has exited and waits for its parent to reap it.
+def settle_local(
+    workspace: Workspace, service: ServiceRecord, *, abandon: bool = False
+) -> ServiceRecord | None:
+    """Bring the record in line with what runs; the caller holds the service's lock.
 
-    The parent is whoever deployed it (a kernel, the CLI); when another process stops the
-    service (the Jupyter server, for the sidebar) it sees the zombie, which ``wait()`` cannot
-    tell from a live process.
+    A pending run that wrote its ready file is switched in (its deploy died after starting
+    it); one that died, outlived its deadline, or is ``abandon``-ed (a new deploy of the name
+    is starting) is stopped and dropped. A first deploy that left nothing serving leaves no
+    record (None). A run the record replaced is stopped.
     """
-    try:
-        return proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    pending = _pending_run(service)
+    if pending:
+        run = Run.of(pending["config"])
+        pid = pending.get("pid") or find_server(run.config)
+        alive = is_our_server(pid, run.config)
+        ready = run.ready() if alive else None
+        if ready is not None and pid is not None:
+            service = _switch_to(
+                workspace,
+                service,
+                run,
+                pid,
+                ready,
+                int(pending.get("artifact_id") or service.artifact_id),
+                None,
+            )
+        elif alive and not abandon and time.time() < float(pending.get("deadline") or 0):
+            return service  # still loading, by itself: a later read finds it ready
+        else:
+            if alive:
+                stop_process(pid, grace=2.0)
+            if service.state == "starting":  # a first deploy: nothing serves, nothing stays
+                workspace.remove_service(service.name)
+                shutil.rmtree(workspace.service_folder(service.name), ignore_errors=True)
+                return None
+            run.remove()
+            info = {k: v for k, v in service.info.items() if k != "pending"}
+            service = workspace.update_service(service.name, info=info)
+    return _retire(workspace, service)
 
 
-def _wait_exit(proc: psutil.Process, timeout: float) -> bool:
-    """Wait for the exit, reaping the process when this process is its parent."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(proc.pid, os.WNOHANG)
-        if _exited(proc):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
+def reconcile_local(workspace: Workspace, service: ServiceRecord) -> ServiceRecord | None:
+    """The record as the truth has it, read now (None: the service is not there at all).
 
-
-def _stop_process(pid: int | None, grace: float = 10.0) -> bool:
-    """SIGTERM (the server drains in-flight requests), then SIGKILL after ``grace`` seconds;
-    then whatever is left of the server's process group."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        leader = os.getpgid(pid) == pid  # started with start_new_session: its own group
-        proc.send_signal(signal.SIGTERM)
-        if not _wait_exit(proc, grace):
-            proc.kill()
-            if not _wait_exit(proc, 5.0):
-                raise ServingError(
-                    f"the server process {pid} did not exit after SIGKILL; check `ps {pid}`"
-                )
-    except (psutil.NoSuchProcess, ProcessLookupError):
-        return False
-    if leader:
-        _kill_group(pid)
-    return True
-
-
-def _kill_group(pgid: int) -> None:
-    """Kill what is left in a stopped server's process group.
-
-    Seen once in ~10 deploys during a benchmark (2026-11-30): a forked child of a server
-    process (same group, never exec'd, 315 MB) outlived its parent and stayed as an orphan
-    after the service was deleted. That child was OpenVINO's usage-event sender, which the
-    server no longer imports (``openvino_runtime.import_openvino``); the group still goes
-    with the service, so whatever a library forks next cannot outlive it either.
+    Cheap for a settled record (no lock, no process look-up); a record with a start or a
+    retirement outstanding is settled when no deploy holds its lock.
     """
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+    if not (_pending_run(service) or service.info.get("retiring")):
+        return service
+    with workspace.service_lock(service.name) as held:
+        if not held:
+            return service  # a deploy is under way: its record is its own to keep
+        current = workspace.find_service(service.name)
+        return None if current is None else settle_local(workspace, current)
 
 
 def local_status(workspace: Workspace, service: ServiceRecord) -> str:
-    """``running`` (process alive and answering health checks), ``unhealthy`` or ``dead``."""
+    """``running`` (process alive and answering health checks), ``unhealthy``, ``starting``
+    or ``dead``."""
+    if service.state == "starting":
+        pending = _pending_run(service) or {}
+        pid = pending.get("pid")
+        config = Path(pending["config"]) if pending.get("config") else None
+        return "starting" if (pid is None or is_our_server(pid, config)) else "dead"
     config = Path(service.info["config"]) if service.info.get("config") else None
     if not is_our_server(service.pid, config):
         return "dead"
-    if service.state == "starting":
-        return "starting"
     return health_state(service)
 
 
 def delete_local(workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
-    """Stop the process (if it is still ours) and forget the service."""
+    """Stop every process of the service that is still ours, and forget the service."""
     config = Path(service.info["config"]) if service.info.get("config") else None
     if is_our_server(service.pid, config):
-        _stop_process(service.pid)
+        stop_process(service.pid)
+    for extra in (service.info.get("pending"), service.info.get("retiring")):
+        if extra and extra.get("config"):
+            extra_config = Path(extra["config"])
+            pid = extra.get("pid") or find_server(extra_config)
+            if is_our_server(pid, extra_config):
+                stop_process(pid, grace=2.0)
     removed = workspace.remove_service(service.name)
-    folder = workspace.root / "services" / service.name
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(workspace.service_folder(service.name), ignore_errors=True)
     return removed
 
 
@@ -334,6 +610,7 @@ class LocalTarget(Target):
     description = "a server process on this machine (no Docker, no cloud account)"
     capacity = "local"
     needs_image = False
+    replaces_in_place = True
     settings = (
         Setting("host", str, "127.0.0.1", "address to bind (beyond loopback, a key is required)"),
         Setting("port", int, 0, "gRPC port; 0 picks a free one"),
@@ -370,7 +647,14 @@ class LocalTarget(Target):
         image_reference: str | None = None,
     ) -> ServiceRecord:
         del image, image_reference  # the local target runs the converted model itself
-        return deploy_local(workspace, artifact, name, report=report, target=self.name, **settings)
+        # Settings resolved for this target; a subclass may hand fewer (its own removed).
+        full = {s.name: s.default for s in LocalTarget.settings} | dict(settings)
+        return deploy_local(
+            workspace, artifact, name, settings=full, report=report, target=self.name
+        )
+
+    def reconcile(self, workspace: Workspace, service: ServiceRecord) -> ServiceRecord | None:
+        return reconcile_local(workspace, service)
 
     def status(self, workspace: Workspace, service: ServiceRecord) -> str:
         return local_status(workspace, service)
@@ -380,3 +664,18 @@ class LocalTarget(Target):
 
     def delete(self, workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
         return delete_local(workspace, service)
+
+
+# Kept under their earlier names for callers and tests that import them from here.
+_stop_process = stop_process
+__all__ = [
+    "LocalTarget",
+    "check_port",
+    "delete_local",
+    "deploy_local",
+    "find_server",
+    "is_our_server",
+    "local_status",
+    "reconcile_local",
+    "who_listens",
+]
