@@ -197,7 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         print(how_to_get(todo), file=sys.stderr)
         return 2
-    print(f"fetching {len(todo)} test file(s) (sha256 checked) into {weights} and {data}")
+    print(
+        f"fetching {len(todo)} test file(s) (sha256 checked) into {weights} and {data}", flush=True
+    )
     progress = TerminalProgress()
     try:
         fetch(weights, data, base_url=args.url, progress=progress)
