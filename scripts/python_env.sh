@@ -32,7 +32,7 @@
 # `jupyter` are the environment's), VIRTUAL_ENV names a venv, and PROJECT_ENV_HINT says how
 # to use it later.
 
-PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 PY=""
 PROJECT_ENV=""
 PROJECT_ENV_KIND=""

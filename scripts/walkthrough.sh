@@ -6,9 +6,10 @@
 #
 # Python: a virtual environment made from python3 and reused (.venv in the checkout, or
 # $ACCEL_WIDGETS_VENV, or the one you activated: scripts/python_env.sh).
-# ACCEL_WIDGETS_NOTEBOOK_DIR  where your notebooks go (default ~/accel-widgets): clean copies
-#     of the walkthrough and its companion notebooks, made once and never overwritten.
-#     JupyterLab serves that folder, so nothing the walk saves lands in the repository.
+# ACCEL_WIDGETS_NOTEBOOK_DIR  where your notebooks go (default ~/accel-widgets-notebooks):
+#     clean copies of the walkthrough and its companion notebooks, made once and never
+#     overwritten. JupyterLab serves that folder, so nothing the walk saves lands in the
+#     repository (a folder inside the checkout is refused for that reason).
 # ACCEL_WIDGETS_OFFLINE=1     do not try to download the SqueezeNet sample.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +33,16 @@ sys.exit(bool(m()))' 2>/dev/null; then
     fi
 fi
 
-# Your own copies of the notebooks: the tracked ones in notebooks/ are templates.
-NOTEBOOK_DIR="${ACCEL_WIDGETS_NOTEBOOK_DIR:-$HOME/accel-widgets}"
+# Your own copies of the notebooks: the tracked ones in notebooks/ are templates. Not in the
+# checkout (a clone is often ~/accel-widgets itself): what JupyterLab saves would dirty it.
+NOTEBOOK_DIR="$(realpath -m "${ACCEL_WIDGETS_NOTEBOOK_DIR:-$HOME/accel-widgets-notebooks}")"
+case "$NOTEBOOK_DIR/" in
+    "$PROJECT_ROOT"/*)
+        echo "error: ACCEL_WIDGETS_NOTEBOOK_DIR=$NOTEBOOK_DIR is inside the checkout" \
+            "($PROJECT_ROOT); choose a folder outside it, where your notebooks can change" >&2
+        exit 1
+        ;;
+esac
 "$PY" -m accel_widgets.engine.notebooks "$NOTEBOOK_DIR"
 
 # JupyterLab prints (and opens) its default URL with the token: make that the walkthrough
