@@ -38,14 +38,20 @@ BASE_IMAGE_PACKAGES="python3,git,ca-certificates" \
     bash scripts/make_base_image.sh "$IMAGE"
 
 MIRROR_PID=""
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/accel-widgets-fresh.XXXXXX")"
 cleanup() {
     docker rm -f "$NAME" >/dev/null 2>&1 || true
     if [ -n "$MIRROR_PID" ]; then
         kill "$MIRROR_PID" 2>/dev/null || true
         wait "$MIRROR_PID" 2>/dev/null || true
     fi
+    rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# What the container clones: this checkout's committed HEAD, as a plain repository (a git
+# worktree's .git points outside the checkout, where the container cannot see).
+git clone --quiet --no-hardlinks "$REPO" "$WORK/src"
 
 SAMPLE_URL="${ACCEL_WIDGETS_SAMPLE_URL:-}"
 if [ -z "$SAMPLE_URL" ] && [ -f ../shared/weights/SqueezeNet_fp16.onnx ]; then
@@ -65,7 +71,7 @@ fi
 say "running the first contact in $IMAGE (container $NAME; log: $LOGS/run.log)"
 set +e
 docker run --rm --name "$NAME" --network host "${CA_MOUNT[@]}" \
-    -v "$REPO:/src:ro" \
+    -v "$WORK/src:/src:ro" \
     -e ACCEL_WIDGETS_SAMPLE_URL="$SAMPLE_URL" \
     -e ACCEL_WIDGETS_DEMO_MODEL="${ACCEL_WIDGETS_DEMO_MODEL:-densenet121}" \
     -e HOME=/root -w /root \
