@@ -124,8 +124,6 @@ _env_install() {
         return 0
     fi
     spec="$PROJECT_ROOT[$extras]"
-    # The install builds the JupyterLab extension (labextension/) with Node.js and npm.
-    ensure_command npm nodejs npm
     local started=$SECONDS
     if ! _env_install_with_uv "$spec" "$extras"; then
         echo "installing accel-widgets[$extras] with pip into $PROJECT_ENV"
