@@ -90,9 +90,10 @@ _env_stamp() {
     (
         cd "$PROJECT_ROOT" || exit 1
         echo "extras=$extras root=$PROJECT_ROOT"
-        find pyproject.toml labextension/package.json labextension/package-lock.json \
-            labextension/tsconfig.json labextension/src labextension/style -type f 2>/dev/null |
-            LC_ALL=C sort | xargs sha256sum
+        for path in pyproject.toml labextension/package.json labextension/package-lock.json \
+            labextension/tsconfig.json labextension/src labextension/style; do
+            if [ -e "$path" ]; then find "$path" -type f; fi
+        done | LC_ALL=C sort | xargs -r sha256sum
     ) | sha256sum | cut -d' ' -f1
 }
 
