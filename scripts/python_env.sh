@@ -125,12 +125,6 @@ _env_install() {
         return 0
     fi
     spec="$PROJECT_ROOT[$extras]"
-    # The extension's build runs npm on Node.js from PyPI, which trusts only its own list of
-    # certificate authorities: add the system's, where a company's (or a CI machine's)
-    # inspecting proxy has its authority installed. uv is told the same below.
-    if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-        export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
-    fi
     local started=$SECONDS
     if ! _env_install_with_uv "$spec" "$extras"; then
         echo "installing accel-widgets[$extras] with pip into $PROJECT_ENV"
@@ -144,6 +138,13 @@ _env_install() {
 # project_env EXTRAS: pick or make the environment, install the project, export PY and PATH.
 project_env() {
     local extras="$1"
+    # The extension's build (here, or a wheel built later by the tests) runs npm on Node.js
+    # from PyPI, which trusts only its own list of certificate authorities: add the system's,
+    # where a company's (or a CI machine's) inspecting proxy has its authority installed.
+    # uv is told the same (UV_SYSTEM_CERTS).
+    if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+        export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+    fi
     if [ -n "${ACCEL_WIDGETS_VENV:-}" ]; then
         PROJECT_ENV="$ACCEL_WIDGETS_VENV"
         PROJECT_ENV_KIND="project"
