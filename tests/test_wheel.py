@@ -12,6 +12,7 @@ so JupyterLab is there to list what the wheel installed into the new environment
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -80,6 +81,7 @@ def test_installed_without_node_jupyterlab_lists_the_extension(wheel, tmp_path, 
     installed = subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
         env=env,
+        cwd=tmp_path,  # not the checkout: `python -c` would import it from the current folder
         capture_output=True,
         text=True,
         timeout=300,
@@ -90,6 +92,7 @@ def test_installed_without_node_jupyterlab_lists_the_extension(wheel, tmp_path, 
         subprocess.check_output(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
             env=env,
+            cwd=tmp_path,
             text=True,
         ).strip()
     )
@@ -98,11 +101,12 @@ def test_installed_without_node_jupyterlab_lists_the_extension(wheel, tmp_path, 
     listed = subprocess.run(
         [str(python), "-m", "jupyterlab.labextensions", "list"],
         env=env,
+        cwd=tmp_path,  # not the checkout: `python -c` would import it from the current folder
         capture_output=True,
         text=True,
         timeout=120,
     )
-    out = listed.stdout + listed.stderr
+    out = re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)  # colours
     assert listed.returncode == 0, out
     section = out.split(f"{venv}/share/jupyter/labextensions", 1)
     assert len(section) == 2, f"nothing listed from the new environment:\n{out}"
@@ -111,6 +115,7 @@ def test_installed_without_node_jupyterlab_lists_the_extension(wheel, tmp_path, 
     where = subprocess.run(
         [str(python), "-c", "import accel_widgets; print(accel_widgets.__file__)"],
         env=env,
+        cwd=tmp_path,  # not the checkout: `python -c` would import it from the current folder
         capture_output=True,
         text=True,
         timeout=60,
@@ -119,8 +124,12 @@ def test_installed_without_node_jupyterlab_lists_the_extension(wheel, tmp_path, 
     servers = subprocess.run(
         [str(python), "-m", "jupyter_server.extension.serverextension", "list"],
         env=env,
+        cwd=tmp_path,  # not the checkout: `python -c` would import it from the current folder
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert "accel_widgets enabled" in servers.stdout + servers.stderr
+    out = re.sub(r"\x1b\[[0-9;]*m", "", servers.stdout + servers.stderr)
+    # The server extension is enabled by the config file the wheel put in the new environment.
+    mine = out.split(f"Config dir: {venv}/etc/jupyter", 1)
+    assert len(mine) == 2 and "accel_widgets enabled" in mine[1].split("Config dir:")[0], out
