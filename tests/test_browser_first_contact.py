@@ -90,8 +90,8 @@ def test_the_walkthrough_command_serves_a_copy_and_the_walk_leaves_git_clean(tmp
         assert f"Opening JupyterLab on {folder}/walkthrough.ipynb" in log
 
         with shots.on_failure(page, [server]):
-            # The address the script prints: its default URL is the walkthrough itself.
-            page.goto(lab.url("/lab", reset=""), timeout=PAGE_LOAD_MS)
+            # The server's own address leads to its default URL: the walkthrough itself.
+            page.goto(lab.url("/"), timeout=PAGE_LOAD_MS)
             page.wait_for_url(re.compile(r"/lab/tree/walkthrough\.ipynb"), timeout=60_000)
             statusbar = page.locator("#jp-main-statusbar")
             statusbar.get_by_text(re.compile(r"\|\s*Idle")).wait_for(timeout=90_000)
