@@ -69,14 +69,17 @@ if [ -n "$SETUP_ONLY" ]; then
     exit 0
 fi
 
-if [ -n "$FRESH_MACHINE" ]; then
-    echo "== fresh machine (scripts/fresh_machine.sh)"
-    bash scripts/fresh_machine.sh
-fi
-
 echo "== ruff"
 ruff check accel_widgets tests bench
 ruff format --check accel_widgets tests bench
 
 echo "== pytest"
-"$PY" -m pytest -q --timeout=900 "$@"
+status=0
+"$PY" -m pytest -q --timeout=900 "$@" || status=$?
+
+if [ -n "$FRESH_MACHINE" ]; then
+    # After the suite, so that a failure of either still shows the other's result.
+    echo "== fresh machine (scripts/fresh_machine.sh)"
+    bash scripts/fresh_machine.sh || status=1
+fi
+exit "$status"
