@@ -3,9 +3,9 @@
 #
 # Usage: bash scripts/test.sh [--setup-only] [--fresh-machine] [extra pytest arguments]
 #   --setup-only     set everything up (environment, test files, chromium, Docker), then stop
-#   --fresh-machine  before the suite, run scripts/fresh_machine.sh: a bare Debian 12
-#                    container that clones this checkout and runs the README's walkthrough
-#                    command until JupyterLab answers, then the command-line walk (minutes)
+#   --fresh-machine  after the suite, run scripts/fresh_machine.sh: a bare Debian 12
+#                    container clones this checkout and runs the README's walkthrough command
+#                    until JupyterLab answers, then the command-line walk (about 5 minutes)
 #
 # Python: a virtual environment made from python3 and reused (.venv in the checkout, or
 # $ACCEL_WIDGETS_VENV, or the one you activated: scripts/python_env.sh).
