@@ -5,14 +5,16 @@
 #
 # ACCEL_WIDGETS_DEMO_MODEL    the catalog model to convert (default resnet50)
 # ACCEL_WIDGETS_DEMO_WEIGHTS  its weights: random (default, works offline) or imagenet
-# ACCEL_WIDGETS_SKIP_SETUP=1  skip the pip install (a machine already set up; the tests)
+# ACCEL_WIDGETS_SKIP_SETUP=1  install nothing: use the active environment, or the python3 on
+#                             PATH, as it is (a machine already set up; the tests)
+# Python: a virtual environment made from python3 and reused (.venv in the checkout, or
+# $ACCEL_WIDGETS_VENV, or the one you activated: scripts/python_env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${ACCEL_WIDGETS_SKIP_SETUP:-}" ]; then
-    python -m pip install --quiet --upgrade pip
-    python -m pip install --quiet -e ".[all]"
-fi
+source scripts/prerequisites.sh
+source scripts/python_env.sh
+project_env all
 
 # The real pretrained sample (SqueezeNet) and the label files: ../shared/weights beside the
 # checkout when it is there, else where `accel-widgets sample` downloads them
@@ -31,7 +33,7 @@ accel-widgets convert "$MODEL" --weights "$WEIGHTS" --quantize int8
 accel-widgets list
 
 sample_path() {
-    python -c 'from accel_widgets.engine.choices import sample_model_path as p; print(p() or "")'
+    "$PY" -c 'from accel_widgets.engine.choices import sample_model_path as p; print(p() or "")'
 }
 
 # Deploy the real pretrained SqueezeNet and score a cat photo; without it, deploy the model
@@ -48,7 +50,7 @@ if [ -n "$SAMPLE" ]; then
 else
     echo
     echo "SKIPPED the real pretrained SqueezeNet sample: SqueezeNet_fp16.onnx is in none of"
-    python -c 'from accel_widgets.engine.labels import weights_dirs
+    "$PY" -c 'from accel_widgets.engine.labels import weights_dirs
 print("  " + ", ".join(str(d) for d in weights_dirs()))
 from accel_widgets.engine.sample_model import how_to_get
 print(how_to_get() + ".")'

@@ -3,6 +3,10 @@
 #
 # Usage: bash scripts/make_base_image.sh [IMAGE]        (IMAGE defaults to local/debian-py:bookworm)
 #
+# BASE_IMAGE_PACKAGES (default python3,python3-venv) and BASE_IMAGE_CHECK (default: make a
+# venv and run its pip) make other images the same way: scripts/fresh_machine.sh makes a bare
+# Debian 12 with python3,git,ca-certificates and checks only that python3 and git run.
+#
 # For machines that cannot pull from Docker Hub (only Debian package mirrors reachable), the
 # image is bootstrapped from Debian packages with mmdebstrap and loaded with `docker import`.
 # Use it wherever a Dockerfile wants a Python base, e.g.
@@ -21,7 +25,8 @@ set -euo pipefail
 IMAGE="${1:-local/debian-py:bookworm}"
 SUITE="bookworm"
 VARIANT="apt"
-PACKAGES="python3,python3-venv"
+PACKAGES="${BASE_IMAGE_PACKAGES:-python3,python3-venv}"
+CHECK="${BASE_IMAGE_CHECK:-python3 -m venv /tmp/v && /tmp/v/bin/pip --version}"
 DPKGOPT='path-exclude=/usr/share/{man,locale,doc}/*'
 ARCH="$(dpkg --print-architecture 2>/dev/null || uname -m)"
 IMAGE_PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -92,10 +97,9 @@ new_id="$(docker import \
     --change 'CMD ["bash"]' \
     "$TAR" "$IMAGE")"
 
-say "checking: python3 -m venv and pip inside the image"
-if ! docker run --rm --network host "$IMAGE" \
-    sh -c 'python3 -m venv /tmp/v && /tmp/v/bin/pip --version'; then
-    echo "make_base_image: the new image cannot make a venv with pip; removing it" >&2
+say "checking inside the image: $CHECK"
+if ! docker run --rm --network host "$IMAGE" sh -c "$CHECK"; then
+    echo "make_base_image: the new image fails its check ($CHECK); removing it" >&2
     docker image rm "$IMAGE" >/dev/null || true
     exit 1
 fi

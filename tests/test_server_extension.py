@@ -346,6 +346,9 @@ def test_walkthrough_copy_never_overwrites_a_users_copy(server):
     assert reply.body == {"path": "fresh/walkthrough.ipynb", "created": True}
     copied = server.root / "fresh" / "walkthrough.ipynb"
     assert copied.read_bytes() == bundled_notebook().read_bytes()
+    # The notebook it points to "beside this notebook" comes with it.
+    neighbour = server.root / "fresh" / "walkthrough-code.ipynb"
+    assert neighbour.read_bytes() == bundled_notebook("walkthrough-code.ipynb").read_bytes()
 
     missing = server.call("POST", "/walkthrough", {"path": "no/such/folder"})
     assert missing.status == 400

@@ -15,6 +15,9 @@ download_dir` (``~/.cache/accel-widgets/weights``, or the first folder of
 (a temporary file in the same folder, then an atomic rename: a cut download or a wrong file
 leaves nothing behind) and reports live progress. ``$ACCEL_WIDGETS_SAMPLE_URL`` (or
 ``base_url``) points at a mirror that serves the same files by name.
+
+:func:`download_files` is the same download for any list of pinned files: the test command
+fetches the suite's files with it (:mod:`accel_widgets.engine.suite_files`).
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +47,30 @@ CHUNK = 64 * 1024
 
 @dataclass(frozen=True)
 class SampleFile:
-    """One file of the sample: its name, public address, size and accepted sha256 digests."""
+    """One pinned file: its name, public address, size and accepted sha256 digests.
+
+    ``subdir`` is the folder it goes in below the download folder, and its place on a
+    mirror (``<mirror>/<subdir>/<name>``); ``folder_env`` names the variable that points
+    the project at a folder holding it.
+    """
 
     name: str
     url: str
     size: int
     sha256: tuple[str, ...]
     what: str
+    subdir: str = ""
+    folder_env: str = WEIGHTS_DIR_ENV
 
     def url_from(self, base_url: str | None) -> str:
-        return f"{base_url.rstrip('/')}/{self.name}" if base_url else self.url
+        if not base_url:
+            return self.url
+        parts = [base_url.rstrip("/"), *([self.subdir] if self.subdir else [])]
+        return "/".join([*parts, urllib.parse.quote(self.name)])
+
+    def path_in(self, folder: Path) -> Path:
+        """Where the file lies in a download folder."""
+        return folder / self.subdir / self.name if self.subdir else folder / self.name
 
 
 SAMPLE_FILES = (
@@ -130,34 +151,146 @@ def download_sample(
         variable and the address to fetch it by hand) or its checksum does not match (nothing
         is kept).
     """
-    report = as_reporter(progress, cancel)
     target = Path(folder).expanduser() if folder is not None else download_dir()
-    base_url = base_url if base_url is not None else os.environ.get(SAMPLE_URL_ENV) or None
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WeightsError(
-            f"cannot create the folder {target} for the sample model ({exc.strerror}); "
-            f"set {WEIGHTS_DIR_ENV} to a folder you can write"
-        ) from exc
-    total = sum(f.size for f in SAMPLE_FILES)
-    done = 0
-    for file in SAMPLE_FILES:
-        path = target / file.name
-        if path.is_file() and sha256_of(path) in file.sha256:
-            done += file.size
-            report("download", done / total, f"{file.name} is already in {target}")
-            continue
-        url = file.url_from(base_url)
-        report("download", done / total, f"downloading {file.name} from {url}")
-        _fetch(file, url, path, timeout, report, done, total)
-        done += file.size
-        report("download", done / total, f"{file.name}: sha256 verified, saved in {target}")
+    download_files(
+        SAMPLE_FILES,
+        target,
+        base_url=base_url,
+        timeout=timeout,
+        progress=progress,
+        cancel=cancel,
+        what="the sample model",
+    )
     return target / SAMPLE_FILE
 
 
+def download_files(
+    files: Sequence[SampleFile],
+    folder: Path,
+    *,
+    base_url: str | None = None,
+    timeout: float = 30.0,
+    progress: Progress | Reporter | None = None,
+    cancel: CancelToken | None = None,
+    workers: int = 1,
+    what: str = "the files",
+) -> list[Path]:
+    """Fetch each of ``files`` that ``folder`` lacks (or holds with another checksum).
+
+    Each file goes through a temporary file in its own folder, is checked by size and sha256,
+    then renamed: a cut download or a wrong file leaves nothing behind. ``workers`` > 1
+    fetches that many at once (the 500 test photos are small: one request at a time spends
+    most of its time waiting for the next answer). ``base_url`` (default
+    ``$ACCEL_WIDGETS_SAMPLE_URL``) is a mirror serving ``<subdir>/<name>``. Returns the paths.
+
+    Raises
+    ------
+    WeightsError
+        At the first file that cannot be fetched or is not the expected file; files not yet
+        started are not fetched, and those already verified are kept.
+    """
+    report = as_reporter(progress, cancel)
+    base_url = base_url if base_url is not None else os.environ.get(SAMPLE_URL_ENV) or None
+    paths = [f.path_in(folder) for f in files]
+    try:
+        for path in {p.parent for p in paths}:
+            path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        env = files[0].folder_env if files else WEIGHTS_DIR_ENV
+        raise WeightsError(
+            f"cannot create the folder {folder} for {what} ({exc.strerror}); "
+            f"set {env} to a folder you can write"
+        ) from exc
+    meter = _Meter(report, sum(f.size for f in files), len(files))
+    todo = []
+    for file, path in zip(files, paths, strict=True):
+        if path.is_file() and sha256_of(path) in file.sha256:
+            meter.kept(file, path.parent)
+        else:
+            todo.append((file, path))
+    stop = threading.Event()
+
+    def fetch_one(file: SampleFile, path: Path) -> None:
+        if stop.is_set():
+            return
+        url = file.url_from(base_url)
+        meter.starting(file, url)
+        try:
+            _fetch(file, url, path, timeout, meter.received)
+        except BaseException:
+            stop.set()
+            raise
+        meter.verified(file, path.parent)
+
+    if workers <= 1 or len(todo) <= 1:
+        for file, path in todo:
+            fetch_one(file, path)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
+            futures = [pool.submit(fetch_one, file, path) for file, path in todo]
+            errors = [f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+    return paths
+
+
+class _Meter:
+    """One progress bar over many files, fed from the download threads (hence the lock).
+
+    With many files only every file's end is reported (a line per 64 KB block of 500 photos
+    would be thousands of events); a single file reports its bytes as they come.
+    """
+
+    def __init__(self, report: Reporter, total: int, count: int) -> None:
+        self.report = report
+        self.total = max(total, 1)
+        self.count = count
+        self.done = 0
+        self.files_done = 0
+        self.lock = threading.Lock()
+
+    def _emit(self, message: str) -> None:
+        self.report("download", self.done / self.total, message)
+
+    def kept(self, file: SampleFile, folder: Path) -> None:
+        with self.lock:
+            self.done += file.size
+            self.files_done += 1
+            if self.count <= 3 or self.files_done == self.count:
+                self._emit(f"{file.name} is already in {folder}")
+
+    def starting(self, file: SampleFile, url: str) -> None:
+        if self.count <= 3:
+            with self.lock:
+                self._emit(f"downloading {file.name} from {url}")
+
+    def received(self, file: SampleFile, received: int, size: int) -> None:
+        if self.count <= 3:
+            with self.lock:
+                fraction = (self.done + min(received, size)) / self.total
+                self.report(
+                    "download",
+                    fraction,
+                    f"{file.name}: {received / 2**20:.1f} of {size / 2**20:.1f} MB",
+                )
+
+    def verified(self, file: SampleFile, folder: Path) -> None:
+        with self.lock:
+            self.done += file.size
+            self.files_done += 1
+            if self.count <= 3:
+                self._emit(f"{file.name}: sha256 verified, saved in {folder}")
+            else:
+                self._emit(f"{self.files_done} of {self.count} files: {file.name} verified")
+
+
 def _fetch(
-    file: SampleFile, url: str, path: Path, timeout: float, report: Reporter, done: int, total: int
+    file: SampleFile,
+    url: str,
+    path: Path,
+    timeout: float,
+    on_block: Callable[[SampleFile, int, int], None],
 ) -> None:
     """``url`` -> ``path`` through a temporary file in the same folder, verified, renamed."""
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{file.name}.", suffix=".part")
@@ -172,11 +305,7 @@ def _fetch(
                         out.write(block)
                         digest.update(block)
                         received += len(block)
-                        report(
-                            "download",
-                            (done + min(received, file.size)) / total,
-                            f"{file.name}: {received / 2**20:.1f} of {file.size / 2**20:.1f} MB",
-                        )
+                        on_block(file, received, file.size)
             except urllib.error.HTTPError as exc:
                 raise WeightsError(
                     f"could not download {file.name} from {url}: the server answered "
@@ -203,5 +332,5 @@ def _fetch(
 def _by_hand(file: SampleFile, folder: Path) -> str:
     return (
         f"Fetch {file.what} by hand from {file.url} (sha256 {file.sha256[0]}) and put it in "
-        f"{folder} as {file.name}, or set {WEIGHTS_DIR_ENV} to a folder that holds it"
+        f"{folder} as {file.name}, or set {file.folder_env} to a folder that holds it"
     )

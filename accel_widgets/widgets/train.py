@@ -5,6 +5,11 @@ trained model and the walk's own Deploy, Score and Clean up steps, so the new mo
 a service answering with the user's class names. The main walk stays as it was: this is the
 second notebook (``notebooks/train-your-own.ipynb``).
 
+Like the main walk, the step never starts on weights it cannot have: when ImageNet weights
+for the featurizer are neither in the Keras cache nor downloadable (offline), it opens on
+random weights and says why, in the words of its own controls; choosing ImageNet anyway is
+refused at once with the same words, instead of after a download's time-out.
+
 The training curve is redrawn after every epoch from the engine's ``on_epoch`` callback on
 the training thread; like the other charts it is an SVG in an ``Image`` widget (see
 :mod:`~accel_widgets.widgets.charts` for why not pyplot or an ``Output`` widget).
@@ -20,7 +25,9 @@ import ipywidgets as widgets
 import traitlets
 from matplotlib.figure import Figure
 
-from accel_widgets.engine.catalog import list_specs
+from accel_widgets.engine.build import keras_cache_dir
+from accel_widgets.engine.catalog import get_spec, list_specs
+from accel_widgets.engine.choices import imagenet_weights_available
 from accel_widgets.engine.reports import REPORT_COLUMNS, report_row
 from accel_widgets.engine.train import DEFAULT_FEATURIZER, TrainResult, train_classifier
 from accel_widgets.engine.train_data import sample_counts, scan_folder
@@ -39,6 +46,17 @@ SOURCES = [
     ("faces or not (scikit-image LFW subset, bundled)", "lfw"),
     ("my folder (one sub-folder per class)", "folder"),
 ]
+
+
+WEIGHTS_OPTIONS = [("ImageNet (download once)", "imagenet"), ("random (offline)", "random")]
+WEIGHTS_WORDS = {value: words for words, value in WEIGHTS_OPTIONS}
+
+
+def _imagenet_missing(featurizer: str) -> str:
+    return (
+        f"ImageNet weights for {get_spec(featurizer).title} cannot be had here (offline, and "
+        "not in the Keras cache)"
+    )
 
 
 def curve_chart(curve: list[dict[str, Any]]) -> bytes:
@@ -121,10 +139,10 @@ class TrainWidget(Step):
             options=featurizers, value=featurizer, description="featurizer"
         )
         self.weights = widgets.Dropdown(
-            options=[("ImageNet (download once)", "imagenet"), ("random (offline)", "random")],
-            value=weights,
-            description="weights",
+            options=WEIGHTS_OPTIONS, value=weights, description="weights"
         )
+        self.weights_note = widgets.HTML()
+        self.weights_note.add_class("accel-train-weights-note")
         self.size = widgets.Dropdown(
             options=[("catalog (224 px)", 0), ("96 px", 96), ("64 px", 64), ("32 px", 32)],
             value=size or 0,
@@ -151,6 +169,7 @@ class TrainWidget(Step):
             [
                 widgets.HBox([self.source, self.folder]),
                 widgets.HBox([self.model_name, self.featurizer, self.weights]),
+                self.weights_note,
                 widgets.HBox([self.size, self.epochs, self.augment]),
                 widgets.HBox([self.look_button, self.train_button, self.cancel_button]),
                 self.classes_table,
@@ -162,11 +181,36 @@ class TrainWidget(Step):
             **kwargs,
         )
         self.title = "Train your own classes"
+        if weights == "imagenet" and not imagenet_weights_available(featurizer):
+            self.weights.value = "random"
+            self.weights_note.value = (
+                f"<i>{_imagenet_missing(featurizer)}, so the weights are set to "
+                f"<b>{WEIGHTS_WORDS['random']}</b>: a fixed random feature map, enough for "
+                "simple pictures such as the digits, far from enough for photos. Choose "
+                f"<b>{WEIGHTS_WORDS['imagenet']}</b> when this machine is online.</i>"
+            )
+        self.weights.observe(lambda _: self._forget_note(), "value")
         self.source.observe(lambda _: self._show_folder(), "value")
         self._show_folder()
         self.look_button.on_click(lambda _: self._start(self.look))
         self.train_button.on_click(lambda _: self._start(self.run))
         self.cancel_button.on_click(lambda _: self._on_cancel())
+
+    def _forget_note(self) -> None:
+        """The note explains the weights the step chose; a choice of the user's ends it."""
+        self.weights_note.value = ""
+
+    def _check_weights(self) -> None:
+        """Refuse ImageNet weights that cannot be had, in the words of this step's controls
+        (the engine's error names Python arguments, and comes after a download time-out)."""
+        featurizer = self.featurizer.value
+        if self.weights.value == "imagenet" and not imagenet_weights_available(featurizer):
+            file = get_spec(featurizer).keras_weights_file
+            raise AccelError(
+                f"{_imagenet_missing(featurizer)}. Choose {WEIGHTS_WORDS['random']!r} in the "
+                f"weights list, or copy {file} into {keras_cache_dir()} from a machine that "
+                "has it (it is Keras' standard download) and train again."
+            )
 
     def _show_folder(self) -> None:
         self.folder.layout.display = "" if self.source.value == "folder" else "none"
@@ -219,6 +263,7 @@ class TrainWidget(Step):
             self.epochs_seen = len(self._curve)
 
     def _train(self) -> TrainResult:
+        self._check_weights()
         self._look()
         self.progress.reset()
         self._curve = []
