@@ -93,8 +93,9 @@ def main() -> None:
     started = time.monotonic()
     _, artifacts, _ = prepare_choice(get_choice("squeezenet"), quantize="int8", workspace=workspace)
     groups = [("squeezenet", {a.precision: a for a in artifacts})]
-    zoo = next((d / "mobilenetv2-12-int8.onnx" for d in weights_dirs()), None)
-    if zoo is not None and zoo.is_file():
+    found = (d / "mobilenetv2-12-int8.onnx" for d in weights_dirs())
+    zoo = next((f for f in found if f.is_file()), None)
+    if zoo is not None:
         if not workspace.list_models("mobilenetv2"):
             register_onnx(zoo, "mobilenetv2", postprocess="softmax", workspace=workspace)
         model = workspace.get_model("mobilenetv2")
