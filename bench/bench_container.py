@@ -22,7 +22,6 @@ Usage: ``python bench/bench_container.py [--model resnet50|squeezenet] [--runs 2
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -39,18 +38,11 @@ TARGET_READY_WARM_S = 3.0
 _STARTED = time.monotonic()
 
 
+from bench_runtimes import cpu_description  # noqa: E402
+
+
 def log(message: str) -> None:
     print(f"[{time.monotonic() - _STARTED:7.1f}s] {message}", flush=True)
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -93,7 +85,11 @@ def run(args: argparse.Namespace, workspace: Any) -> dict[str, Any]:
     from accel_widgets.engine.samples import sample_photos
     from accel_widgets.engine.targets import delete_service
 
-    results: dict[str, Any] = {"cpu": cpu_model(), "cpus": os.cpu_count(), "model": args.model}
+    results: dict[str, Any] = {
+        "cpu": cpu_description()["model"],
+        "cpus": os.cpu_count(),
+        "model": args.model,
+    }
     model = prepare(workspace, args.model, args.weights)
 
     served_precision = workspace.get_artifact(model).precision

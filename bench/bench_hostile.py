@@ -50,16 +50,11 @@ GOAL_MS = 100.0
 KEY = "key-" + secrets.token_hex(16)
 
 
+from bench_runtimes import cpu_description  # noqa: E402
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def weights_dir() -> Path:
@@ -280,7 +275,7 @@ def main() -> None:
     rounds, block, requests = (
         (2, 2, 100) if args.quick else (args.rounds, args.block, args.requests)
     )
-    results: dict[str, Any] = {"cpu": cpu_model(), "rounds": rounds, "block": block}
+    results: dict[str, Any] = {"cpu": cpu_description()["model"], "rounds": rounds, "block": block}
     with tempfile.TemporaryDirectory() as folder:
         process, info = start_server(Path(folder))
         try:

@@ -61,16 +61,11 @@ SCORES = os.urandom(4_000)
 IDLE_CONNECTIONS = 256
 
 
+from bench_runtimes import cpu_description  # noqa: E402
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def work(body: bytes) -> bytes:
@@ -323,7 +318,7 @@ def run(rounds: int, block: int) -> dict[str, Any]:
     skipped = sorted(set(KINDS) - set(kinds))
     if skipped:
         log(f"not installed, skipped: {', '.join(skipped)}")
-    results: dict[str, Any] = {"cpu": cpu_model(), "rounds": rounds, "block": block}
+    results: dict[str, Any] = {"cpu": cpu_description()["model"], "rounds": rounds, "block": block}
     with tempfile.TemporaryDirectory() as folder:
         servers = {kind: start(kind, Path(folder)) for kind in kinds}
         try:

@@ -56,16 +56,11 @@ TARGET_V2_OVER_PREDICT_MS = 0.5
 MODEL = "squeezenet"
 
 
+from bench_runtimes import cpu_description  # noqa: E402
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def weights_dir() -> Path:
@@ -363,7 +358,7 @@ def main() -> int:
         if name != "predict"
     }
     results = {
-        "cpu": cpu_model(),
+        "cpu": cpu_description()["model"],
         "cores": os.cpu_count(),
         "model": "SqueezeNet 1.1 fp16 (shared weights), batch 1, chelsea JPEG 451x300",
         "rounds": rounds,

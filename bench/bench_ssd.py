@@ -34,16 +34,11 @@ sys.path.insert(0, str(ROOT))  # the checkout, whatever is installed
 _STARTED = time.monotonic()
 
 
+from bench_runtimes import cpu_description  # noqa: E402
+
+
 def log(message: str) -> None:
     print(f"[{time.monotonic() - _STARTED:7.1f}s] {message}", flush=True)
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,7 +107,7 @@ def main() -> None:
     from accel_widgets.engine.workspace import Workspace
     from accel_widgets.preprocess import Preprocessing, prepare
 
-    cpu = cpu_model()
+    cpu = cpu_description()["model"]
     log(f"CPU: {cpu}")
     with tempfile.TemporaryDirectory(prefix="bench-ssd-") as tmp:
         root = Path(tmp)

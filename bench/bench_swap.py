@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -27,14 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRE = {"channel_order": "BGR", "layout": "NCHW", "dtype": "float16"}
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 class Scorer(threading.Thread):
@@ -67,6 +58,9 @@ class Scorer(threading.Thread):
             except Exception as exc:  # counted, whatever it is: the figure is failures
                 self.failures[type(exc).__name__] += 1
             self.latencies.append((time.perf_counter() - started) * 1000)
+
+
+from bench_runtimes import cpu_description  # noqa: E402
 
 
 def main() -> None:
@@ -141,7 +135,7 @@ def main() -> None:
                 from accel_widgets.engine.package import delete_image
 
                 delete_image("sq", workspace=workspace)  # both versions, and the wheels stage
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); target {args.target}")
+    print(f"CPU: {cpu_description()['model']} ({os.cpu_count()} cores); target {args.target}")
     header = f"{'swap':<9} {'s':>5} {'answered':>9} {'failed':>7} {'p50 ms':>7} {'max ms':>7}"
     print(f"{header}  by version")
     for row in rows:
