@@ -31,6 +31,7 @@ from browser_support import (
     start_lab,
 )
 
+from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
 from accel_widgets.engine.notebooks import bundled_notebook
 from accel_widgets.engine.workspace import Workspace
 
@@ -88,7 +89,7 @@ def prepare_squeezenet(workspace: Workspace, weights_dir: Path) -> None:
     prepare_onnx(
         weights_dir / "SqueezeNet_fp16.onnx",
         "squeezenet",
-        preprocessing={"channel_order": "BGR"},
+        preprocessing=SAMPLE_PREPROCESSING,
         workspace=workspace,
     )
 
@@ -249,8 +250,9 @@ def test_sidebar_shows_a_deployed_service_and_stops_it(
     # The open sidebar follows the workspace by itself: a new service shows up, no clicks.
     deploy_squeezenet(workspace, weights_dir, "again")
     with shots.on_failure(page, [lab.server]):
+        # A poll during the deploy may show it starting first; the next one says running.
         again = page.locator('.accel-service-row[data-name="again"] .accel-service-health')
-        again.wait_for(state="visible", timeout=15_000)
+        again.filter(has_text="running").wait_for(state="visible", timeout=15_000)
         assert again.inner_text() == "running"
         assert sidebar.locator(".accel-empty").is_hidden()
 

@@ -34,6 +34,7 @@ from browser_support import (
     http_status,
 )
 
+from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
 from accel_widgets.engine.notebooks import bundled_notebook
 from accel_widgets.engine.workspace import Workspace
 
@@ -134,7 +135,7 @@ def deploy_squeezenet(workspace: Workspace, weights_dir: Path, name: str, **opti
     prepare_onnx(
         weights_dir / "SqueezeNet_fp16.onnx",
         "squeezenet",
-        preprocessing={"channel_order": "BGR"},
+        preprocessing=SAMPLE_PREPROCESSING,
         workspace=workspace,
     )
     return deploy("squeezenet", name=name, workspace=workspace, **options)

@@ -29,6 +29,7 @@ from PIL import Image
 
 from accel_widgets.cli import main
 from accel_widgets.engine.client import PredictionClient, client_from_service
+from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
 from accel_widgets.engine.register import register_onnx
 from accel_widgets.engine.targets import (
     delete_service,
@@ -117,7 +118,7 @@ def registered(tmp_path_factory, weights_dir) -> Path:
     register_onnx(
         weights_dir / "SqueezeNet_fp16.onnx",
         "squeezenet",
-        preprocessing={"channel_order": "BGR"},
+        preprocessing=SAMPLE_PREPROCESSING,
         workspace=Workspace(root),
     )
     return root
@@ -773,7 +774,7 @@ def test_a_new_version_is_swapped_in_without_one_failed_request(ws, photos, weig
     register_onnx(
         weights_dir / "SqueezeNet_fp16.onnx",
         "squeezenet",
-        preprocessing={"channel_order": "BGR"},
+        preprocessing=SAMPLE_PREPROCESSING,
         workspace=ws,
     )  # version 2
     first = _deploy(ws, version=1, auth=True)

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from accel_widgets.engine.client import client_from_service
+from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
 from accel_widgets.engine.register import register_onnx
 from accel_widgets.engine.targets import delete_service, deploy
 from accel_widgets.engine.workspace import ServiceRecord, Workspace
@@ -115,7 +116,7 @@ def service(tmp_path_factory, weights_dir) -> Iterator[ServiceRecord]:
     register_onnx(
         weights_dir / "SqueezeNet_fp16.onnx",
         "squeezenet",
-        preprocessing={"channel_order": "BGR"},
+        preprocessing=SAMPLE_PREPROCESSING,
         workspace=workspace,
     )
     record = deploy("squeezenet", workspace=workspace, ready_timeout=60)

@@ -6,13 +6,14 @@ import pytest
 
 from accel_widgets.engine.benchmark import benchmark_service
 from accel_widgets.engine.cleanup import cleanup_plan, delete_everything, delete_item
+from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
 from accel_widgets.engine.prepare import prepare_onnx
 from accel_widgets.engine.samples import sample_photos
 from accel_widgets.engine.targets import deploy
 from accel_widgets.errors import DependencyError
 from accel_widgets.progress import EventLog
 
-BGR = {"channel_order": "BGR"}
+BGR = SAMPLE_PREPROCESSING  # the pixels the sample was trained on (known_files.py)
 
 
 def test_second_prepare_of_the_same_file_reuses_it(workspace, weights_dir):
