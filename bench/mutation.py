@@ -167,14 +167,29 @@ def existing_tests(folder: Path, group: Group) -> list[str]:
     return [t for t in group.tests if (folder / t).is_file()]
 
 
+#: Written beside the copy (and copied into ``mutants/``, on the path of every server a test
+#: starts): a child process must not inherit mutmut's "stats" mode, in which every call
+#: records itself into mutmut's state and reads its settings from the current folder,
+#: which a server started elsewhere does not have. A child started while a mutant is under
+#: test keeps that mutant, so a test that goes through a server tests the mutated code too.
+SITECUSTOMIZE = """\
+import os
+
+if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+    del os.environ["MUTANT_UNDER_TEST"]
+"""
+
+
 def write_settings(folder: Path, group: Group, tests: list[str], slow: list[str]) -> None:
     """Append ``[tool.mutmut]`` to the copy's pyproject.toml (mutmut reads it from the cwd)."""
     selection = [*tests, "-p", "no:cacheprovider"]
     for node in slow:
         selection += ["--deselect", node]
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
     settings = {
         "source_paths": ["accel_widgets"],
         "only_mutate": list(group.modules),
+        "also_copy": ["sitecustomize.py"],
         "pytest_add_cli_args_test_selection": selection,
         # gRPC is not fork-safe once its threads run: fork mutants from a clean server process.
         "process_isolation": "forkserver",

@@ -408,3 +408,12 @@ def test_raw_bytes_elements_must_account_for_every_byte(keyed):
     request.raw_input_contents.append(whole + struct.pack("<I", 0))
     code, details, _ = _grpc_infer(keyed, request)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "image 1" in details, details
+
+
+def test_a_png_cut_inside_its_header_is_invalid_argument_not_internal(keyed):
+    """A 20-byte PNG (magic and a torn IHDR) once crashed the header check (struct.error)
+    and was answered INTERNAL; it is a bad image, in the client's words."""
+    cut = png()[:20]
+    code, details, _ = _grpc_infer(keyed, _infer_raw([cut]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
+    assert "corrupt or truncated" in details
