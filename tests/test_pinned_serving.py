@@ -417,3 +417,216 @@ def test_a_png_cut_inside_its_header_is_invalid_argument_not_internal(keyed):
     code, details, _ = _grpc_infer(keyed, _infer_raw([cut]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
     assert "corrupt or truncated" in details
+
+
+# -- the Open Inference Protocol's refusals and metadata, word for word --------------------------
+
+
+def _v2_rest(server, body, path: str = f"/v2/models/{M}/infer") -> tuple[int, dict]:
+    status, _, answer = http(server.rest.port, "POST", path, body, key=KEY)
+    return status, json.loads(answer)
+
+
+NUMERIC = "BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"name": "", "datatype": "BYTES", "shape": [1], "data": ["x"]},
+            "every input needs a non-empty 'name'",
+        ),
+        (
+            {"name": "images", "datatype": "FLOAT", "shape": [1], "data": [1.0]},
+            f"input 'images' has datatype 'FLOAT'; use BYTES for encoded images or one of "
+            f"{NUMERIC} for a preprocessed tensor",
+        ),
+        (
+            {"name": "pixels", "datatype": "FP32", "shape": [1, -224], "data": [1.0]},
+            "input 'pixels' has shape [1, -224]; a shape is a list of sizes >= 0",
+        ),
+        (
+            {"name": "pixels", "datatype": "FP32", "shape": [True], "data": [1.0]},
+            "input 'pixels' has shape [True]; a shape is a list of sizes >= 0",
+        ),
+        (
+            {"name": "pixels", "datatype": "FP32", "shape": "1", "data": [1.0]},
+            "input 'pixels' has shape '1'; a shape is a list of sizes >= 0",
+        ),
+        (
+            {"name": "pixels", "datatype": "BYTES", "shape": [1], "data": ["x"]},
+            "input 'pixels' (BYTES [1]): the metadata gives 'pixels' as FP32 (a preprocessed "
+            "tensor); send encoded images as BYTES to 'images'",
+        ),
+        (
+            {"name": "Placeholder:0", "datatype": "FP32", "shape": [1], "data": [1.0]},
+            "input 'Placeholder:0' (FP32 [1]): the metadata gives 'Placeholder:0' as BYTES "
+            "(encoded images); send a preprocessed tensor as FP32 to 'pixels'",
+        ),
+        (
+            {"name": "pixels", "datatype": "FP32", "shape": [2], "data": [1.0]},
+            "input 'pixels' (FP32 [2]) has 2 elements by its shape, but its data holds 1",
+        ),
+        (
+            {"name": "images", "datatype": "BYTES", "shape": [2], "data": ["x"]},
+            "input 'images' (BYTES [2]) has 2 elements by its shape, but its data holds 1",
+        ),
+        (
+            {"name": "pixels", "datatype": "FP32", "shape": [2], "data": [1.0, "a"]},
+            "input 'pixels' (FP32 [2]) holds values that are not FP32: could not convert "
+            "string to float: 'a'",
+        ),
+    ],
+    ids=lambda value: "" if isinstance(value, str) else value["name"] + " " + str(value["shape"]),
+)
+def test_v2_input_refusals_say_what_is_wrong(keyed, entry, message):
+    status, answer = _v2_rest(keyed, {"inputs": [entry]})
+    assert status == 400
+    assert answer["error"] == message
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_v2_json_numbers_must_be_finite_and_fit(keyed):
+    """1e400 parses as infinity in Python and 70000 is infinity as FP16: JSON has neither."""
+    body = b'{"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1], "data": [1e400]}]}'
+    status, _, answer = http(keyed.rest.port, "POST", f"/v2/models/{M}/infer", body, key=KEY)
+    assert status == 400
+    assert json.loads(answer)["error"] == (
+        "input 'pixels' (FP32 [1]) holds a number that is not a finite FP32 (too big for it, "
+        "such as 1e400, or NaN); JSON numbers must be finite"
+    )
+    entry = {"name": "pixels", "datatype": "FP16", "shape": [1], "data": [70000]}
+    status, answer = _v2_rest(keyed, {"inputs": [entry]})
+    assert status == 400 and "not a finite FP16" in answer["error"]
+
+
+def test_v2_an_input_named_twice_is_refused(keyed):
+    entry = {"name": "images", "datatype": "BYTES", "shape": [1], "data": [_b64(png())]}
+    status, answer = _v2_rest(keyed, {"inputs": [entry, entry]})
+    assert (status, answer["error"]) == (
+        400,
+        "inputs ['images', 'images'] name the same input twice",
+    )
+
+
+def test_v2_a_version_that_is_no_number_is_refused(keyed):
+    status, answer = _v2_rest(keyed, _v2_json(), f"/v2/models/{M}/versions/latest/infer")
+    assert status == 400
+    assert answer["error"] == (
+        "model version 'latest' is not a number; leave it empty to use the one served"
+    )
+    status, _, _ = http(
+        keyed.rest.port, "POST", f"/v2/models/{M}/versions/1/infer", _v2_json(), key=KEY
+    )
+    assert status == 200
+
+
+def test_v2_outputs_are_named_as_asked_or_by_alias(keyed):
+    body = {**_v2_json(), "outputs": [{"name": "probs:0"}]}
+    status, answer = _v2_rest(keyed, body)
+    assert status == 200
+    assert [o["name"] for o in answer["outputs"]] == ["probs:0"]
+    status, answer = _v2_rest(keyed, _v2_json())
+    assert [(o["name"], o["datatype"], o["shape"]) for o in answer["outputs"]] == [
+        ("output_alias", "FP32", [1, CLASSES])
+    ]
+    assert int(np.argmax(answer["outputs"][0]["data"])) == 0  # the red picture
+
+
+def test_v2_metadata_of_the_server_and_the_model(keyed):
+    from accel_widgets import __version__
+
+    _, _, answer = http(keyed.rest.port, "GET", "/v2", key=KEY)
+    assert json.loads(answer) == {
+        "name": "accel-widgets",
+        "version": __version__,
+        "extensions": ["binary_tensor_data"],
+    }
+    _, _, answer = http(keyed.rest.port, "GET", f"/v2/models/{M}", key=KEY)
+    assert json.loads(answer) == {
+        "name": M,
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [
+            {"name": "images", "datatype": "BYTES", "shape": [-1]},
+            {"name": "pixels", "datatype": "FP32", "shape": [-1, 224, 224, 3]},
+        ],
+        "outputs": [{"name": "output_alias", "datatype": "FP32", "shape": [-1, CLASSES]}],
+    }
+    code, details, response = grpc_call(
+        keyed.port,
+        V2 + "ServerMetadata",
+        protocol.ServerMetadataRequest(),
+        protocol.ServerMetadataResponse,
+        key=KEY,
+    )
+    assert code == grpc.StatusCode.OK, details
+
+    assert (response.name, response.version, list(response.extensions)) == (
+        "accel-widgets",
+        __version__,
+        [],
+    )
+
+
+def test_a_fp64_tensor_that_converts_exactly_is_taken_for_a_fp32_model(keyed):
+    entry = {"name": "pixels", "datatype": "FP64", "shape": [1, *PIXELS]}
+    values = np.zeros((1, *PIXELS))
+    values[..., 0] = 255.0
+    request = protocol.ModelInferRequest(model_name=M)
+    request.inputs.add(**entry)
+    request.raw_input_contents.append(values.astype("<f8").tobytes())
+    code, details, response = _grpc_infer(keyed, request)
+    assert code == grpc.StatusCode.OK, details
+    scores = np.frombuffer(response.raw_output_contents[0], "<f4")
+    assert int(np.argmax(scores)) == 0
+
+
+# -- the pipeline: one status, one count, one log line per request -------------------------------
+
+
+def test_an_unexpected_failure_is_internal_without_details_and_logged(keyed, monkeypatch, caplog):
+    """Fault injection: the model layer raises what it never should (a bug); the client gets
+    INTERNAL with no detail it should not see, and the server log gets the traceback."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret path /srv/models/x.onnx")
+
+    monkeypatch.setattr(keyed.registry, "predict", broken)
+    with caplog.at_level("ERROR", logger="accel_widgets.serving"):
+        code, details, _ = _grpc_infer(keyed, _infer_raw([png()]))
+        status, _, answer = http(
+            keyed.rest.port, "POST", f"/v2/models/{M}/infer", _v2_json(), key=KEY
+        )
+    assert code == grpc.StatusCode.INTERNAL
+    assert details == "internal server error; see the server log"
+    assert status == 500 and json.loads(answer) == {"error": details}
+    failures = [r for r in caplog.records if "request failed unexpectedly" in r.getMessage()]
+    assert [r.getMessage() for r in failures] == [
+        "v2_grpc request failed unexpectedly",
+        "v2_rest request failed unexpectedly",
+    ]
+    assert all("secret path" in r.exc_text for r in failures)
+
+
+def test_the_route_header_of_the_retired_client_is_taken(keyed, caplog):
+    request = _predict()
+    metadata = (
+        ("authorization", f"Bearer {KEY}"),
+        ("x-ms-aml-grpc-service-route", "/api/v1/service/colours"),
+    )
+    with (
+        caplog.at_level("DEBUG", logger="accel_widgets.serving"),
+        grpc.insecure_channel(f"127.0.0.1:{keyed.port}") as channel,
+    ):
+        call = channel.unary_unary(
+            protocol.PREDICT_METHOD,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=protocol.PredictResponse.FromString,
+        )
+        response = call(request, timeout=30, metadata=metadata)
+    assert len(response.outputs["output_alias"].float_val) == CLASSES
+    messages = [r.getMessage() for r in caplog.records]
+    assert "route header /api/v1/service/colours" in messages
+    assert any(m.startswith(f"grpc {M} OK ") and m.endswith(" ms") for m in messages)
