@@ -204,7 +204,9 @@ def write_settings(folder: Path, group: Group, tests: list[str], slow: list[str]
 def environment(folder: Path) -> dict[str, str]:
     """The tests' environment: the copy's code only, the shared weights where they are."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # The copy lives under .mutation/, so the shared folders beside the repository are named.
     env.setdefault("ACCEL_WIDGETS_WEIGHTS_DIR", str(ROOT.parent / "shared" / "weights"))
+    env.setdefault("ACCEL_WIDGETS_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     env["PYTHONPATH"] = str(folder)
     return env
 

@@ -130,6 +130,7 @@ def caught(bug: Bug) -> tuple[bool, str]:
         plant(bug, folder)
         env = {**os.environ, "PYTHONPATH": str(folder)}
         env.setdefault("ACCEL_WIDGETS_WEIGHTS_DIR", str(ROOT.parent / "shared" / "weights"))
+        env.setdefault("ACCEL_WIDGETS_DATA_DIR", str(ROOT.parent / "shared" / "data"))
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", bug.test],
             cwd=folder,
