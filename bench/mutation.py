@@ -117,7 +117,11 @@ GROUPS: dict[str, Group] = {
     ),
     "targets": Group(
         ("accel_widgets/engine/targets/base.py",),
-        ("tests/test_targets_registry.py", "tests/test_pinned_settings.py"),
+        (
+            "tests/test_targets_registry.py",
+            "tests/test_pinned_settings.py",
+            "tests/test_pinned_targets.py",
+        ),
     ),
     "client": Group(
         ("accel_widgets/engine/client.py",),
