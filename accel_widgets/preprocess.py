@@ -276,9 +276,10 @@ def decode_image(
         raise ImageError("the image is empty (0 bytes)", "empty")
     if data.startswith(_JPEG_MAGIC):
         return _decode_jpeg(data, max_pixels, min_side)
-    if data.startswith(_PNG_MAGIC) and data[12:16] == b"IHDR":
+    if data.startswith(_PNG_MAGIC) and data[12:16] == b"IHDR" and len(data) >= 24:
         # Read PNG's size ourselves: Pillow's own bomb check fires inside open() with a
-        # message in its words, and only above twice its (process-wide) limit.
+        # message in its words, and only above twice its (process-wide) limit. A file cut
+        # inside the header goes to Pillow, which calls it corrupt.
         width, height = struct.unpack(">II", data[16:24])
         if width * height > max_pixels:
             raise _too_large(width, height, max_pixels)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-# The browser fixtures (browser, page, shots) live beside the servers they drive.
-pytest_plugins = ["browser_support", "docker_support"]
+# The browser fixtures (browser, page, shots) live beside the servers they drive; the process
+# guard kills any server a test's own clean-up left running (process_guard.py).
+pytest_plugins = ["browser_support", "docker_support", "process_guard"]
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_DIR = Path(os.environ.get("ACCEL_WIDGETS_WEIGHTS_DIR", ROOT.parent / "shared" / "weights"))

@@ -23,7 +23,7 @@ def test_config_round_trips_through_write_and_load(tmp_path):
     assert loaded == config
     assert loaded.default_model == "squeezenet"
     assert loaded.models[0].preprocessing == Preprocessing(
-        channel_order="BGR", layout="NCHW", dtype="float16"
+        channel_order="BGR", mean=(104.0, 117.0, 123.0), layout="NCHW", dtype="float16"
     )
     assert loaded.models[0].outputs[0].names == ("classifier/squeezenet/predictions/Softmax:0",)
 

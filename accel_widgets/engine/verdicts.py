@@ -135,6 +135,8 @@ def artifact_check(report: dict[str, Any], precision: str) -> Check:
     if precision == "int8" and "vs_fp32" in report:
         return Check("warn", "not recommended: checked before the INT8 rules; convert it again")
     if cmp := report.get("vs_tensorflow"):
+        if "max_rel_diff" not in cmp and "match_iou" in cmp:
+            return _detections_check(cmp)
         if cmp.get("max_rel_diff", 1.0) <= FAITHFUL_REL_DIFF:
             return Check(
                 "ok",
@@ -148,6 +150,24 @@ def artifact_check(report: dict[str, Any], precision: str) -> Check:
     if acc := report.get("accuracy"):
         return Check("", f"registered as is; top-1 {acc['top1']:.3f} on {acc['n']} labelled photos")
     return Check("", "registered as is; no labelled photos to measure it on")
+
+
+def _detections_check(cmp: dict[str, Any]) -> Check:
+    """A detector's conversion, judged by its detections (``ssd_convert.detection_agreement``:
+    boxes matched by class and IoU), since it has no one score vector to take a relative
+    difference of."""
+    n, same = cmp["n_images"], cmp["top1_agree_count"]
+    if same == n:
+        return Check(
+            "ok",
+            f"matches TensorFlow (every detection matched at IoU >= {cmp['match_iou']} on "
+            f"{n} photos)",
+        )
+    return Check(
+        "warn",
+        f"detections differ from TensorFlow on {n - same} of {n} photos (recall "
+        f"{cmp['recall']:.2f}, precision {cmp['precision']:.2f})",
+    )
 
 
 def _int8_figures(report: dict[str, Any], gate: dict[str, Any]) -> str:

@@ -1,0 +1,195 @@
+"""What every deployment target shares (engine/targets/base.py), as callers meet it.
+
+The sidebar and the Deploy widget build their forms from ``describe()``, the command line
+its flags from each setting; a refusal names the setting and what the target takes; a
+service beyond loopback never runs without a key; a remote target pulls only what was
+pushed. Each test states one of these facts on the registered targets.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from pinned_support import colour_config, inprocess_server
+
+from accel_widgets.engine.targets import get_target
+from accel_widgets.engine.targets.base import (
+    RUNTIME_SETTING,
+    Setting,
+    check_exposure,
+    free_port,
+    health_state,
+    port_free,
+    pushed_reference,
+)
+from accel_widgets.engine.workspace import ImageRecord, ServiceRecord
+from accel_widgets.errors import ServingError
+from accel_widgets.serving.config import RUNTIMES
+
+
+def test_a_setting_is_a_command_line_flag_with_dashes():
+    assert Setting("ready_timeout", float, 60.0, "seconds").flag == "--ready-timeout"
+    assert RUNTIME_SETTING.flag == "--runtime"
+
+
+def test_describe_offers_the_form_a_widget_builds():
+    described = get_target("local").describe()
+    assert described["name"] == "local" and described["capacity"] == "local"
+    assert described["needs_image"] is False
+    by_name = {s["name"]: s for s in described["settings"]}
+    assert by_name["runtime"] == {
+        "name": "runtime",
+        "type": "str",
+        "default": "auto",
+        "help": RUNTIME_SETTING.help,
+        "choices": list(RUNTIMES),
+    }
+    assert by_name["auth"]["type"] == "bool" and by_name["auth"]["default"] is None
+    kubernetes = get_target("kubernetes").describe()
+    assert kubernetes["needs_image"] is True
+    names = [s["name"] for s in kubernetes["settings"]]
+    assert "headless" in names and "key" not in names  # ui=False stays with Python callers
+    assert names == [s.name for s in get_target("kubernetes").settings if s.ui]
+
+
+def test_settings_are_coerced_or_refused_in_their_own_words():
+    local = get_target("local")
+    resolved = local.resolve({"port": "8600", "runtime": "onnxruntime"})
+    assert resolved["port"] == 8600 and resolved["runtime"] == "onnxruntime"
+    with pytest.raises(ServingError) as refused:
+        local.resolve({"runtime": "fastest"})
+    assert str(refused.value) == (
+        "setting runtime='fastest' of the local target must be one of auto, onnxruntime, openvino"
+    )
+    with pytest.raises(ServingError) as refused:
+        local.resolve({"port": "eighty"})
+    port = local.setting("port")
+    assert str(refused.value) == (
+        f"setting port='eighty' of the local target must be a int: {port.help}"
+    )
+    # A Python-only setting (a preset key) is passed on as it is.
+    assert get_target("kubernetes").resolve({"key": "k-123"})["key"] == "k-123"
+
+
+def test_unknown_settings_name_what_the_target_takes():
+    local = get_target("local")
+    offered = ", ".join(s.name for s in local.settings)
+    with pytest.raises(ServingError) as refused:
+        local.resolve({"replicas": 2, "gpu": 1, "port": None})
+    assert str(refused.value) == (
+        f"the local target has no setting gpu, replicas; its settings: {offered}"
+    )
+    with pytest.raises(ServingError) as refused:
+        local.setting("replicas")
+    assert (
+        str(refused.value) == f"the local target has no setting replicas; its settings: {offered}"
+    )
+
+
+def test_a_target_without_settings_says_none():
+    class Bare(type(get_target("local"))):
+        name = "bare"
+        settings = ()
+
+    with pytest.raises(ServingError) as refused:
+        Bare().resolve({"port": 1})
+    assert str(refused.value) == "the bare target has no setting port; its settings: none"
+
+
+def test_only_declarative_targets_write_manifests():
+    with pytest.raises(ServingError) as refused:
+        get_target("local").manifests(None, None, "m", image=None, settings={})
+    assert str(refused.value) == (
+        "the local target creates no manifests; targets that do: kubernetes, kserve"
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "needs_key"),
+    [
+        ("127.0.0.1", None, False),
+        ("localhost", None, False),
+        ("::1", None, False),
+        ("127.0.0.1", True, True),
+        ("127.0.0.1", False, False),
+        ("0.0.0.0", None, True),
+        ("10.1.2.3", True, True),
+    ],
+)
+def test_a_key_is_needed_beyond_loopback_and_whenever_asked(host, auth, needs_key):
+    assert check_exposure(host, auth) is needs_key
+
+
+def test_auth_off_beyond_loopback_is_refused_with_the_two_ways_out():
+    with pytest.raises(ServingError) as refused:
+        check_exposure("0.0.0.0", False)
+    assert str(refused.value) == (
+        "a service bound to 0.0.0.0 is reachable from other machines: keep authentication "
+        "on (auth=True), or bind to 127.0.0.1"
+    )
+
+
+def _image(pushed: list[str]) -> ImageRecord:
+    return ImageRecord(
+        id=1,
+        name="cats",
+        version=3,
+        artifact_id=1,
+        path=Path("/nowhere"),
+        info={"tag": "accel-widgets/cats:3", "pushed": [{"ref": r} for r in pushed]},
+        created_at=0.0,
+    )
+
+
+def test_a_remote_target_pulls_the_newest_push_or_the_reference_named():
+    pushed = _image(["127.0.0.1:5000/a/cats:3", "127.0.0.1:5000/b/cats:3"])
+    assert pushed_reference(pushed) == "127.0.0.1:5000/b/cats:3"
+    assert pushed_reference(pushed, "registry.example/x/cats:3") == "registry.example/x/cats:3"
+    assert pushed_reference(pushed, "accel-widgets/cats:3") == "127.0.0.1:5000/b/cats:3"
+    assert pushed_reference(pushed, "cats:3") == "127.0.0.1:5000/b/cats:3"
+    with pytest.raises(ServingError) as refused:
+        pushed_reference(_image([]))
+    assert str(refused.value) == (
+        "image cats:3 (accel-widgets/cats:3) was never pushed, and a remote target cannot pull "
+        "from this machine: push it first (`accel-widgets package cats --push "
+        "REGISTRY/PATH`), then deploy with --image REGISTRY/PATH/cats:3"
+    )
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_a_port_is_free_until_something_listens_on_it(host):
+    port = free_port(host)
+    assert port_free(host, port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as holder:
+        holder.bind((host, port))
+        holder.listen()
+        assert not port_free(host, port)
+    assert port_free(host, port)
+
+
+def _service(port: int, key: str | None = None) -> ServiceRecord:
+    return ServiceRecord(
+        id=1,
+        name="colours",
+        artifact_id=1,
+        image_id=None,
+        target="local",
+        address="127.0.0.1",
+        port=port,
+        pid=None,
+        key=key,
+        state="running",
+        log_path=None,
+    )
+
+
+def test_health_is_running_only_when_the_service_says_serving(tmp_path):
+    with inprocess_server(colour_config(tmp_path), keys=("k-1",)) as server:
+        assert health_state(_service(server.port, "k-1")) == "running"
+        assert health_state(_service(server.port)) == "running"  # probes need no key
+        server.health.set_serving(False)
+        assert health_state(_service(server.port, "k-1")) == "unhealthy"
+    assert health_state(_service(free_port()), timeout=0.5) == "unhealthy"
