@@ -431,10 +431,18 @@ def test_artifact_files_size_and_report_are_recorded(ws: Workspace) -> None:
     assert tmp_entries(ws) == []
 
 
-def test_get_artifact_prefers_int8_over_fp32(ws: Workspace) -> None:
+def test_get_artifact_prefers_int8_only_when_its_gate_recommends_it(ws: Workspace) -> None:
+    """Deploy and package take the best artifact that passed: an INT8 the gate recommended
+    beats fp32; an unproven INT8 (no gate in its report) is never the default over fp32."""
     model = register(ws, "resnet")
     add_onnx(ws, model, "fp32")
     add_onnx(ws, model, "int8")
+    assert ws.get_artifact("resnet").precision == "fp32"
+    assert ws.get_artifact("resnet", 1, precision="int8").precision == "int8"
+    passed = {"gate": {"recommended": True, "reasons": []}}
+    with ws.staging() as staged:
+        (staged / "model.onnx").write_bytes(b"onnx")
+        ws.add_artifact(model, staged, precision="int8", report=passed)
     assert ws.get_artifact("resnet").precision == "int8"
     assert ws.get_artifact("resnet", 1, precision="fp32").precision == "fp32"
 

@@ -173,7 +173,8 @@ def package(
     Parameters
     ----------
     model, version, precision:
-        The workspace model and which artifact (int8 before fp32 when ``precision`` is None).
+        The workspace model and which artifact (when ``precision`` is None, the one deploy
+        would take: a recommended INT8, else fp32; see ``workspace.default_order``).
     name:
         The image name (lowercase; default: the model name). Its versions count up.
     base:

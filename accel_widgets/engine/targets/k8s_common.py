@@ -875,9 +875,10 @@ def _row(name: str, used: int, total: int, needed: int, scale, unit: str):
 def capacity_model(options: dict[str, Any]) -> tuple[ArtifactRecord, str]:
     """The artifact to size pods for, from the quota step's ``model`` and ``workspace``.
 
-    A workspace model (its newest version; int8 before fp32, as deploy picks), else a
-    catalog name (not converted yet: sized from the catalog's measurements), else, with no
-    model named, a custom model of the smallest size (1 core, 512 MiB a pod).
+    A workspace model (its newest version; the artifact deploy picks: a recommended INT8,
+    else fp32), else a catalog name (not converted yet: sized from the catalog's
+    measurements), else, with no model named, a custom model of the smallest size
+    (1 core, 512 MiB a pod).
     """
     from accel_widgets.engine import catalog
     from accel_widgets.errors import AccelError, CatalogError

@@ -410,6 +410,19 @@ def _retire(workspace: Workspace, service: ServiceRecord) -> ServiceRecord:
     return workspace.update_service(service.name, info=info)
 
 
+def _port_frees(host: str, port: int, within: float = 3.0) -> bool:
+    """Whether ``host:port`` is free or becomes free within ``within`` seconds. A server
+    killed with SIGKILL is a zombie (so no longer "ours") a moment before the kernel has
+    released its listening socket: measured here, the port read as taken for up to half a
+    second after the kill, and a restart then moved the service to a new port."""
+    deadline = time.monotonic() + within
+    while not port_free(host, port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _replace(
     workspace: Workspace,
     existing: ServiceRecord,
@@ -429,7 +442,7 @@ def _replace(
     shares = bool(serving and existing.info.get("reuse_port") and existing.address == host)
     if settings["port"]:
         port = settings["port"]
-    elif existing.port and (serving or port_free(host, existing.port)):
+    elif existing.port and (serving or _port_frees(host, existing.port)):
         port = existing.port  # the same port: clients keep their address
     else:
         port = 0  # the old port is taken by something else now: a free one
