@@ -24,7 +24,7 @@ from PIL import Image
 
 from accel_widgets.errors import ImageError, ServingError
 from accel_widgets.preprocess import prepare
-from accel_widgets.serving import runtime, runtime_choice
+from accel_widgets.serving import runtime, runtime_choice, runtime_race
 from accel_widgets.serving.batching import DynamicBatcher
 from accel_widgets.serving.config import (
     DEFAULT_OUTPUT_ALIAS,
@@ -170,25 +170,39 @@ class LoadedModel:
         """Open the runtime(s), check the preprocessing fits, warm up, and start batching.
 
         ``runtime_name`` is the config's ``runtime``: with ``auto`` every runtime that can
-        read the model is opened and raced on the warm-up tensor, and the faster one is kept
-        (``runtime_choice.py``); :attr:`runtime_info` records the outcome and its figures.
+        read the model is raced on the warm-up tensor and the faster one is kept
+        (``runtime_choice.py``). The race runs in a child process, or its earlier verdict is
+        read back, so this process loads only the runtime it serves with
+        (``runtime_race.py``); only when that fails does the race run here.
+        :attr:`runtime_info` records the outcome and its figures.
         """
         if not config.onnx.is_file():
             raise ServingError(f"model {config.name!r}: ONNX file {config.onnx} does not exist")
         started = time.perf_counter()
+        dynamic_batch = batching.max_batch_size if batching else 0
+        verdict, notes = None, []
+        if runtime_name == "auto" and runtime_race.wanted():
+            settings = runtime_race.RaceSettings(
+                threads, spinning, device, dynamic_batch, max_pixels, max_batch
+            )
+            try:
+                verdict = runtime_race.choose(config, settings)
+            except RuntimeError as exc:
+                notes.append(f"auto: raced in the server itself: {exc}")
         try:
-            candidates, notes = runtime_choice.open_candidates(
+            candidates, opened = runtime_choice.open_candidates(
                 config,
-                asked=runtime_name,
+                asked=verdict.winner if verdict else runtime_name,
                 device=device,
                 threads=threads,
                 spinning=spinning,
-                dynamic_batch=batching.max_batch_size if batching else 0,
+                dynamic_batch=dynamic_batch,
             )
         except ServingError as exc:
             raise ServingError(f"model {config.name!r}: {exc}") from None
+        notes = (verdict.notes if verdict else []) + notes + opened
         model = cls(config, candidates[0].session, max_pixels=max_pixels, max_batch=max_batch)
-        winner, measured = candidates[0], {}
+        winner, measured = candidates[0], dict(verdict.measured_ms) if verdict else {}
         if len(candidates) > 1:
             batch = model.warm_up_batch()
             names = _unique([b.config.onnx_output for b in model.outputs])
@@ -198,11 +212,14 @@ class LoadedModel:
                 notes=notes,
             )
             model._use_session(winner.session)
-        model.runtime_info = runtime_choice.info_for(winner, runtime_name, notes, measured)
-        del candidates  # the runtime that lost the race frees its memory now
+        model.runtime_info = runtime_choice.info_for(
+            winner, runtime_name, notes, measured, verdict=verdict
+        )
+        del candidates  # the runtime that lost an in-process race frees its sessions now
         if batching is not None:
             model.start_batching(batching)
-        model.warm_up(runs=1 if measured else 3)  # the race has warmed the winner up
+        raced_here = bool(measured) and verdict is None  # that race warmed the winner up
+        model.warm_up(runs=1 if raced_here else 3)
         log.info(
             "model %s v%d loaded from %s in %.2f s: %s on %s (%s)%s",
             config.name,

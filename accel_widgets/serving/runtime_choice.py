@@ -21,13 +21,16 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from accel_widgets.errors import ServingError
 from accel_widgets.serving import openvino_runtime, runtime
 from accel_widgets.serving.config import ModelConfig
+
+if TYPE_CHECKING:
+    from accel_widgets.serving.runtime_race import Verdict
 
 log = logging.getLogger("accel_widgets.serving")
 
@@ -247,11 +250,16 @@ def info_for(
     asked: str,
     notes: list[str],
     measured_ms: dict[str, float],
+    verdict: Verdict | None = None,
 ) -> RuntimeInfo:
-    """The record of the choice (see :class:`RuntimeInfo`)."""
+    """The record of the choice (see :class:`RuntimeInfo`); ``verdict`` is the race run in a
+    child process or read from the cache (``runtime_race.py``), None for one run here."""
     if measured_ms:
         figures = ", ".join(f"{k} {v:.1f} ms" for k, v in measured_ms.items())
         chosen_by = f"auto: the lower warm-up p50 at batch 1 on this machine ({figures})"
+        if verdict is not None and verdict.source == "cache":
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(verdict.measured_at))
+            chosen_by += f", measured {when} and kept (runtime_race.py)"
     elif asked == "auto":  # one runtime opened, or the others were left out (see notes)
         chosen_by = "auto: the only runtime that can serve this model here"
     else:
