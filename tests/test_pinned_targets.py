@@ -153,7 +153,7 @@ def test_a_remote_target_pulls_the_newest_push_or_the_reference_named():
         pushed_reference(_image([]))
     assert str(refused.value) == (
         "image cats:3 (accel-widgets/cats:3) was never pushed, and a remote target cannot pull "
-        "from this machine: push it first (`accel-widgets package cats --push "
+        "from this machine: push it first (`accel-widgets package MODEL --name cats --push "
         "REGISTRY/PATH`), then deploy with --image REGISTRY/PATH/cats:3"
     )
 
