@@ -813,3 +813,47 @@ def test_delete_waits_for_no_deploy_and_says_so(ws):
         assert ws.find_service("busy") is not None
     delete_service("busy", workspace=ws)
     assert ws.find_service("busy") is None
+
+
+# -- idle stop (issue 24: a workshop room fills up with forgotten services) ----------------
+
+
+def test_an_idle_service_stops_itself_says_so_and_one_deploy_brings_it_back(
+    ws, photos, capsys
+):
+    first = _deploy(ws, idle_timeout=3)
+    assert first.info["settings"]["idle_timeout"] == 3.0
+    assert _top1(first, photos["chelsea"]) in CAT_CLASSES
+    # Health checks (what the sidebar and `services` poll) are not requests: it still stops.
+    _wait_until(lambda: service_status("squeezenet", ws).live == "dead", timeout=60)
+    status = service_status("squeezenet", ws)
+    assert status.shown.startswith("stopped (idle: no request for ")
+    assert ws.get_service("squeezenet").info["stopped"].startswith("idle: no request for ")
+    assert _cli(ws, "services") == 0
+    assert "stopped (idle: no request for" in capsys.readouterr().out
+    assert _servers_of(ws) == []
+
+    again = _deploy(ws, idle_timeout=3)
+
+    assert again.state == "running" and again.port == first.port
+    assert "stopped" not in again.info
+    assert service_status("squeezenet", ws).shown == "running"
+    assert _top1(again, photos["coffee"]) == ESPRESSO
+
+
+def test_the_rooms_idle_default_comes_from_the_environment(ws, monkeypatch, capsys):
+    monkeypatch.setenv("ACCEL_WIDGETS_IDLE_TIMEOUT", "900")
+    service = _deploy(ws)
+    assert service.info["settings"]["idle_timeout"] == 900.0
+    server = psutil.Process(service.pid)
+    assert server.cmdline()[server.cmdline().index("--idle-timeout") + 1] == "900"
+    delete_service("squeezenet", workspace=ws)
+
+    monkeypatch.setenv("ACCEL_WIDGETS_IDLE_TIMEOUT", "soon")
+    with pytest.raises(ServingError, match="ACCEL_WIDGETS_IDLE_TIMEOUT must be a number"):
+        _deploy(ws)
+    monkeypatch.delenv("ACCEL_WIDGETS_IDLE_TIMEOUT")
+    assert _cli(ws, "deploy", "squeezenet", "--idle-timeout", "-5") == 1
+    err = capsys.readouterr().err
+    assert "setting idle_timeout of the local target must be 0 (never) or more" in err
+    assert ws.list_services() == [] and _servers_of(ws) == []

@@ -80,11 +80,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "ACCEL_WIDGETS_REUSE_PORT=1 in a container",
     )
     parser.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=os.environ.get("ACCEL_WIDGETS_IDLE_TIMEOUT") or "0",
+        help="stop after this many seconds without a scoring request (0: never); "
+        "ACCEL_WIDGETS_IDLE_TIMEOUT in a container",
+    )
+    parser.add_argument(
         "--insecure-no-auth",
         action="store_true",
         help="allow serving beyond loopback without API keys",
     )
     return parser.parse_args(argv)
+
+
+def _seconds(text: str) -> float:
+    """A duration flag: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 (never) or more seconds")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         insecure_no_auth=args.insecure_no_auth,
         grace_seconds=args.grace_seconds,
         reuse_port=args.reuse_port,
+        idle_timeout=args.idle_timeout,
     )
     return serve(config, options)
 

@@ -65,6 +65,11 @@ PRECISIONS = ("fp32", "fp16", "int8")
 POSTPROCESS = ("none", "flatten", "softmax")
 DEFAULT_INPUT_ALIAS = "images"
 DEFAULT_OUTPUT_ALIAS = "output_alias"
+#: Written beside the ready file when a server stops by itself (why, and when: an idle
+#: time-out, ``server.py``); the engine reads it to say why a service is no longer running.
+STOPPED_FILE = "stopped.json"
+#: How the log line of an idle stop begins (a container's target reads it from the logs).
+IDLE_LOG_PREFIX = "stopping: no request for"
 RUNTIMES = ("auto", "onnxruntime", "openvino")  # serving/runtime_choice.py
 DEVICES = ("auto", "cpu", "gpu")
 

@@ -14,6 +14,8 @@ Prometheus version parses, escaping included, which a test checks with its own p
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 #: Latency buckets in seconds: batch-1 image models answer in 1 ms to a few seconds.
@@ -29,6 +31,10 @@ class Metrics:
     """Thread-safe request counters and latency histograms of one server."""
 
     def __init__(self) -> None:
+        #: When the last scoring request ended (``time.monotonic``; the start before any):
+        #: what ``--idle-timeout`` measures. Health checks and metadata calls do not count,
+        #: so a sidebar that polls a service does not keep it alive.
+        self.last_request = time.monotonic()
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = Counter(
             "accel_widgets_requests",
@@ -50,7 +56,12 @@ class Metrics:
             registry=self.registry,
         )
 
+    def idle_seconds(self) -> float:
+        """Seconds since the last scoring request ended (or since the server started)."""
+        return time.monotonic() - self.last_request
+
     def observe(self, model: str, protocol: str, code: str, seconds: float) -> None:
+        self.last_request = time.monotonic()
         self._requests.labels(model, protocol, code).inc()
         self._latency.labels(model, protocol, code).observe(seconds)
         if code != "OK":

@@ -70,13 +70,24 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-
-import onnxruntime as ort
+from typing import TYPE_CHECKING, Any
 
 # The config's ``runtime`` values (``auto`` races the installed ones during warm-up, see
 # runtime_choice.py) and ``device`` values (``auto`` takes ONNX Runtime's GPU providers when
 # this build has them; ``gpu`` asks for a GPU and records a fallback when there is none).
 from accel_widgets.serving.config import DEVICES, RUNTIMES  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+
+def _ort() -> Any:
+    """``onnxruntime``, imported on first use: a server that serves with OpenVINO never
+    loads it (20 MB of RSS, measured on the 2-vCPU AMD EPYC; runtime_race.py)."""
+    import onnxruntime
+
+    return onnxruntime
+
 
 log = logging.getLogger("accel_widgets.serving")
 
@@ -91,11 +102,11 @@ def available_cpus() -> int:
 
 def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
     """Session options chosen by the measurement in the module docstring."""
-    options = ort.SessionOptions()
+    options = _ort().SessionOptions()
     options.intra_op_num_threads = threads or available_cpus()
     options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = _ort().ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = _ort().GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: ORT's warnings are noise in service logs
@@ -134,7 +145,7 @@ def providers(
     (minutes for a large model), so its engines are cached next to the model and reused by
     every later start. The note says why a ``gpu`` ask is served on the CPU.
     """
-    have = list(ort.get_available_providers() if available is None else available)
+    have = list(_ort().get_available_providers() if available is None else available)
     chosen: list[str | tuple[str, dict[str, str]]] = []
     if device != "cpu" and "TensorrtExecutionProvider" in have:
         cache = model_path.parent / f".{model_path.stem}.trt-cache"
@@ -190,12 +201,14 @@ def open_onnxruntime(
     options = session_options(threads, spinning)
     wanted, note = providers(model_path, precision, device, available)
     try:
-        session = ort.InferenceSession(str(model_path), options, providers=wanted)
+        session = _ort().InferenceSession(str(model_path), options, providers=wanted)
     except Exception as exc:
         if len(wanted) == 1:
             raise
         log.warning("GPU providers failed for %s (%s); falling back to CPU", model_path, exc)
-        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        session = _ort().InferenceSession(
+            str(model_path), options, providers=["CPUExecutionProvider"]
+        )
         note = (
             f"the GPU providers failed to load the model ({_first_line(exc)}); serving on the CPU"
         )

@@ -22,6 +22,7 @@ simplejpeg, prometheus_client and Tornado (the HTTP port) only.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -30,6 +31,7 @@ import signal
 import ssl
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,7 @@ import grpc
 
 from accel_widgets.errors import ServingError
 from accel_widgets.serving.auth import KeyChecker, load_keys
-from accel_widgets.serving.config import ServerConfig
+from accel_widgets.serving.config import IDLE_LOG_PREFIX, STOPPED_FILE, ServerConfig
 from accel_widgets.serving.grpc_service import PredictionService
 from accel_widgets.serving.health import HealthService
 from accel_widgets.serving.metrics import Metrics
@@ -70,6 +72,10 @@ class ServeOptions:
     #: Share the gRPC port with another server of this user (SO_REUSEPORT): how the engine
     #: swaps in a service's new version without refusing a client (targets/local.py).
     reuse_port: bool = False
+    #: Stop after this many seconds without a scoring request (0: never). A workshop room
+    #: fills up with services participants forgot; an idle one gives its memory back, says
+    #: why in :data:`STOPPED_FILE` beside the ready file, and a deploy starts it again.
+    idle_timeout: float = 0.0
 
 
 def is_loopback(host: str) -> bool:
@@ -270,6 +276,22 @@ class Server:
         log.info("stopped")
 
 
+IDLE_LOG = IDLE_LOG_PREFIX + " %.0f s (idle timeout)"
+
+
+def _stop_when_idle(server: Server, options: ServeOptions) -> None:
+    """Mark ``server`` stopping once it has gone ``idle_timeout`` s without a request."""
+    idle = server.metrics.idle_seconds()
+    if not options.idle_timeout or idle < options.idle_timeout:
+        return
+    log.info(IDLE_LOG, idle)
+    if options.ready_file:
+        note = {"reason": "idle", "idle_seconds": round(idle), "at": time.time()}
+        with contextlib.suppress(OSError):
+            (options.ready_file.parent / STOPPED_FILE).write_text(json.dumps(note))
+    server.stopping.set()
+
+
 def serve(config: ServerConfig, options: ServeOptions) -> int:
     """Run until SIGTERM or SIGINT; the exit code (0 after a clean stop, 1 on a start error)."""
     server = Server(config, options)
@@ -288,6 +310,6 @@ def serve(config: ServerConfig, options: ServeOptions) -> int:
         return 1
     # Wake up now and then: Event.wait without a timeout would delay signal handling.
     while not server.stopping.wait(timeout=0.5):
-        pass
+        _stop_when_idle(server, options)
     server.stop()
     return 0

@@ -321,8 +321,13 @@ class ServiceStatus:
 
     @property
     def shown(self) -> str:
-        """The state as a person reads it: ``unknown (error RuntimeError: ...)``."""
-        return f"{self.live} (error {self.error})" if self.error else self.live
+        """The state as a person reads it: ``unknown (error RuntimeError: ...)``, or
+        ``stopped (idle: no request for 600 s)`` for a service that stopped by itself."""
+        if self.error:
+            return f"{self.live} (error {self.error})"
+        if self.live == "dead" and self.service.info.get("stopped"):
+            return f"stopped ({self.service.info['stopped']})"
+        return self.live
 
 
 def _explain(exc: BaseException) -> str:
@@ -363,10 +368,22 @@ def _status(workspace: Workspace, service: ServiceRecord) -> ServiceStatus | Non
     if error is not None:
         return ServiceStatus(service, "unknown", error)
     live, error = _live(workspace, service)
-    if live == "dead" and service.state not in ("dead", "starting"):
-        with contextlib.suppress(AccelError):  # deleted meanwhile by another process
-            service = workspace.update_service(service.name, state="dead")
+    if live == "dead" and service.state != "starting":
+        stopped = _stop_reason(workspace, service)
+        if service.state != "dead" or service.info.get("stopped") != stopped:
+            info = {**service.info, "stopped": stopped} if stopped else service.info
+            with contextlib.suppress(AccelError):  # deleted meanwhile by another process
+                service = workspace.update_service(service.name, state="dead", info=info)
     return ServiceStatus(service, live, error)
+
+
+def _stop_reason(workspace: Workspace, service: ServiceRecord) -> str | None:
+    """Why a dead service stopped, when its target can say (a plugin's bug says nothing)."""
+    try:
+        return get_target(service.target).stop_reason(workspace, service)
+    except Exception:
+        log.warning("target %s failed on service %s", service.target, service.name, exc_info=True)
+        return None
 
 
 def get_service(name: str, workspace: Workspace | None = None) -> ServiceRecord:

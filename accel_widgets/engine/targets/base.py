@@ -14,6 +14,7 @@ shadow ``--version`` or ``image``.
 
 from __future__ import annotations
 
+import os
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -242,6 +243,12 @@ class Target(ABC):
     def status(self, workspace: Workspace, service: ServiceRecord) -> str:
         """One of :data:`LIVE_STATES`, checked now."""
 
+    def stop_reason(self, workspace: Workspace, service: ServiceRecord) -> str | None:
+        """Why a service that is no longer running stopped, when it stopped by itself (an
+        idle time-out: ``idle: no request for 600 s``); None when nothing says."""
+        del workspace, service
+        return None
+
     @abstractmethod
     def logs(self, workspace: Workspace, service: ServiceRecord, lines: int = 50) -> str:
         """The service's last ``lines`` log lines."""
@@ -263,6 +270,34 @@ RUNTIME_SETTING = Setting(
     "auto measures ONNX Runtime and OpenVINO at start-up and keeps the faster",
     choices=RUNTIMES,
 )
+
+
+#: How long a service may go without a scoring request before it stops itself, for the
+#: targets that run our server (local, container). ``None`` takes the room's default,
+#: ``$ACCEL_WIDGETS_IDLE_TIMEOUT`` (set once for a workshop), else 0: never.
+IDLE_TIMEOUT_SETTING = Setting(
+    "idle_timeout",
+    float,
+    None,
+    "stop the service after this many seconds without a request; 0: never "
+    "(default: $ACCEL_WIDGETS_IDLE_TIMEOUT, else 0)",
+)
+
+
+def idle_timeout(settings: Mapping[str, Any], target: str) -> float:
+    """The deploy's idle time-out in seconds: the setting, else the room's default."""
+    value = settings.get("idle_timeout")
+    where = f"setting idle_timeout of the {target} target"
+    if value is None:
+        value = os.environ.get("ACCEL_WIDGETS_IDLE_TIMEOUT") or 0
+        where = "ACCEL_WIDGETS_IDLE_TIMEOUT"
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ServingError(f"{where} must be a number of seconds; got {value!r}") from None
+    if not seconds >= 0:
+        raise ServingError(f"{where} must be 0 (never) or more seconds; got {value!r}")
+    return seconds
 
 
 def pushed_reference(

@@ -49,12 +49,14 @@ from accel_widgets.engine.package_context import (
     workspace_label,
 )
 from accel_widgets.engine.targets.base import (
+    IDLE_TIMEOUT_SETTING,
     RUNTIME_SETTING,
     Setting,
     Target,
     check_exposure,
     free_port,
     health_state,
+    idle_timeout,
     port_free,
     same_settings,
 )
@@ -69,6 +71,7 @@ from accel_widgets.engine.workspace import (
 )
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
+from accel_widgets.serving.config import IDLE_LOG_PREFIX
 
 NETWORKS = ("auto", "host", "bridge")
 #: Where the key file is mounted in the container (read-only).
@@ -187,6 +190,7 @@ class ContainerTarget(Target):
         ),
         Setting("ready_timeout", float, 120.0, "seconds to wait for the model to load"),
         RUNTIME_SETTING,
+        IDLE_TIMEOUT_SETTING,
         Setting("key", str, None, "use this API key instead of a generated one", ui=False),
     )
 
@@ -306,6 +310,7 @@ class ContainerTarget(Target):
             "deadline": time.time() + float(settings["ready_timeout"]),
         }
         recorded = {k: v for k, v in settings.items() if k not in ("key", "ready_timeout")}
+        recorded["idle_timeout"] = idle_timeout(settings, self.name)
         info = {
             "image": image.tag,
             "network": network,
@@ -337,7 +342,7 @@ class ContainerTarget(Target):
         try:
             container = self._run(
                 client, workspace, local_image, image, name, cname, run, host, port, rest_port,
-                network, auth, settings["runtime"], report,
+                network, auth, settings["runtime"], recorded["idle_timeout"], report,
             )  # fmt: skip
             pending = {**pending, "container_id": container.id}
             service = workspace.update_service(name, info={**service.info, "pending": pending})
@@ -380,6 +385,7 @@ class ContainerTarget(Target):
         network: str,
         auth: bool,
         runtime: str,
+        idle: float,
         report: Reporter,
     ) -> Any:
         """Start one run's container: the image by id, the key as a mounted file."""
@@ -388,6 +394,7 @@ class ContainerTarget(Target):
         environment = {
             "ACCEL_WIDGETS_HOST": host if network == "host" else "0.0.0.0",
             "ACCEL_WIDGETS_RUNTIME": runtime,  # the image's config says "auto"
+            "ACCEL_WIDGETS_IDLE_TIMEOUT": f"{idle:g}",
         }
         options: dict[str, Any] = {}
         command: list[str] = []
@@ -582,6 +589,18 @@ class ContainerTarget(Target):
         if container is None or container.status != "running":
             return "dead"
         return health_state(service)
+
+    def stop_reason(self, workspace: Workspace, service: ServiceRecord) -> str | None:
+        """An idle stop, read from the exited container's last log lines (the server's run
+        folder is inside the container, so its stopped file is out of reach)."""
+        container = self._container(service)
+        if container is None:
+            return None
+        for line in reversed(_logs(container, 5).splitlines()):
+            if IDLE_LOG_PREFIX in line:
+                seconds = line.split(IDLE_LOG_PREFIX, 1)[1].split()[0]
+                return f"idle: no request for {seconds} s"
+        return None
 
     def logs(self, workspace: Workspace, service: ServiceRecord, lines: int = 50) -> str:
         container = self._container(service)

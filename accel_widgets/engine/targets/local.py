@@ -56,11 +56,13 @@ from typing import Any
 from accel_widgets.engine.keys import new_key
 from accel_widgets.engine.service_config import server_config_for
 from accel_widgets.engine.targets.base import (
+    IDLE_TIMEOUT_SETTING,
     RUNTIME_SETTING,
     Setting,
     Target,
     check_exposure,
     health_state,
+    idle_timeout,
     port_free,
     same_settings,
 )
@@ -82,7 +84,7 @@ from accel_widgets.engine.workspace import (
 )
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
-from accel_widgets.serving.config import DEVICES, parse_batching
+from accel_widgets.serving.config import DEVICES, STOPPED_FILE, parse_batching
 
 
 def _tail(path: Path | None, lines: int = 15) -> str:
@@ -147,7 +149,7 @@ def _pending_run(service: ServiceRecord) -> dict[str, Any] | None:
 
 
 def _start_server(
-    run: Run, host: str, port: int, report: Reporter, message: str
+    run: Run, host: str, port: int, idle: float, report: Reporter, message: str
 ) -> subprocess.Popen:
     report("deploy", 0.05, message)
     with open(os.open(run.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
@@ -165,6 +167,8 @@ def _start_server(
                 "--ready-file",
                 str(run.ready_file),
                 "--reuse-port",  # so a new version can be swapped in on this port
+                "--idle-timeout",
+                f"{idle:g}",
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -209,6 +213,7 @@ def _recorded(settings: Mapping[str, Any], auth: bool) -> dict[str, Any]:
         "runtime": settings["runtime"],
         "device": settings["device"],
         "batching": settings.get("batching"),
+        "idle_timeout": idle_timeout(settings, "local"),
     }
 
 
@@ -346,7 +351,8 @@ def _start_and_wait(
     try:
         _write_config(workspace, artifact, name, run, settings, keyed)
         started = time.monotonic()
-        process = _start_server(run, host, port, report, message)
+        idle = idle_timeout(settings, "local")
+        process = _start_server(run, host, port, idle, report, message)
         service = workspace.get_service(name)
         pending = {**service.info.get("pending", {}), "pid": process.pid}
         workspace.update_service(name, info={**service.info, "pending": pending})
@@ -465,6 +471,7 @@ def _replace(
         "deadline": time.time() + float(settings["ready_timeout"]),
     }
     recorded = {**existing.info, "pending": pending, "settings": _recorded(settings, auth)}
+    recorded.pop("stopped", None)  # started again: no longer stopped for being idle
     recorded |= {"auth": auth, "tls": bool(settings.get("tls"))}
     workspace.update_service(name, info=recorded)
     what = "swapping in" if serving else "starting again"
@@ -630,6 +637,7 @@ class LocalTarget(Target):
         Setting("auth", bool, None, "require an API key (always on beyond loopback)"),
         Setting("ready_timeout", float, 120.0, "seconds to wait for the model to load"),
         RUNTIME_SETTING,
+        IDLE_TIMEOUT_SETTING,
         Setting(
             "device",
             str,
@@ -671,6 +679,16 @@ class LocalTarget(Target):
 
     def status(self, workspace: Workspace, service: ServiceRecord) -> str:
         return local_status(workspace, service)
+
+    def stop_reason(self, workspace: Workspace, service: ServiceRecord) -> str | None:
+        if not service.info.get("config"):
+            return None
+        note = Run.of(service.info["config"]).folder / STOPPED_FILE
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            stopped = json.loads(note.read_text())
+            if stopped["reason"] == "idle":
+                return f"idle: no request for {stopped['idle_seconds']:.0f} s"
+        return None
 
     def logs(self, workspace: Workspace, service: ServiceRecord, lines: int = 50) -> str:
         return _tail(service.log_path, lines)
