@@ -818,9 +818,7 @@ def test_delete_waits_for_no_deploy_and_says_so(ws):
 # -- idle stop (issue 24: a workshop room fills up with forgotten services) ----------------
 
 
-def test_an_idle_service_stops_itself_says_so_and_one_deploy_brings_it_back(
-    ws, photos, capsys
-):
+def test_an_idle_service_stops_itself_says_so_and_one_deploy_brings_it_back(ws, photos, capsys):
     first = _deploy(ws, idle_timeout=3)
     assert first.info["settings"]["idle_timeout"] == 3.0
     assert _top1(first, photos["chelsea"]) in CAT_CLASSES
