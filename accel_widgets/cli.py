@@ -822,6 +822,60 @@ def cmd_services(args: argparse.Namespace) -> int:
     return SUCCESS
 
 
+def cmd_room(args: argparse.Namespace) -> int:
+    """Every accel-widgets service on this machine you can see (all your workspaces, and
+    others' where the system shows them): memory, CPU, requests, idle time. With
+    --stop-idle SECONDS, stop the local ones idle that long, after asking."""
+    from accel_widgets.engine.targets.room import room_services, stop_idle
+
+    services = room_services()
+    if args.json:
+        print(json.dumps([s.to_dict() for s in services], indent=2))
+        return SUCCESS
+    if not services:
+        print("No accel-widgets services run on this machine.")
+        return SUCCESS
+
+    def shown(value: Any, unit: str = "") -> str:
+        return "-" if value is None else f"{value:g}{unit}"
+
+    rows: list[list[Any]] = [
+        ["service", "target", "workspace", "user", "memory", "CPU", "requests", "idle"]
+    ]
+    for s in services:
+        rows.append(
+            [
+                s.name,
+                s.target,
+                s.workspace,
+                s.user,
+                f"{s.rss_mb:.0f} MB",
+                shown(s.cpu_percent, " %"),
+                shown(s.requests),
+                shown(None if s.idle_seconds is None else round(s.idle_seconds), " s"),
+            ]
+        )
+    print(_table(rows))
+    total = sum(s.rss_mb for s in services)
+    print(f"{len(services)} services, {total / 1024:.2f} GB in all")
+    if args.stop_idle is None:
+        return SUCCESS
+    idle = [s for s in services if s.idle_seconds is not None and s.idle_seconds >= args.stop_idle]
+    if not idle:
+        print(f"None has been idle for {args.stop_idle:g} s.")
+        return SUCCESS
+    names = ", ".join(f"{s.name} ({s.workspace})" for s in idle)
+    if not args.yes:
+        answer = input(f"Stop {len(idle)} idle services: {names}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing stopped.")
+            return SUCCESS
+    stopped = stop_idle(idle, args.stop_idle)
+    print(f"stopped {len(stopped)}: " + ", ".join(s.name for s in stopped))
+    print("Their owners start them again with `accel-widgets deploy`.")
+    return SUCCESS
+
+
 #: Where a target setting's flag lands in the parsed arguments: a namespace of its own, so a
 #: setting can never overwrite a command's own argument (``args.version``, ``args.image``).
 SETTING_DEST = "setting__"
@@ -905,6 +959,7 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "deploy": (cmd_deploy, "Deploy a converted model as a gRPC service."),
     "score": (cmd_score, "Score an image with a deployed service."),
     "services": (cmd_services, "List services and their health."),
+    "room": (cmd_room, "Every service on this machine: memory, CPU, idle time; stop idle ones."),
     "logs": (cmd_logs, "Show a service's last log lines."),
     "package": (cmd_package, "Build a container image holding a converted model."),
     "manifests": (cmd_manifests, "Write the objects a target would create, as YAML."),
@@ -1076,6 +1131,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = parsers["services"]
     p.add_argument("--show-keys", action="store_true", help="print whole API keys")
+
+    p = parsers["room"]
+    p.add_argument(
+        "--stop-idle",
+        type=float,
+        metavar="SECONDS",
+        help="stop the local services idle for at least this long (asks first)",
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask before stopping")
+    p.add_argument("--json", action="store_true", help="print the services as JSON")
 
     p = parsers["sample"]
     p.add_argument(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 #: Latency buckets in seconds: batch-1 image models answer in 1 ms to a few seconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -55,6 +55,16 @@ class Metrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self._register_idle_gauge()
+
+    def _register_idle_gauge(self) -> None:
+        # Read at scrape time: what `accel-widgets room` shows as a service's idle time.
+        idle = Gauge(
+            "accel_widgets_idle_seconds",
+            "Seconds since the last scoring request ended (or since the server started).",
+            registry=self.registry,
+        )
+        idle.set_function(self.idle_seconds)
 
     def idle_seconds(self) -> float:
         """Seconds since the last scoring request ended (or since the server started)."""
