@@ -95,7 +95,10 @@ def setting_control(setting: Setting) -> widgets.Widget:
     elif setting.type is int:
         control = widgets.IntText(value=setting.default or 0, description=label)
     elif setting.type is float:
-        control = widgets.FloatText(value=setting.default or 0.0, description=label)
+        default = setting.current_default()  # a room's default from the environment
+        control = widgets.FloatText(
+            value=default if isinstance(default, float) else 0.0, description=label
+        )
     else:
         control = widgets.Text(value=setting.default or "", description=label)
     control.tooltip = setting.help

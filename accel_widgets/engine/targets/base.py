@@ -77,6 +77,19 @@ class Setting:
     help: str
     choices: tuple[str, ...] = ()
     ui: bool = True
+    #: An environment variable that sets the default for everyone on this machine (a
+    #: workshop room sets ``ACCEL_WIDGETS_IDLE_TIMEOUT`` once); forms show its value.
+    env: str | None = None
+
+    def current_default(self) -> Any:
+        """The default now: the ``env`` variable's value when it is set, else ``default``
+        (as text when it is not of the setting's type: the deploy reports it then)."""
+        if self.env and (value := os.environ.get(self.env, "").strip()):
+            try:
+                return self.type(value)
+            except (TypeError, ValueError):
+                return value
+        return self.default
 
     @property
     def flag(self) -> str:
@@ -281,6 +294,7 @@ IDLE_TIMEOUT_SETTING = Setting(
     None,
     "stop the service after this many seconds without a request; 0: never "
     "(default: $ACCEL_WIDGETS_IDLE_TIMEOUT, else 0)",
+    env="ACCEL_WIDGETS_IDLE_TIMEOUT",
 )
 
 
