@@ -78,9 +78,7 @@ def test_the_room_lists_every_workspaces_services_and_stops_the_idle_one(
     assert (seen_idle.name, seen_idle.pid, seen_idle.requests) == ("forgotten", idle.pid, 0)
     assert seen_idle.idle_seconds >= 8 > seen_busy.idle_seconds
     assert 40 < seen_busy.rss_mb < 1000 and seen_busy.address == f"127.0.0.1:{busy.port}"
-    assert [s.name for s in others(ada) if s.workspace == str(bob.root.resolve())] == [
-        "forgotten"
-    ]
+    assert [s.name for s in others(ada) if s.workspace == str(bob.root.resolve())] == ["forgotten"]
     assert all(s.workspace != str(ada.root.resolve()) for s in others(ada))
 
     monkeypatch.setattr("builtins.input", lambda prompt: "n")
