@@ -30,14 +30,14 @@ def _table(rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _workspace(args: argparse.Namespace):
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     return Workspace(args.workspace)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     """List the model catalog, one line a model."""
-    from accel_widgets.engine.catalog import list_specs
+    from accel_widgets.engine.models.catalog import list_specs
 
     rows: list[list[Any]] = [["name", "task", "input", "classes", "precision", "MB", "ms here"]]
     for spec in list_specs():
@@ -59,7 +59,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_quota(args: argparse.Namespace) -> int:
     """Check the capacity a deployment needs: this machine, or an Azure region and VM family."""
-    from accel_widgets.engine.quota import check_quota
+    from accel_widgets.engine.targets.quota import check_quota
 
     settings: dict[str, Any] = {}
     if args.target != "azure":
@@ -99,8 +99,8 @@ def cmd_quota(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Build a catalog model (or take a registered one), convert it to ONNX, validate, quantize."""
-    from accel_widgets.engine.catalog import CATALOG, get_spec, quantize_for
-    from accel_widgets.engine.convert import convert
+    from accel_widgets.engine.conversion.convert import convert
+    from accel_widgets.engine.models.catalog import CATALOG, get_spec, quantize_for
 
     workspace = _workspace(args)
     cancel = CancelToken()
@@ -108,7 +108,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     quantize = args.quantize
     try:
         if args.model.lower() in CATALOG or workspace.find_model(args.model) is None:
-            from accel_widgets.engine.build import build_model
+            from accel_widgets.engine.models.build import build_model
 
             spec = get_spec(args.model)
             quantize = quantize_for(spec, quantize)
@@ -145,9 +145,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def _print_reports(artifacts) -> None:
     """The validation table the Convert widget shows (engine/reports.py), then the files and,
     for an INT8 artifact that was not recommended, why and what deploy does instead."""
-    from accel_widgets.engine.reports import REPORT_COLUMNS, report_row
-    from accel_widgets.engine.verdicts import artifact_check
-    from accel_widgets.engine.workspace import default_order
+    from accel_widgets.engine.checks.verdicts import artifact_check
+    from accel_widgets.engine.conversion.reports import REPORT_COLUMNS, report_row
+    from accel_widgets.engine.store.workspace import default_order
 
     print(_table([REPORT_COLUMNS, *(report_row(a) for a in artifacts)]))
     for artifact in artifacts:
@@ -167,8 +167,8 @@ def _print_reports(artifacts) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a classifier head for your own classes (one sub-folder per class) on a catalog
     featurizer, and register featurizer + head as one model: convert, deploy and score it next."""
-    from accel_widgets.engine.train import train_classifier
-    from accel_widgets.engine.train_data import TrainDataError
+    from accel_widgets.engine.training.train import train_classifier
+    from accel_widgets.engine.training.train_data import TrainDataError
 
     if (args.folder is None) == (args.sample is None):
         raise TrainDataError(
@@ -244,7 +244,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     WNID_*.JPEG; default: the shared labelled ImageNet photos for an ImageNet classifier.
     Exit status 0: every photo scored; 3: accuracy measured but some files were skipped
     (listed); 1: nothing could be measured."""
-    from accel_widgets.engine.evaluate import evaluate
+    from accel_widgets.engine.checks.evaluate import evaluate
 
     workspace = _workspace(args)
     if args.model is None and args.service is None:
@@ -319,7 +319,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     """Register a model of your own: an ONNX file, a Keras file or a SavedModel folder."""
     from pathlib import Path
 
-    from accel_widgets.engine import register
+    from accel_widgets.engine.models import register
 
     workspace = _workspace(args)
     progress = TerminalProgress()
@@ -370,8 +370,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows: list[list[Any]] = [["model", "kind", "artifacts", "check", "created"]]
     import time
 
-    from accel_widgets.engine.verdicts import artifact_check
-    from accel_widgets.engine.workspace import default_order
+    from accel_widgets.engine.checks.verdicts import artifact_check
+    from accel_widgets.engine.store.workspace import default_order
 
     for model in models:
         artifacts = workspace.list_artifacts(model)
@@ -419,7 +419,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         deleted = workspace.delete_model(args.name, args.version)
         print("deleted " + ", ".join(m.ref for m in deleted))
     elif args.kind == "image":
-        from accel_widgets.engine.package import delete_image
+        from accel_widgets.engine.packaging.package import delete_image
 
         deleted_images = delete_image(args.name, args.version, workspace=workspace)
         print(
@@ -435,7 +435,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def _mask(key: str | None) -> str:
-    from accel_widgets.engine.keys import mask_key
+    from accel_widgets.engine.store.keys import mask_key
 
     return mask_key(key)
 
@@ -497,7 +497,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def _warn_if_unproven(service, workspace) -> None:
     """Say on stderr when the artifact served was not recommended by its checks."""
-    from accel_widgets.engine.verdicts import artifact_check
+    from accel_widgets.engine.checks.verdicts import artifact_check
 
     artifact = workspace.get_artifact_by_id(service.artifact_id)
     check = artifact_check(artifact.report, artifact.precision)
@@ -524,8 +524,8 @@ def cmd_manifests(args: argparse.Namespace) -> int:
     """Write the objects a target would create (YAML for kubectl apply or GitOps)."""
     import yaml
 
+    from accel_widgets.engine.store.workspace import write_private
     from accel_widgets.engine.targets import get_target, manifests
-    from accel_widgets.engine.workspace import write_private
 
     target = get_target(args.target)
     given = _given_settings(args, target)
@@ -583,7 +583,7 @@ def _wrapped(text: str) -> list[str]:
 
 def cmd_package(args: argparse.Namespace) -> int:
     """Build a container image holding a converted model (and push or save it)."""
-    from accel_widgets.engine.package import package
+    from accel_widgets.engine.packaging.package import package
 
     progress = TerminalProgress()
     cancel = CancelToken()
@@ -634,7 +634,7 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def cmd_images(args: argparse.Namespace) -> int:
     """Packaged images: tag, id, size, the model they hold, base, and whether Docker has them."""
-    from accel_widgets.engine.package import list_images
+    from accel_widgets.engine.packaging.package import list_images
 
     statuses = list_images(_workspace(args))
     if not statuses:
@@ -673,8 +673,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Download the real pretrained sample model (SqueezeNet 1.1, 2.4 MB) and its ImageNet
     labels from their public addresses, verify their sha256, and keep them where the walk
     looks (~/.cache/accel-widgets/weights, or the first folder of $ACCEL_WIDGETS_WEIGHTS_DIR)."""
-    from accel_widgets.engine.labels import WEIGHTS_DIR_ENV, weights_dirs
-    from accel_widgets.engine.sample_model import SAMPLE_FILES, download_sample
+    from accel_widgets.engine.models.labels import WEIGHTS_DIR_ENV, weights_dirs
+    from accel_widgets.engine.models.sample_model import SAMPLE_FILES, download_sample
 
     if args.list:
         for file in SAMPLE_FILES:
@@ -706,14 +706,14 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score an image with a deployed service: top labels, confidences and latency."""
-    from accel_widgets.engine.client import client_from_service
-    from accel_widgets.engine.scoring import score, service_labels
+    from accel_widgets.engine.clients.grpc_client import client_from_service
+    from accel_widgets.engine.clients.scoring import score, service_labels
 
     workspace = _workspace(args)
     service = _scorable(workspace, args.service)
     labels = service_labels(service, workspace)
     if args.sample:
-        from accel_widgets.engine.samples import sample_photos
+        from accel_widgets.engine.checks.samples import sample_photos
 
         data = sample_photos([args.sample])[0].data
     elif args.image:
@@ -770,9 +770,9 @@ def _score_detector(service, data: bytes, labels, args: argparse.Namespace) -> i
     """A detector's answer: one row per labelled box (class, score, [ymin, xmin, ymax, xmax])."""
     import time
 
-    from accel_widgets.engine.client import client_from_service
-    from accel_widgets.engine.detection import detections_from_outputs
-    from accel_widgets.engine.ssd_decode import DETECTION_OUTPUTS
+    from accel_widgets.engine.clients.detection import detections_from_outputs
+    from accel_widgets.engine.clients.grpc_client import client_from_service
+    from accel_widgets.engine.models.ssd_decode import DETECTION_OUTPUTS
 
     timings = []
     with client_from_service(service) as client:

@@ -34,11 +34,11 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from accel_widgets.engine.notebooks import copy_walkthrough, scoring_notebook
-from accel_widgets.engine.package import delete_image, list_images
+from accel_widgets.engine.checks.verdicts import artifact_check
+from accel_widgets.engine.packaging.package import delete_image, list_images
+from accel_widgets.engine.store.workspace import Workspace, check_name, default_order, default_root
 from accel_widgets.engine.targets import delete_service, get_target, list_services, targets
-from accel_widgets.engine.verdicts import artifact_check
-from accel_widgets.engine.workspace import Workspace, check_name, default_order, default_root
+from accel_widgets.engine.walk.notebooks import copy_walkthrough, scoring_notebook
 from accel_widgets.errors import (
     AccelError,
     DependencyError,

@@ -46,7 +46,7 @@ from bench_runtimes import cpu_description  # noqa: E402
 
 def _candidates(workspace, artifact, label: str) -> list[tuple[str, Any]]:
     """(row name, LoadedModel) for each runtime this machine offers for ``artifact``."""
-    from accel_widgets.engine.service_config import model_config_for
+    from accel_widgets.engine.packaging.service_config import model_config_for
     from accel_widgets.preprocess import MAX_PIXELS
     from accel_widgets.serving import openvino_runtime
     from accel_widgets.serving.model import LoadedModel
@@ -77,13 +77,13 @@ def main() -> None:
     parser.add_argument("--out", help="also write the rows as JSON here")
     args = parser.parse_args()
 
-    from accel_widgets.engine.accuracy import accuracy
-    from accel_widgets.engine.choices import get_choice, prepare_choice
-    from accel_widgets.engine.labelled import read_labelled, shared_imagenet_photos
-    from accel_widgets.engine.labels import weights_dirs
-    from accel_widgets.engine.register import register_onnx
-    from accel_widgets.engine.verdicts import artifact_check
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.checks.accuracy import accuracy
+    from accel_widgets.engine.checks.labelled import read_labelled, shared_imagenet_photos
+    from accel_widgets.engine.checks.verdicts import artifact_check
+    from accel_widgets.engine.models.labels import weights_dirs
+    from accel_widgets.engine.models.register import register_onnx
+    from accel_widgets.engine.store.workspace import Workspace
+    from accel_widgets.engine.walk.choices import get_choice, prepare_choice
 
     folder = shared_imagenet_photos()
     if folder is None:
@@ -101,7 +101,7 @@ def main() -> None:
         model = workspace.get_model("mobilenetv2")
         groups.append(("mobilenetv2", {a.precision: a for a in workspace.list_artifacts(model)}))
     if args.catalog:
-        from accel_widgets.engine.prepare import prepare_model
+        from accel_widgets.engine.walk.prepare import prepare_model
 
         model, artifacts, _ = prepare_model(
             "resnet50", weights="random", quantize="int8", workspace=workspace

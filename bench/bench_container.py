@@ -53,7 +53,7 @@ def percentile(values: list[float], q: float) -> float:
 def prepare(workspace: Any, model: str, weights_dir: Path) -> str:
     """The model converted in ``workspace``; its name."""
     if model == "squeezenet":
-        from accel_widgets.engine.register import register_onnx
+        from accel_widgets.engine.models.register import register_onnx
 
         register_onnx(
             weights_dir / "SqueezeNet_fp16.onnx",
@@ -62,8 +62,8 @@ def prepare(workspace: Any, model: str, weights_dir: Path) -> str:
             preprocessing={"channel_order": "BGR", "layout": "NCHW", "dtype": "float16"},
         )
         return "squeezenet"
-    from accel_widgets.engine.build import build_model
-    from accel_widgets.engine.convert import convert
+    from accel_widgets.engine.conversion.convert import convert
+    from accel_widgets.engine.models.build import build_model
 
     log(f"building and converting {model} (random weights, INT8)")
     build_model(model, weights="random", workspace=workspace)
@@ -80,9 +80,9 @@ def deploy_timed(model: str, target: str, name: str, workspace: Any) -> tuple[An
 
 
 def run(args: argparse.Namespace, workspace: Any) -> dict[str, Any]:
-    from accel_widgets.engine import package as pkg
-    from accel_widgets.engine.client import client_from_service
-    from accel_widgets.engine.samples import sample_photos
+    from accel_widgets.engine.checks.samples import sample_photos
+    from accel_widgets.engine.clients.grpc_client import client_from_service
+    from accel_widgets.engine.packaging import package as pkg
     from accel_widgets.engine.targets import delete_service
 
     results: dict[str, Any] = {
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     with tempfile.TemporaryDirectory(prefix="accel-container-bench-") as folder:
         results = run(args, Workspace(folder))

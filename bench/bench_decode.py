@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from accel_widgets.engine.samples import encode_jpeg, sample_photos
-from accel_widgets.engine.timing import measure_interleaved
+from accel_widgets.engine.checks.samples import encode_jpeg, sample_photos
+from accel_widgets.engine.clients.timing import measure_interleaved
 from accel_widgets.preprocess import Preprocessing, prepare
 
 MEAN = (0.485, 0.456, 0.406)

@@ -26,8 +26,8 @@ import numpy as np
 
 
 def conversion_table(names: list[str], workspace) -> list[dict]:
-    from accel_widgets.engine.build import build_model
-    from accel_widgets.engine.convert import convert
+    from accel_widgets.engine.conversion.convert import convert
+    from accel_widgets.engine.models.build import build_model
 
     rows = []
     for name in names:
@@ -56,9 +56,9 @@ def conversion_table(names: list[str], workspace) -> list[dict]:
 def latency_ratios(workspace, runs: int) -> dict:
     import tensorflow as tf
 
-    from accel_widgets.engine.samples import sample_photos
-    from accel_widgets.engine.timing import measure_interleaved
-    from accel_widgets.engine.validate import onnx_session
+    from accel_widgets.engine.checks.samples import sample_photos
+    from accel_widgets.engine.clients.timing import measure_interleaved
+    from accel_widgets.engine.conversion.validate import onnx_session
     from accel_widgets.preprocess import Preprocessing, prepare
 
     model = workspace.get_model("resnet50")
@@ -96,8 +96,8 @@ def decode_comparison(runs: int) -> dict:
     import tensorflow as tf
     from PIL import Image
 
-    from accel_widgets.engine.samples import encode_jpeg, sample_photos
-    from accel_widgets.engine.timing import measure_interleaved
+    from accel_widgets.engine.checks.samples import encode_jpeg, sample_photos
+    from accel_widgets.engine.clients.timing import measure_interleaved
     from accel_widgets.preprocess import Preprocessing, prepare
 
     pre = Preprocessing()
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
 
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if "resnet50" not in names:

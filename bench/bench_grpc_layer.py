@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_runtimes import cpu_description
 
-    from accel_widgets.engine.samples import sample_photos
+    from accel_widgets.engine.checks.samples import sample_photos
 
     payload = sample_photos(["chelsea"])[0].data
 

@@ -82,7 +82,7 @@ def open_work(
 def serve(port_file: Path, onnx: str, runtime: str) -> None:
     """The handler process: the same work, answered over gRPC as the real server does."""
     work = open_work(onnx, runtime, port_file.parent)
-    from accel_widgets.engine.samples import sample_photos
+    from accel_widgets.engine.checks.samples import sample_photos
 
     jpeg = sample_photos(["chelsea"])[0].data
     for _ in range(5):
@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench_runtimes import cpu_description, in_blocks
     from bench_serving import prepare_models
 
-    from accel_widgets.engine.samples import sample_photos
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.checks.samples import sample_photos
+    from accel_widgets.engine.store.workspace import Workspace
 
     cpu = cpu_description()
     print(f"CPU: {cpu['model']} ({cpu['cpus']} CPUs; {cpu['flags']}); runtime {args.runtime}")

@@ -49,8 +49,8 @@ def _rss_mb(pid: int) -> float:
 def _prepare(model: str, workspace, weights: Path) -> tuple[str, str | None]:
     """Register or build the model; its name and the precision to serve."""
     if model == "sample":
-        from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
-        from accel_widgets.engine.register import register_onnx
+        from accel_widgets.engine.models.known_files import SAMPLE_PREPROCESSING
+        from accel_widgets.engine.models.register import register_onnx
 
         register_onnx(
             weights / "SqueezeNet_fp16.onnx",
@@ -60,8 +60,8 @@ def _prepare(model: str, workspace, weights: Path) -> tuple[str, str | None]:
         )
         return "squeezenet", None
     if model == "resnet50-int8":
-        from accel_widgets.engine.build import build_model
-        from accel_widgets.engine.convert import convert
+        from accel_widgets.engine.conversion.convert import convert
+        from accel_widgets.engine.models.build import build_model
 
         build_model("resnet50", weights="random", workspace=workspace)
         convert("resnet50", quantize="int8", workspace=workspace)
@@ -78,10 +78,10 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=ROOT.parent / "shared" / "weights")
     args = parser.parse_args()
 
-    from accel_widgets.engine.client import client_from_service
-    from accel_widgets.engine.samples import sample_photos
+    from accel_widgets.engine.checks.samples import sample_photos
+    from accel_widgets.engine.clients.grpc_client import client_from_service
+    from accel_widgets.engine.store.workspace import Workspace
     from accel_widgets.engine.targets import delete_service, deploy
-    from accel_widgets.engine.workspace import Workspace
 
     photo = sample_photos(["chelsea"])[0].data
     print(f"CPU: {cpu_description()}")

@@ -48,7 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from accel_widgets.engine.timing import percentiles  # noqa: E402
+from accel_widgets.engine.clients.timing import percentiles  # noqa: E402
 from accel_widgets.serving import protocol, v2  # noqa: E402
 from accel_widgets.serving.tensors import make_tensor_proto, tensor_to_numpy  # noqa: E402
 

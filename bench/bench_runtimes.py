@@ -232,7 +232,7 @@ def squeezenet(args: argparse.Namespace, photos: list[Any]) -> dict[str, Any]:
 
 
 def resnet50(args: argparse.Namespace, photos: list[Any], workspace: Any) -> dict[str, Any]:
-    from accel_widgets.engine.service_config import model_config_for
+    from accel_widgets.engine.packaging.service_config import model_config_for
     from accel_widgets.preprocess import prepare
 
     fp32 = workspace.get_artifact("resnet50", precision="fp32")
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime
 
-    from accel_widgets.engine.samples import sample_photos
+    from accel_widgets.engine.checks.samples import sample_photos
     from accel_widgets.serving.openvino_runtime import import_openvino
 
     openvino = import_openvino()  # as the server imports it (no conversion tools, no fork)
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     results["models"]["squeezenet"] = squeezenet(args, photos)
     folder = args.workspace
     with tempfile.TemporaryDirectory(prefix="accel-runtimes-") as temp:
-        from accel_widgets.engine.workspace import Workspace
+        from accel_widgets.engine.store.workspace import Workspace
 
         workspace = Workspace(folder or Path(temp))
         have = workspace.find_model("resnet50") is not None

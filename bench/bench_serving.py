@@ -115,8 +115,8 @@ def rss_mb(pid: int | None) -> float | None:
 
 def prepare_models(workspace: Any) -> dict[str, Any]:
     """Build ResNet-50 (random weights) and convert it to FP32 + INT8, unless already there."""
-    from accel_widgets.engine.build import build_model
-    from accel_widgets.engine.convert import convert
+    from accel_widgets.engine.conversion.convert import convert
+    from accel_widgets.engine.models.build import build_model
 
     progress = ProgressLines()
     out: dict[str, Any] = {}
@@ -267,7 +267,7 @@ def interleaved(
     the benches), logging running p50s; the percentiles and the raw samples (ms)."""
     from bench_runtimes import in_blocks, timed
 
-    from accel_widgets.engine.timing import percentiles
+    from accel_widgets.engine.clients.timing import percentiles
 
     for fn in candidates.values():
         for _ in range(warmup):
@@ -321,7 +321,7 @@ def latency(
     """Served vs in-process (each runtime) vs in-process TF, in blocks, at each idle gap."""
     import tensorflow as tf
 
-    from accel_widgets.engine.client import client_from_service
+    from accel_widgets.engine.clients.grpc_client import client_from_service
     from accel_widgets.preprocess import prepare
     from accel_widgets.serving.config import ServerConfig
     from accel_widgets.serving.runtime import session_options
@@ -473,7 +473,7 @@ def per_precision(
 
 def load_level(service: Any, jpeg: bytes, concurrency: int, duration_s: float) -> dict[str, Any]:
     """``concurrency`` threads, each with its own client, scoring for ``duration_s``."""
-    from accel_widgets.engine.client import client_from_service
+    from accel_widgets.engine.clients.grpc_client import client_from_service
     from accel_widgets.errors import ScoringError
 
     clients = [client_from_service(service, timeout=30.0) for _ in range(concurrency)]
@@ -702,7 +702,7 @@ def summarize(results: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
 
 
 def run(args: argparse.Namespace, workspace: Any, results: dict[str, Any]) -> None:
-    from accel_widgets.engine.samples import sample_photos
+    from accel_widgets.engine.checks.samples import sample_photos
 
     services = Services(workspace, args.runtime)
     try:
@@ -717,7 +717,7 @@ def run(args: argparse.Namespace, workspace: Any, results: dict[str, Any]) -> No
         log("== deploying the services under test")
         deployed: dict[str, Any] = {}
         memory: dict[str, dict[str, Any]] = {}
-        from accel_widgets.engine.client import client_from_service
+        from accel_widgets.engine.clients.grpc_client import client_from_service
 
         for precision in PRECISIONS:
             service, wall = services.deploy(precision, f"bench-{precision}")
@@ -819,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from bench_runtimes import cpu_description
 
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     results: dict[str, Any] = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -76,11 +76,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="per load level")
     args = parser.parse_args()
 
-    from accel_widgets.engine.client import PredictionClient
-    from accel_widgets.engine.prepare import prepare_model
-    from accel_widgets.engine.samples import sample_photos
-    from accel_widgets.engine.service_config import server_config_for
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.checks.samples import sample_photos
+    from accel_widgets.engine.clients.grpc_client import PredictionClient
+    from accel_widgets.engine.packaging.service_config import server_config_for
+    from accel_widgets.engine.store.workspace import Workspace
+    from accel_widgets.engine.walk.prepare import prepare_model
     from accel_widgets.preprocess import prepare
     from accel_widgets.serving.runtime import create_session
 

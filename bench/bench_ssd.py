@@ -69,8 +69,8 @@ def decode_only_onnx(path: Path) -> None:
     import tensorflow as tf
     import tf2onnx
 
-    from accel_widgets.engine.ssd_anchors import FEATURE_MAPS
-    from accel_widgets.engine.ssd_decode import NUM_CLASSES, detect_tf
+    from accel_widgets.engine.models.ssd_anchors import FEATURE_MAPS
+    from accel_widgets.engine.models.ssd_decode import NUM_CLASSES, detect_tf
 
     specs = [
         tf.TensorSpec([None, m.grid, m.grid, m.anchors_per_cell, 4], tf.float32, f"{m.block}_loc")
@@ -95,16 +95,16 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=2, help="validation/calibration photos")
     args = parser.parse_args()
 
-    from accel_widgets.engine.build import build_model
-    from accel_widgets.engine.client import client_from_service
-    from accel_widgets.engine.convert import convert
-    from accel_widgets.engine.samples import sample_photos
-    from accel_widgets.engine.ssd import raw_output_names
-    from accel_widgets.engine.ssd_convert import run_onnx
-    from accel_widgets.engine.ssd_decode import DETECTION_OUTPUTS, detect_numpy
+    from accel_widgets.engine.checks.samples import sample_photos
+    from accel_widgets.engine.clients.grpc_client import client_from_service
+    from accel_widgets.engine.conversion.convert import convert
+    from accel_widgets.engine.conversion.ssd_convert import run_onnx
+    from accel_widgets.engine.conversion.validate import onnx_session
+    from accel_widgets.engine.models.build import build_model
+    from accel_widgets.engine.models.ssd import raw_output_names
+    from accel_widgets.engine.models.ssd_decode import DETECTION_OUTPUTS, detect_numpy
+    from accel_widgets.engine.store.workspace import Workspace
     from accel_widgets.engine.targets import delete_service, deploy
-    from accel_widgets.engine.validate import onnx_session
-    from accel_widgets.engine.workspace import Workspace
     from accel_widgets.preprocess import Preprocessing, prepare
 
     cpu = cpu_description()["model"]

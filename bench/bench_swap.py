@@ -33,7 +33,7 @@ class Scorer(threading.Thread):
 
     def __init__(self, service, photo: bytes) -> None:
         super().__init__(daemon=True)
-        from accel_widgets.engine.client import client_from_service
+        from accel_widgets.engine.clients.grpc_client import client_from_service
         from accel_widgets.serving import protocol
         from accel_widgets.serving.tensors import make_tensor_proto
 
@@ -74,10 +74,10 @@ def main() -> None:
     parser.add_argument("--base", default="local/debian-py:bookworm")
     args = parser.parse_args()
 
-    from accel_widgets.engine.register import register_onnx
-    from accel_widgets.engine.samples import sample_photos
+    from accel_widgets.engine.checks.samples import sample_photos
+    from accel_widgets.engine.models.register import register_onnx
+    from accel_widgets.engine.store.workspace import Workspace
     from accel_widgets.engine.targets import delete_service, deploy
-    from accel_widgets.engine.workspace import Workspace
 
     photo = sample_photos(["chelsea"])[0].data
     with tempfile.TemporaryDirectory(prefix="bench-swap-") as tmp:
@@ -87,7 +87,7 @@ def main() -> None:
             register_onnx(onnx, "sq", workspace=workspace, preprocessing=PRE)
         images = {}
         if args.target == "container":
-            from accel_widgets.engine.package import package
+            from accel_widgets.engine.packaging.package import package
 
             for version in (1, 2):
                 images[version] = package("sq", version, base=args.base, workspace=workspace)
@@ -132,7 +132,7 @@ def main() -> None:
         finally:
             delete_service("sq", workspace)
             if images:
-                from accel_widgets.engine.package import delete_image
+                from accel_widgets.engine.packaging.package import delete_image
 
                 delete_image("sq", workspace=workspace)  # both versions, and the wheels stage
     print(f"CPU: {cpu_description()['model']} ({os.cpu_count()} cores); target {args.target}")

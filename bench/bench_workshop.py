@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 PARTICIPANT = r"""
 import json, sys, time, traceback
 from pathlib import Path
-from accel_widgets.engine.workspace import Workspace
-from accel_widgets.engine.register import register_onnx
-from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
+from accel_widgets.engine.store.workspace import Workspace
+from accel_widgets.engine.models.register import register_onnx
+from accel_widgets.engine.models.known_files import SAMPLE_PREPROCESSING
 from accel_widgets.engine.targets import deploy, delete_service
-from accel_widgets.engine.client import client_from_service
-from accel_widgets.engine.benchmark import benchmark_service
-from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.clients.grpc_client import client_from_service
+from accel_widgets.engine.clients.benchmark import benchmark_service
+from accel_widgets.engine.checks.samples import sample_photos
 
 root, weights, go = sys.argv[1], sys.argv[2], float(sys.argv[3])
 result = {"errors": [], "scores_ms": []}

@@ -33,7 +33,7 @@ accel-widgets convert "$MODEL" --weights "$WEIGHTS" --quantize int8
 accel-widgets list
 
 sample_path() {
-    "$PY" -c 'from accel_widgets.engine.choices import sample_model_path as p; print(p() or "")'
+    "$PY" -c 'from accel_widgets.engine.walk.choices import sample_model_path as p; print(p() or "")'
 }
 
 # Deploy the real pretrained SqueezeNet and score a cat photo; without it, deploy the model
@@ -50,9 +50,9 @@ if [ -n "$SAMPLE" ]; then
 else
     echo
     echo "SKIPPED the real pretrained SqueezeNet sample: SqueezeNet_fp16.onnx is in none of"
-    "$PY" -c 'from accel_widgets.engine.labels import weights_dirs
+    "$PY" -c 'from accel_widgets.engine.models.labels import weights_dirs
 print("  " + ", ".join(str(d) for d in weights_dirs()))
-from accel_widgets.engine.sample_model import how_to_get
+from accel_widgets.engine.models.sample_model import how_to_get
 print(how_to_get() + ".")'
     echo "Deploying $MODEL ($WEIGHTS weights) instead: the service, gRPC and scoring are real;"
     if [ "$WEIGHTS" = "random" ]; then

@@ -49,13 +49,13 @@ fi
 if [ -z "${ACCEL_WIDGETS_DATA_DIR:-}" ] && [ -d "$SHARED/data" ]; then
     export ACCEL_WIDGETS_DATA_DIR="$SHARED/data"
 fi
-if ! "$PY" -m accel_widgets.engine.suite_files; then
+if ! "$PY" -m accel_widgets.engine.checks.suite_files; then
     exit 2
 fi
 # The tests read one folder each: the one the files are in now.
-ACCEL_WIDGETS_WEIGHTS_DIR="$("$PY" -c 'from accel_widgets.engine.labels import download_dir
+ACCEL_WIDGETS_WEIGHTS_DIR="$("$PY" -c 'from accel_widgets.engine.models.labels import download_dir
 print(download_dir())')"
-ACCEL_WIDGETS_DATA_DIR="$("$PY" -c 'from accel_widgets.engine.suite_files import data_download_dir
+ACCEL_WIDGETS_DATA_DIR="$("$PY" -c 'from accel_widgets.engine.checks.suite_files import data_download_dir
 print(data_download_dir())')"
 export ACCEL_WIDGETS_WEIGHTS_DIR ACCEL_WIDGETS_DATA_DIR
 

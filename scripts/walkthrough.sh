@@ -25,7 +25,7 @@ if [ -z "${ACCEL_WIDGETS_WEIGHTS_DIR:-}" ] && [ -d ../shared/weights ]; then
     ACCEL_WIDGETS_WEIGHTS_DIR="$(cd .. && pwd)/shared/weights"
     export ACCEL_WIDGETS_WEIGHTS_DIR
 fi
-if ! "$PY" -c 'import sys; from accel_widgets.engine.sample_model import missing_files as m
+if ! "$PY" -c 'import sys; from accel_widgets.engine.models.sample_model import missing_files as m
 sys.exit(bool(m()))' 2>/dev/null; then
     if [ -n "${ACCEL_WIDGETS_OFFLINE:-}" ] || ! accel-widgets sample; then
         echo "The SqueezeNet sample is not on this machine: the walk starts with a catalog" \
@@ -43,7 +43,7 @@ case "$NOTEBOOK_DIR/" in
         exit 1
         ;;
 esac
-"$PY" -m accel_widgets.engine.notebooks "$NOTEBOOK_DIR"
+"$PY" -m accel_widgets.engine.walk.notebooks "$NOTEBOOK_DIR"
 
 # JupyterLab prints (and opens) its default URL with the token: make that the walkthrough
 # itself rather than the Launcher (a notebook passed as an argument opens only in the browser

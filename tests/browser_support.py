@@ -337,9 +337,9 @@ def delete_services(workspace_dir: Path) -> list[str]:
     """
     if not workspace_dir.exists():
         return []
+    from accel_widgets.engine.store.workspace import Workspace
     from accel_widgets.engine.targets import delete_service
     from accel_widgets.engine.targets.local import is_our_server
-    from accel_widgets.engine.workspace import Workspace
 
     workspace = Workspace(workspace_dir)
     deleted, problems = [], []

@@ -44,7 +44,7 @@ def _private_keras_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def workspace(tmp_path):
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     return Workspace(tmp_path / "workspace")
 

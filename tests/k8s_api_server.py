@@ -523,7 +523,7 @@ def pushed_squeezenet(workspace: Any, weights_dir: Path, tmp_path: Path, pushed:
     These tests test the cluster path, not Docker: the record says what the package step
     would have recorded after building and pushing (tag, image id, labels, the push).
     """
-    from accel_widgets.engine.register import register_onnx
+    from accel_widgets.engine.models.register import register_onnx
 
     register_onnx(
         weights_dir / "SqueezeNet_fp16.onnx",

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-MARKERS = ("accel_widgets.serving", "accel_widgets.engine.convert_worker")
+MARKERS = ("accel_widgets.serving", "accel_widgets.engine.conversion.convert_worker")
 
 
 class LeftRunningWarning(UserWarning):

@@ -16,22 +16,22 @@ import numpy as np
 import pytest
 
 from accel_widgets.cli import PARTIAL, main
-from accel_widgets.engine.accuracy import accuracy, wilson_interval
-from accel_widgets.engine.choices import get_choice, prepare_choice
-from accel_widgets.engine.convert import quantize_model
-from accel_widgets.engine.evaluate import evaluate
-from accel_widgets.engine.labelled import (
+from accel_widgets.engine.checks.accuracy import accuracy, wilson_interval
+from accel_widgets.engine.checks.evaluate import evaluate
+from accel_widgets.engine.checks.labelled import (
     LabelledDataError,
     imagenet_wnids,
     read_labelled,
     shared_imagenet_photos,
     split_for_calibration,
 )
-from accel_widgets.engine.reports import agreement_cell, report_row
+from accel_widgets.engine.checks.verdicts import artifact_check, int8_gate, recommended
+from accel_widgets.engine.conversion.convert import quantize_model
+from accel_widgets.engine.conversion.reports import agreement_cell, report_row
+from accel_widgets.engine.conversion.validate import compare
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import delete_service, deploy
-from accel_widgets.engine.validate import compare
-from accel_widgets.engine.verdicts import artifact_check, int8_gate, recommended
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.walk.choices import get_choice, prepare_choice
 
 #: The served sample must reach the published figure (58.2 % top-1) within noise.
 SAMPLE_TOP1_MIN = 0.58
@@ -201,7 +201,7 @@ def test_the_served_sample_reaches_its_published_accuracy(ws):
 def test_a_registration_with_other_pixels_is_not_reused_for_the_sample(workspace, weights_dir):
     """A workspace that registered the sample without the mean (as this kit once did) gets
     a new, right registration instead of reusing the wrong one."""
-    from accel_widgets.engine.register import register_onnx
+    from accel_widgets.engine.models.register import register_onnx
 
     old = register_onnx(
         weights_dir / "SqueezeNet_fp16.onnx",

@@ -27,7 +27,7 @@ from serving_fixtures import (
     write_config,
 )
 
-from accel_widgets.engine.client import PredictionClient
+from accel_widgets.engine.clients.grpc_client import PredictionClient
 from accel_widgets.errors import ScoringError
 from accel_widgets.serving import runtime
 from accel_widgets.serving.batching import DynamicBatcher

@@ -31,9 +31,9 @@ from browser_support import (
     start_lab,
 )
 
-from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
-from accel_widgets.engine.notebooks import bundled_notebook
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.models.known_files import SAMPLE_PREPROCESSING
+from accel_widgets.engine.store.workspace import Workspace
+from accel_widgets.engine.walk.notebooks import bundled_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -84,7 +84,7 @@ def install_into(sandbox: Sandbox) -> None:
 
 def prepare_squeezenet(workspace: Workspace, weights_dir: Path) -> None:
     """The real pretrained SqueezeNet as model ``squeezenet:1`` (reused when already there)."""
-    from accel_widgets.engine.prepare import prepare_onnx
+    from accel_widgets.engine.walk.prepare import prepare_onnx
 
     prepare_onnx(
         weights_dir / "SqueezeNet_fp16.onnx",
@@ -288,7 +288,7 @@ def test_sidebar_deletes_an_image_once_its_service_is_stopped(
     the image's Delete waits for the service to stop, then removes it from the engine."""
     from playwright.sync_api import expect
 
-    from accel_widgets.engine.package import package
+    from accel_widgets.engine.packaging.package import package
     from accel_widgets.engine.targets import deploy
 
     prepare_squeezenet(workspace, weights_dir)

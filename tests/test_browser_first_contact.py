@@ -30,7 +30,7 @@ from browser_support import (
 )
 from test_browser_walkthrough import PAGE_LOAD_MS, assert_cat_first, walk_to_a_cat
 
-from accel_widgets.engine.notebooks import TEMPLATES
+from accel_widgets.engine.walk.notebooks import TEMPLATES
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 

@@ -491,8 +491,8 @@ def stop_the_service_and_deploy_again(page, sandbox: Sandbox, shots: Screenshots
     """With the cat scored: stop the service as the sidebar's Stop does (the engine's
     delete_service); within 5 s Deploy no longer says running and Score says to deploy
     first; deploying again and scoring works without a reload."""
+    from accel_widgets.engine.store.workspace import Workspace
     from accel_widgets.engine.targets import delete_service
-    from accel_widgets.engine.workspace import Workspace
 
     assert "running" in deploy_details(page)
 
@@ -560,7 +560,7 @@ def test_voila_a_service_stopped_from_the_sidebar_reopens_deploy_within_seconds(
 def test_delete_everything_then_walk_again_without_a_reload(lab, sandbox, page, shots):
     """Clean up's Delete everything, confirmed, empties the workspace; the walk then runs
     again from the top by its buttons, on the same page, and scores the cat again."""
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     with shots.on_failure(page, [lab.server]):
         open_lab_walkthrough(page, lab, shots)

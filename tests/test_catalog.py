@@ -1,4 +1,4 @@
-"""Tests for the model catalog (``accel_widgets.engine.catalog``).
+"""Tests for the model catalog (``accel_widgets.engine.models.catalog``).
 
 The catalog is what a user picks from before anything is built, so these tests check the
 facts they rely on: which models exist, their input size, classes and labels, the tensor names
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from accel_widgets.engine.catalog import (
+from accel_widgets.engine.models.catalog import (
     CATALOG,
     LEGACY_INPUT,
     RGB_MEANS,

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from accel_widgets.cli import main
-from accel_widgets.engine.catalog import CATALOG
+from accel_widgets.engine.models.catalog import CATALOG
 
 
 def run(workspace, *args: str) -> int:

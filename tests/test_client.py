@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 from serving_fixtures import jpeg_bytes
 
-from accel_widgets.engine.client import (
+from accel_widgets.engine.clients.grpc_client import (
     PredictionClient,
     client_from_service,
     encode_image,
 )
-from accel_widgets.engine.labels import load_labels, top_k
+from accel_widgets.engine.models.labels import load_labels, top_k
 from accel_widgets.errors import CancelledError, ScoringError, WeightsError
 from accel_widgets.progress import CancelToken, EventLog
 from accel_widgets.serving import protocol
@@ -273,7 +273,7 @@ def test_named_label_sets_load():
 
 
 def test_missing_named_labels_say_where_to_put_them(tmp_path, monkeypatch):
-    import accel_widgets.engine.labels as labels
+    import accel_widgets.engine.models.labels as labels
 
     monkeypatch.setenv("ACCEL_WIDGETS_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setattr(labels, "weights_dirs", lambda: [tmp_path])
@@ -305,7 +305,7 @@ def test_top_k_shifts_background_first_label_files():
 
 
 def test_labels_path_resolves_named_sets_for_the_deploy_step(tmp_path):
-    from accel_widgets.engine.labels import labels_path
+    from accel_widgets.engine.models.labels import labels_path
 
     assert labels_path("imagenet").name == "imagenet_classes.txt"
     own = tmp_path / "mine.txt"

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from accel_widgets.engine.build import build_model
-from accel_widgets.engine.catalog import get_spec
-from accel_widgets.engine.convert import convert
-from accel_widgets.engine.samples import sample_photos
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.conversion.convert import convert
+from accel_widgets.engine.models.build import build_model
+from accel_widgets.engine.models.catalog import get_spec
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.preprocess import Preprocessing, prepare
 from accel_widgets.progress import EventLog
 
@@ -128,7 +128,7 @@ def test_quantized_catalog_name_builds_float_and_quantizes(workspace):
 def _served_precision_follows_the_bf16_check(workspace, artifact, bf16) -> None:
     """OpenVINO serves the artifact in bf16 exactly when the check agreed on every photo
     and this CPU has bf16; otherwise it is asked for f32 (its own default would be bf16)."""
-    from accel_widgets.engine.service_config import server_config_for
+    from accel_widgets.engine.packaging.service_config import server_config_for
     from accel_widgets.serving import openvino_runtime
     from accel_widgets.serving.model import LoadedModel
 

@@ -9,11 +9,11 @@ import psutil
 import pytest
 
 from accel_widgets.cli import main
-from accel_widgets.engine import workspace as workspace_module
-from accel_widgets.engine.build import build_model
-from accel_widgets.engine.catalog import get_spec
-from accel_widgets.engine.convert import convert
-from accel_widgets.engine.register import register_onnx
+from accel_widgets.engine.conversion.convert import convert
+from accel_widgets.engine.models.build import build_model
+from accel_widgets.engine.models.catalog import get_spec
+from accel_widgets.engine.models.register import register_onnx
+from accel_widgets.engine.store import workspace as workspace_module
 from accel_widgets.errors import (
     CancelledError,
     CatalogError,
@@ -93,7 +93,7 @@ def test_no_disk_space_stops_the_build_and_writes_nothing(workspace, monkeypatch
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
     """One DenseNet-121 build shared by the conversion-failure tests (copied per test)."""
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("small-model"))
     build_model("densenet121", weights="random", workspace=ws)
@@ -102,7 +102,7 @@ def small_model(tmp_path_factory):
 
 @pytest.fixture
 def built(small_model, tmp_path):
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     shutil.copytree(small_model.root, tmp_path / "ws")
     return Workspace(tmp_path / "ws")

@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 
 from accel_widgets.cli import main
-from accel_widgets.engine import choices
-from accel_widgets.engine.labels import weights_dirs
-from accel_widgets.engine.sample_model import (
+from accel_widgets.engine.models.labels import weights_dirs
+from accel_widgets.engine.models.sample_model import (
     LABELS_FILE,
     SAMPLE_FILE,
     SAMPLE_FILES,
     SAMPLE_URL_ENV,
     download_sample,
 )
+from accel_widgets.engine.walk import choices
 from accel_widgets.errors import WeightsError
 from accel_widgets.progress import EventLog
 
@@ -135,8 +135,8 @@ def test_without_the_sample_the_walk_preselects_a_catalog_model_with_random_weig
 
 
 def test_offline_imagenet_error_speaks_the_callers_language(tmp_path, capsys):
-    from accel_widgets.engine.build import resolve_weights
-    from accel_widgets.engine.catalog import get_spec
+    from accel_widgets.engine.models.build import resolve_weights
+    from accel_widgets.engine.models.catalog import get_spec
 
     with pytest.raises(WeightsError) as caught:
         resolve_weights(get_spec("densenet121"), "imagenet")

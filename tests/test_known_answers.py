@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from accel_widgets.engine.catalog import list_specs
+from accel_widgets.engine.models.catalog import list_specs
 from accel_widgets.errors import ImageError
 from accel_widgets.preprocess import Preprocessing, prepare
 
@@ -82,7 +82,7 @@ def _keras_reference(keras, architecture: str, image: np.ndarray) -> np.ndarray:
 def test_savedmodel_graph_normalises_a_known_pixel_and_image(spec, tf_keras):
     """``predict_pixels`` (what the SavedModel serves and the stock converter converts; SSD's
     graph takes the same normaliser)."""
-    from accel_widgets.engine.build import make_serving_module
+    from accel_widgets.engine.models.build import make_serving_module
 
     tf, keras = tf_keras
     image = known_image(spec.input_size)
@@ -96,7 +96,7 @@ def test_savedmodel_graph_normalises_a_known_pixel_and_image(spec, tf_keras):
 @pytest.mark.parametrize("spec", GRAPH_SPECS, ids=[s.name for s in GRAPH_SPECS])
 def test_low_memory_converter_graph_normalises_a_known_pixel_and_image(spec, tf_keras):
     """``pixel_model`` (what the low-memory converter traces) gives the same known answers."""
-    from accel_widgets.engine.build import pixel_model
+    from accel_widgets.engine.models.build import pixel_model
 
     _, keras = tf_keras
     size = spec.input_size
@@ -121,9 +121,9 @@ def _png(image: np.ndarray) -> bytes:
 def registered_preprocessing(tmp_path_factory, weights_dir):
     """model -> the server Preprocessing the engine records when each real model is registered
     with the options it is documented to need (the walk's own options for SqueezeNet)."""
-    from accel_widgets.engine.choices import SAMPLE_NAME, model_choices
-    from accel_widgets.engine.register import register_onnx
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.models.register import register_onnx
+    from accel_widgets.engine.store.workspace import Workspace
+    from accel_widgets.engine.walk.choices import SAMPLE_NAME, model_choices
 
     workspace = Workspace(tmp_path_factory.mktemp("known-answers") / "workspace")
     squeezenet = next(c for c in model_choices() if c.key == SAMPLE_NAME)
@@ -192,7 +192,7 @@ def _reference_crop(data: bytes) -> np.ndarray:
 @pytest.fixture(scope="module")
 def large_photo() -> bytes:
     """The cat enlarged to 1024 x 768: big enough for the fast path's DCT scaling (1/2)."""
-    from accel_widgets.engine.samples import encode_jpeg, sample_photos
+    from accel_widgets.engine.checks.samples import encode_jpeg, sample_photos
 
     cat = Image.open(io.BytesIO(sample_photos(["chelsea"])[0].data))
     return encode_jpeg(np.asarray(cat.resize((1024, 768), Image.Resampling.BICUBIC)))

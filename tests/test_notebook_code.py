@@ -24,8 +24,8 @@ from notebook_runner import (
     output_mimes,
 )
 
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import delete_service
-from accel_widgets.engine.workspace import Workspace
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "walkthrough-code.ipynb"
 CAT_LABELS = {"Egyptian cat", "tabby", "tiger cat", "Persian cat", "Siamese cat", "lynx"}

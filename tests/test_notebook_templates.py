@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from accel_widgets.engine import notebooks
-from accel_widgets.engine.notebooks import (
+from accel_widgets.engine.walk import notebooks
+from accel_widgets.engine.walk.notebooks import (
     TEMPLATES,
     bundled_notebook,
     clean_notebook,
@@ -114,7 +114,7 @@ def test_the_script_entry_copies_every_notebook_into_a_new_folder(tmp_path):
     """What scripts/walkthrough.sh runs: the folder is made, a second run keeps the copies."""
     folder = tmp_path / "home" / "accel-widgets"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    argv = [sys.executable, "-m", "accel_widgets.engine.notebooks", str(folder)]
+    argv = [sys.executable, "-m", "accel_widgets.engine.walk.notebooks", str(folder)]
     first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert sorted(p.name for p in folder.iterdir()) == sorted(TEMPLATES)

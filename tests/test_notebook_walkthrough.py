@@ -15,8 +15,8 @@ from pathlib import Path
 
 from notebook_runner import execute_notebook, notebook_text
 
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import delete_service
-from accel_widgets.engine.workspace import Workspace
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "walkthrough.ipynb"
 CATS = {"Egyptian cat", "tabby", "tiger cat", "Persian cat", "Siamese cat", "lynx"}

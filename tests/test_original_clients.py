@@ -30,13 +30,13 @@ import grpc
 import numpy as np
 import pytest
 
-from accel_widgets.engine.build import build_model
-from accel_widgets.engine.catalog import get_spec
-from accel_widgets.engine.client import client_from_service
-from accel_widgets.engine.convert import convert
-from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.clients.grpc_client import client_from_service
+from accel_widgets.engine.conversion.convert import convert
+from accel_widgets.engine.models.build import build_model
+from accel_widgets.engine.models.catalog import get_spec
+from accel_widgets.engine.store.workspace import ServiceRecord, Workspace
 from accel_widgets.engine.targets import delete_service, deploy
-from accel_widgets.engine.workspace import ServiceRecord, Workspace
 from accel_widgets.preprocess import Preprocessing, prepare
 from accel_widgets.serving import protocol
 from accel_widgets.serving.tensors import make_tensor_proto, tensor_to_numpy

@@ -24,11 +24,12 @@ import numpy as np
 import pytest
 
 from accel_widgets.cli import main
-from accel_widgets.engine import package as pkg
-from accel_widgets.engine.client import client_from_service
-from accel_widgets.engine.package_context import file_sha256
-from accel_widgets.engine.register import register_onnx
-from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.clients.grpc_client import client_from_service
+from accel_widgets.engine.models.register import register_onnx
+from accel_widgets.engine.packaging import package as pkg
+from accel_widgets.engine.packaging.package_context import file_sha256
+from accel_widgets.engine.store.workspace import ImageRecord, Workspace
 from accel_widgets.engine.targets import (
     delete_service,
     deploy,
@@ -37,7 +38,6 @@ from accel_widgets.engine.targets import (
     service_status,
 )
 from accel_widgets.engine.targets.container import SECRET_PATH
-from accel_widgets.engine.workspace import ImageRecord, Workspace
 from accel_widgets.errors import (
     DependencyError,
     DockerUnavailableError,
@@ -444,7 +444,7 @@ def _served_requests(service) -> int:
 
 def test_client_round_robin_spreads_requests_over_two_containers(packaged):
     """Two containers of one image, one client with both addresses: both do the work."""
-    from accel_widgets.engine.client import PredictionClient
+    from accel_widgets.engine.clients.grpc_client import PredictionClient
 
     workspace, _ = packaged
     first = deploy("squeezenet", name="rr-a", target="container", workspace=workspace)

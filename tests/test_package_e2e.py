@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from accel_widgets.engine import package as pkg
-from accel_widgets.engine.build import build_model
-from accel_widgets.engine.cleanup import cleanup_plan, delete_everything
-from accel_widgets.engine.client import client_from_service
-from accel_widgets.engine.convert import convert
-from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.clients.grpc_client import client_from_service
+from accel_widgets.engine.conversion.convert import convert
+from accel_widgets.engine.models.build import build_model
+from accel_widgets.engine.packaging import package as pkg
+from accel_widgets.engine.store.cleanup import cleanup_plan, delete_everything
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import deploy, list_services, service_logs
 from accel_widgets.engine.targets.container import workspace_label
-from accel_widgets.engine.workspace import Workspace
 from accel_widgets.progress import EventLog
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from accel_widgets.engine import package as pkg
-from accel_widgets.engine.client import client_from_service
-from accel_widgets.engine.register import register_onnx
-from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.clients.grpc_client import client_from_service
+from accel_widgets.engine.models.register import register_onnx
+from accel_widgets.engine.packaging import package as pkg
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import delete_service, deploy, list_services, service_status
-from accel_widgets.engine.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -187,7 +187,7 @@ KILLED_DEPLOY = textwrap.dedent(
     import os, signal, sys
     from accel_widgets.engine.targets import deploy
     from accel_widgets.engine.targets.container import ContainerTarget
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from accel_widgets.engine.client import PredictionClient, client_from_service
+from accel_widgets.engine.clients.grpc_client import PredictionClient, client_from_service
 from accel_widgets.engine.targets.base import free_port
 from accel_widgets.errors import ScoringError
 from accel_widgets.serving import protocol
@@ -257,7 +257,7 @@ def test_the_client_says_where_it_goes_and_never_its_key():
 
 
 def test_a_rest_only_service_gets_the_rest_client():
-    from accel_widgets.engine.rest_client import RestPredictionClient
+    from accel_widgets.engine.clients.rest_client import RestPredictionClient
 
     service = SimpleNamespace(
         address="127.0.0.1",
@@ -380,7 +380,7 @@ def test_a_server_without_health_is_ready_only_if_its_metadata_answers(counting)
 
 
 def test_pictures_too_big_for_a_png_go_as_a_jpeg_and_odd_inputs_are_refused():
-    from accel_widgets.engine.client import encode_image
+    from accel_widgets.engine.clients.grpc_client import encode_image
 
     noise = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
     assert encode_image(noise).startswith(b"\x89PNG")

@@ -16,9 +16,9 @@ import shutil
 
 import pytest
 
-from accel_widgets.engine import package as pkg
-from accel_widgets.engine.register import register_onnx
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.models.register import register_onnx
+from accel_widgets.engine.packaging import package as pkg
+from accel_widgets.engine.store.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -15,21 +15,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from accel_widgets.engine.accuracy import accuracy, accuracy_text, top_k, wilson_interval
-from accel_widgets.engine.reports import (
+from accel_widgets.engine.checks.accuracy import accuracy, accuracy_text, top_k, wilson_interval
+from accel_widgets.engine.checks.verdicts import (
+    artifact_check,
+    int8_gate,
+    recommended,
+    uninformative,
+)
+from accel_widgets.engine.conversion.reports import (
     REPORT_COLUMNS,
     accuracy_cell,
     agreement_cell,
     photo_predictions,
     report_row,
 )
-from accel_widgets.engine.verdicts import (
-    artifact_check,
-    int8_gate,
-    recommended,
-    uninformative,
-)
-from accel_widgets.engine.workspace import ArtifactRecord
+from accel_widgets.engine.store.workspace import ArtifactRecord
 from accel_widgets.preprocess import Preprocessing
 
 # -- the INT8 latency ratio, on a real quantization -------------------------------------------
@@ -78,7 +78,7 @@ def _conv_model(path: Path) -> Path:
 
 def test_the_int8_latency_ratio_is_int8_p50_over_fp32_p50(tmp_path):
     pytest.importorskip("onnxruntime.quantization")
-    from accel_widgets.engine.convert_worker import quantize_and_validate
+    from accel_widgets.engine.conversion.convert_worker import quantize_and_validate
 
     said = []
     job = {"preprocessing": Preprocessing().to_dict(), "timing_runs": 7}
@@ -374,7 +374,7 @@ def test_a_converted_detector_gets_a_verdict_and_a_row():
     """SSD-VGG's fp32 report compares detections (engine/ssd_convert.py), which have no
     relative difference: its verdict and its row in `accel-widgets list` (and deploy, which
     checks the verdict first) must not fail on the missing figure."""
-    from accel_widgets.engine.ssd_convert import detection_agreement
+    from accel_widgets.engine.conversion.ssd_convert import detection_agreement
 
     cat = _detections([[0.1, 0.1, 0.5, 0.5]], [8])
     dog = _detections([[0.1, 0.1, 0.5, 0.5]], [12])

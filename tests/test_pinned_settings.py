@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from pinned_support import colour_model, png
 
-from accel_widgets.engine.client import client_from_service
-from accel_widgets.engine.register import register_onnx
+from accel_widgets.engine.clients.grpc_client import client_from_service
+from accel_widgets.engine.models.register import register_onnx
 from accel_widgets.engine.targets import delete_service, deploy, get_target, targets
 from accel_widgets.errors import ScoringError, ServingError
 
@@ -62,7 +62,7 @@ def test_anything_else_is_refused_naming_the_setting(target, setting):
 @pytest.fixture(scope="module")
 def colours(tmp_path_factory):
     """A workspace with a tiny real model registered (its own folder, module-wide)."""
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     folder = tmp_path_factory.mktemp("pinned-settings")
     workspace = Workspace(folder / "workspace")

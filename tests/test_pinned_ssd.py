@@ -15,8 +15,8 @@ import math
 import numpy as np
 import pytest
 
-from accel_widgets.engine.ssd_anchors import FEATURE_MAPS, VARIANCES, anchors
-from accel_widgets.engine.ssd_decode import (
+from accel_widgets.engine.models.ssd_anchors import FEATURE_MAPS, VARIANCES, anchors
+from accel_widgets.engine.models.ssd_decode import (
     NUM_CLASSES,
     DetectionSettings,
     decode_boxes,
@@ -155,7 +155,7 @@ def test_softmax_is_per_row_in_float32_whatever_the_scale_of_other_rows():
 def test_the_graph_keeps_what_the_reference_keeps_at_the_iou_edge():
     """The TensorFlow graph (converted into the served ONNX model) at the same edge."""
     tf = pytest.importorskip("tensorflow")
-    from accel_widgets.engine.ssd_decode import detect_tf
+    from accel_widgets.engine.models.ssd_decode import detect_tf
 
     for overlap, kept in ((0.449, 2), (0.451, 1)):
         first, second = _box_at_iou(overlap)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from pinned_support import colour_config, inprocess_server
 
+from accel_widgets.engine.store.workspace import ImageRecord, ServiceRecord
 from accel_widgets.engine.targets import get_target
 from accel_widgets.engine.targets.base import (
     RUNTIME_SETTING,
@@ -24,7 +25,6 @@ from accel_widgets.engine.targets.base import (
     port_free,
     pushed_reference,
 )
-from accel_widgets.engine.workspace import ImageRecord, ServiceRecord
 from accel_widgets.errors import ServingError
 from accel_widgets.serving.config import RUNTIMES
 

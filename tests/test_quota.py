@@ -1,4 +1,4 @@
-"""Tests for the capacity check (``accel_widgets.engine.quota``).
+"""Tests for the capacity check (``accel_widgets.engine.targets.quota``).
 
 The Azure tests talk to a loopback ``http.server`` on 127.0.0.1 that stands in for Azure
 Resource Manager's REST API, because the real one cannot be reached from these machines. The
@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from azure.core.credentials import AccessToken
 
-from accel_widgets.engine import quota
-from accel_widgets.engine.quota import (
+from accel_widgets.engine.targets import quota
+from accel_widgets.engine.targets.quota import (
     API_VERSION,
     ModelNeeds,
     QuotaReport,

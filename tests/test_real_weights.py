@@ -24,8 +24,8 @@ import pytest
 from PIL import Image
 from serving_fixtures import running_server, squeezenet_model, weights_path, write_config
 
-from accel_widgets.engine.client import PredictionClient
-from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.clients.grpc_client import PredictionClient
 from accel_widgets.errors import ScoringError
 
 #: Largest |served - reference| score allowed, for any class of any photo. The exact path

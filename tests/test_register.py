@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from accel_widgets.engine.convert import convert, quantize_model
-from accel_widgets.engine.register import register_keras, register_onnx, register_saved_model
+from accel_widgets.engine.conversion.convert import convert, quantize_model
+from accel_widgets.engine.models.register import register_keras, register_onnx, register_saved_model
 from accel_widgets.errors import BuildError
 from accel_widgets.progress import EventLog
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from serving_fixtures import CAT_CLASSES, running_server, squeezenet_model, write_config
 
-from accel_widgets.engine.client import PredictionClient
-from accel_widgets.engine.rest_client import RestPredictionClient
-from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.clients.grpc_client import PredictionClient
+from accel_widgets.engine.clients.rest_client import RestPredictionClient
 from accel_widgets.errors import ScoringError
 
 pytestmark = pytest.mark.timeout(120)

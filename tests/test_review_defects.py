@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 import pytest
 
-from accel_widgets.engine.workspace import ServiceRecord, Workspace
+from accel_widgets.engine.store.workspace import ServiceRecord, Workspace
 from accel_widgets.errors import WorkspaceError
 from accel_widgets.serving.config import ModelConfig, OutputConfig
 from accel_widgets.serving.status import RequestError
@@ -161,7 +161,7 @@ def test_a_runtime_failure_is_the_servers_status_not_invalid_argument(tmp_path, 
 def test_out_of_memory_reaches_a_grpc_client_as_resource_exhausted(tmp_path):
     from serving_fixtures import running_server, write_config
 
-    from accel_widgets.engine.client import PredictionClient
+    from accel_widgets.engine.clients.grpc_client import PredictionClient
     from accel_widgets.serving import protocol
     from accel_widgets.serving.tensors import make_tensor_proto
 
@@ -222,7 +222,7 @@ def test_the_server_extension_opens_one_workspace_for_all_requests(tmp_path, mon
 @pytest.mark.parametrize("key", ["short-k3y", KEY])
 def test_the_cli_masks_keys_as_the_widget_does_and_never_shows_a_short_one(key):
     from accel_widgets.cli import _mask
-    from accel_widgets.engine.keys import mask_key
+    from accel_widgets.engine.store.keys import mask_key
 
     shown = _mask(key)
     assert shown == mask_key(key)
@@ -232,7 +232,7 @@ def test_the_cli_masks_keys_as_the_widget_does_and_never_shows_a_short_one(key):
 
 
 def test_the_cli_and_the_walk_share_one_quantize_rule():
-    from accel_widgets.engine.catalog import get_spec, quantize_for
+    from accel_widgets.engine.models.catalog import get_spec, quantize_for
 
     assert quantize_for(get_spec("quantized-resnet50"), None) == "int8"
     assert quantize_for(get_spec("resnet50"), None) is None
@@ -241,8 +241,8 @@ def test_the_cli_and_the_walk_share_one_quantize_rule():
 
 def test_cli_convert_prints_the_report_table_the_convert_widget_shows(capsys):
     from accel_widgets.cli import _print_reports
-    from accel_widgets.engine.reports import REPORT_COLUMNS, report_row
-    from accel_widgets.engine.workspace import ArtifactRecord
+    from accel_widgets.engine.conversion.reports import REPORT_COLUMNS, report_row
+    from accel_widgets.engine.store.workspace import ArtifactRecord
 
     artifact = ArtifactRecord(
         id=1,
@@ -285,7 +285,7 @@ def test_a_workspace_from_a_newer_accel_widgets_is_refused_with_what_to_do(tmp_p
 
 
 def test_an_older_workspace_is_migrated_once_and_keeps_its_data(tmp_path, monkeypatch):
-    from accel_widgets.engine import workspace as workspace_module
+    from accel_widgets.engine.store import workspace as workspace_module
 
     current = workspace_module.SCHEMA_VERSION  # the test adds the step after it
     old = Workspace(tmp_path / "ws")

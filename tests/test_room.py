@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from accel_widgets.cli import main
-from accel_widgets.engine.client import client_from_service
-from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
-from accel_widgets.engine.register import register_onnx
-from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.clients.grpc_client import client_from_service
+from accel_widgets.engine.models.known_files import SAMPLE_PREPROCESSING
+from accel_widgets.engine.models.register import register_onnx
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import delete_service, deploy, service_status
 from accel_widgets.engine.targets.room import others, room_services
-from accel_widgets.engine.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -27,7 +27,7 @@ from serving_fixtures import (
     write_config,
 )
 
-from accel_widgets.engine.client import PredictionClient
+from accel_widgets.engine.clients.grpc_client import PredictionClient
 from accel_widgets.errors import ServingError
 from accel_widgets.serving import openvino_runtime, runtime
 from accel_widgets.serving.config import ServerConfig
@@ -102,7 +102,7 @@ def test_openvino_computes_in_f32_unless_bf16_was_validated():
     )
     assert openvino_runtime.choose_precision(False, "CPU", has_bf16=True)[0] == "f32"
     # The engine sets "bf16" only from a validation that agreed on every photo.
-    from accel_widgets.engine.service_config import bf16_validated
+    from accel_widgets.engine.packaging.service_config import bf16_validated
 
     assert bf16_validated({"bf16": {"top1_agreement": 1.0, "n_images": 6}})
     assert not bf16_validated({"bf16": {"top1_agreement": 5 / 6, "n_images": 6}})
@@ -354,7 +354,7 @@ def test_loading_openvino_forks_no_child_and_sends_no_usage_event(tmp_path):
 
 def test_cli_deploy_runtime_flag_and_the_deploy_form_offer_the_runtimes(workspace, capsys):
     from accel_widgets.cli import main
-    from accel_widgets.engine.register import register_onnx
+    from accel_widgets.engine.models.register import register_onnx
     from accel_widgets.engine.targets import delete_service, get_target
     from accel_widgets.widgets.deploy import setting_control
 

@@ -34,9 +34,9 @@ from browser_support import (
     http_status,
 )
 
-from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
-from accel_widgets.engine.notebooks import bundled_notebook
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.models.known_files import SAMPLE_PREPROCESSING
+from accel_widgets.engine.store.workspace import Workspace
+from accel_widgets.engine.walk.notebooks import bundled_notebook
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -129,8 +129,8 @@ def start_jupyter_server(sandbox: Sandbox, root: Path, timeout: float = 60.0) ->
 
 
 def deploy_squeezenet(workspace: Workspace, weights_dir: Path, name: str, **options):
-    from accel_widgets.engine.prepare import prepare_onnx
     from accel_widgets.engine.targets import deploy
+    from accel_widgets.engine.walk.prepare import prepare_onnx
 
     prepare_onnx(
         weights_dir / "SqueezeNet_fp16.onnx",
@@ -405,7 +405,7 @@ def test_images_are_listed_and_deleted_in_dependency_order(
     server, service, docker_client, base_image
 ):
     """An image a container service runs is listed with its user and cannot go before it."""
-    from accel_widgets.engine.package import package
+    from accel_widgets.engine.packaging.package import package
     from accel_widgets.engine.targets import deploy
 
     workspace = server.workspace

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serving_fixtures import CAT_CLASSES, jpeg_bytes, running_server, write_config
 
-from accel_widgets.engine.client import PredictionClient
+from accel_widgets.engine.clients.grpc_client import PredictionClient
 from accel_widgets.serving import protocol
 
 #: Codes a malformed request may get: each names the client's mistake. INTERNAL or UNKNOWN

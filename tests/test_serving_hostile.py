@@ -31,7 +31,7 @@ from serving_fixtures import (
     write_config,
 )
 
-from accel_widgets.engine.client import PredictionClient
+from accel_widgets.engine.clients.grpc_client import PredictionClient
 from accel_widgets.serving import protocol
 from accel_widgets.serving.tensors import make_tensor_proto
 

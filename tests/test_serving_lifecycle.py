@@ -23,7 +23,7 @@ from serving_fixtures import (
     write_config,
 )
 
-from accel_widgets.engine.client import PredictionClient
+from accel_widgets.engine.clients.grpc_client import PredictionClient
 from accel_widgets.errors import ScoringError
 
 

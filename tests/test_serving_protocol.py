@@ -189,7 +189,7 @@ def test_serving_process_imports_no_tensorflow_or_jupyter():
     code = (
         "import sys\n"
         "import accel_widgets.serving.server, accel_widgets.serving.__main__\n"
-        "import accel_widgets.preprocess, accel_widgets.engine.client\n"
+        "import accel_widgets.preprocess, accel_widgets.engine.clients.grpc_client\n"
         "banned = ('tensorflow', 'tf2onnx', 'keras', 'ipywidgets', 'jupyter', 'jupyter_client',"
         " 'IPython', 'ipykernel', 'onnx')\n"
         "found = sorted(m for m in sys.modules if m.split('.')[0] in banned)\n"

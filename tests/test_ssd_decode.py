@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from accel_widgets.engine.catalog import get_spec
-from accel_widgets.engine.detection import Detection, detections_from_outputs
-from accel_widgets.engine.ssd_anchors import FEATURE_MAPS, NUM_ANCHORS, anchors
-from accel_widgets.engine.ssd_convert import detection_agreement
-from accel_widgets.engine.ssd_decode import NUM_CLASSES, detect_numpy
+from accel_widgets.engine.clients.detection import Detection, detections_from_outputs
+from accel_widgets.engine.conversion.ssd_convert import detection_agreement
+from accel_widgets.engine.models.catalog import get_spec
+from accel_widgets.engine.models.ssd_anchors import FEATURE_MAPS, NUM_ANCHORS, anchors
+from accel_widgets.engine.models.ssd_decode import NUM_CLASSES, detect_numpy
 
 
 def _random_maps(seed: int, batch: int = 2, hot: float = 0.04):
@@ -49,7 +49,7 @@ def test_anchor_layout_is_the_azure_models():
 
 def test_graph_decode_and_nms_match_the_numpy_reference():
     tf = pytest.importorskip("tensorflow")
-    from accel_widgets.engine.ssd_decode import detect_tf
+    from accel_widgets.engine.models.ssd_decode import detect_tf
 
     locations, logits = _random_maps(seed=7)
     graph = detect_tf(tf, [tf.constant(t) for t in locations], [tf.constant(t) for t in logits])
@@ -148,13 +148,13 @@ def test_drawing_puts_one_coloured_labelled_box_per_detection_on_the_photo():
 @pytest.fixture(scope="module")
 def network():
     pytest.importorskip("tensorflow")
-    from accel_widgets.engine.ssd import build_network
+    from accel_widgets.engine.models.ssd import build_network
 
     return build_network()
 
 
 def test_weights_file_round_trips_by_layer_name(network, tmp_path):
-    from accel_widgets.engine.ssd import LAYER_NAMES, load_weights, save_weights
+    from accel_widgets.engine.models.ssd import LAYER_NAMES, load_weights, save_weights
 
     assert {layer.name for layer in network.layers if layer.weights} == set(LAYER_NAMES)
     path = save_weights(network, tmp_path / "ssd300.h5")
@@ -169,7 +169,7 @@ def test_weights_file_round_trips_by_layer_name(network, tmp_path):
 def test_weights_file_of_another_layout_names_every_mismatching_layer(network, tmp_path):
     import keras
 
-    from accel_widgets.engine.ssd import load_weights, save_weights
+    from accel_widgets.engine.models.ssd import load_weights, save_weights
     from accel_widgets.errors import WeightsError
 
     # A 38x38-style file: block1_conv1 with 32 filters, VOC heads of another anchor count,
@@ -193,7 +193,7 @@ def test_weights_file_of_another_layout_names_every_mismatching_layer(network, t
 
 
 def test_weights_choices_are_refused_in_the_callers_words(tmp_path):
-    from accel_widgets.engine.ssd import create_network
+    from accel_widgets.engine.models.ssd import create_network
     from accel_widgets.errors import WeightsError
 
     with pytest.raises(WeightsError, match=r"does not exist.*'random'"):

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from accel_widgets.engine.catalog import get_spec
-from accel_widgets.engine.ssd_decode import DETECTION_OUTPUTS
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.models.catalog import get_spec
+from accel_widgets.engine.models.ssd_decode import DETECTION_OUTPUTS
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.errors import AccelError
 
 RAW_SHAPES = {
@@ -37,7 +37,7 @@ RAW_SHAPES = {
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> dict[str, Path]:
-    from accel_widgets.engine.samples import sample_photos
+    from accel_widgets.engine.checks.samples import sample_photos
 
     folder = tmp_path_factory.mktemp("ssd-photos")
     for photo in sample_photos(["chelsea", "astronaut"]):
@@ -49,8 +49,8 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 def converted(tmp_path_factory, photos):
     """(workspace, fp32 artifact, int8 artifact) of ssd_vgg with random weights."""
     pytest.importorskip("tensorflow")
-    from accel_widgets.engine.build import build_model
-    from accel_widgets.engine.convert import convert
+    from accel_widgets.engine.conversion.convert import convert
+    from accel_widgets.engine.models.build import build_model
 
     workspace = Workspace(tmp_path_factory.mktemp("ssd-ws") / "workspace")
     build_model("ssd_vgg", weights="random", workspace=workspace)
@@ -87,8 +87,8 @@ def service(converted) -> Iterator:
 
 def _in_process(artifact, data: bytes) -> dict[str, np.ndarray]:
     """The artifact run here with ONNX Runtime on the server's own preprocessing."""
-    from accel_widgets.engine.ssd_convert import run_onnx
-    from accel_widgets.engine.validate import onnx_session
+    from accel_widgets.engine.conversion.ssd_convert import run_onnx
+    from accel_widgets.engine.conversion.validate import onnx_session
     from accel_widgets.preprocess import Preprocessing, prepare
 
     pre = Preprocessing.from_dict(artifact.report["preprocessing"])
@@ -155,8 +155,8 @@ def test_int8_keeps_decoding_float_and_reports_agreement_with_fp32(converted):
 def test_served_outputs_equal_in_process_and_raw_tensors_keep_original_names(
     converted, service, photos
 ):
-    from accel_widgets.engine.client import client_from_service
-    from accel_widgets.engine.ssd import raw_output_names
+    from accel_widgets.engine.clients.grpc_client import client_from_service
+    from accel_widgets.engine.models.ssd import raw_output_names
     from accel_widgets.serving import protocol
     from accel_widgets.serving.tensors import make_tensor_proto, tensor_to_numpy
 
@@ -191,9 +191,9 @@ def test_served_outputs_equal_in_process_and_raw_tensors_keep_original_names(
 
 
 def test_detect_file_returns_the_labelled_boxes_computed_in_process(converted, service, photos):
-    from accel_widgets.engine.client import client_from_service
-    from accel_widgets.engine.detection import detections_from_outputs
-    from accel_widgets.engine.labels import load_labels
+    from accel_widgets.engine.clients.detection import detections_from_outputs
+    from accel_widgets.engine.clients.grpc_client import client_from_service
+    from accel_widgets.engine.models.labels import load_labels
 
     _, fp32, _ = converted
     labels = load_labels("voc")
@@ -215,7 +215,7 @@ def test_detect_file_returns_the_labelled_boxes_computed_in_process(converted, s
 
 def test_cli_score_prints_one_labelled_box_per_detection(converted, service, photos, capsys):
     from accel_widgets.cli import main
-    from accel_widgets.engine.labels import load_labels
+    from accel_widgets.engine.models.labels import load_labels
 
     workspace, fp32, _ = converted
     expected = _in_process(fp32, photos["chelsea"].read_bytes())
@@ -239,8 +239,8 @@ def test_cli_score_prints_one_labelled_box_per_detection(converted, service, pho
 def test_score_step_draws_exactly_what_the_service_returned(converted, service, photos):
     from PIL import Image
 
-    from accel_widgets.engine.detection import detections_from_outputs
-    from accel_widgets.engine.labels import load_labels
+    from accel_widgets.engine.clients.detection import detections_from_outputs
+    from accel_widgets.engine.models.labels import load_labels
     from accel_widgets.widgets.detections import draw_detections
     from accel_widgets.widgets.score import ScoreWidget
 
@@ -267,8 +267,8 @@ def test_benchmark_of_a_detector_asks_for_the_detections_only(
     converted, service, photos, monkeypatch
 ):
     """The Score step's Benchmark on SSD: each call asks for the 4 detection outputs, not 28."""
-    from accel_widgets.engine import client as client_module
-    from accel_widgets.engine.ssd_decode import DETECTION_OUTPUTS
+    from accel_widgets.engine.clients import grpc_client as client_module
+    from accel_widgets.engine.models.ssd_decode import DETECTION_OUTPUTS
     from accel_widgets.widgets.score import ScoreWidget
 
     workspace, _, _ = converted

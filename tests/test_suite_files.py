@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from accel_widgets.engine.sample_model import SAMPLE_URL_ENV
-from accel_widgets.engine.suite_files import (
+from accel_widgets.engine.checks.suite_files import (
     MANIFEST,
     PHOTOS_BASE,
     PHOTOS_SUBDIR,
     WEIGHTS_FILES,
     photo_files,
 )
+from accel_widgets.engine.models.sample_model import SAMPLE_URL_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = 500
@@ -76,11 +76,11 @@ def mirror(tmp_path, weights_dir) -> Iterator[tuple[str, Path]]:
 
 
 def run_fetch(weights: Path, data: Path, url: str) -> subprocess.CompletedProcess[str]:
-    """``python -m accel_widgets.engine.suite_files`` as scripts/test.sh runs it."""
+    """``python -m accel_widgets.engine.checks.suite_files`` as scripts/test.sh runs it."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), **{SAMPLE_URL_ENV: url})
     folders = ["--weights", str(weights), "--data", str(data)]
     return subprocess.run(
-        [sys.executable, "-m", "accel_widgets.engine.suite_files", *folders],
+        [sys.executable, "-m", "accel_widgets.engine.checks.suite_files", *folders],
         env=env,
         capture_output=True,
         text=True,

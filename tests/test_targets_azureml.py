@@ -23,11 +23,11 @@ from azure.core.credentials import AccessToken
 from azure_ml_server import API_VERSION, SUB, TOKEN, FakeAzureML
 from serving_fixtures import CAT_CLASSES, running_server, squeezenet_model, write_config
 
-from accel_widgets.engine.register import register_onnx
-from accel_widgets.engine.rest_client import RestPredictionClient
-from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.clients.rest_client import RestPredictionClient
+from accel_widgets.engine.models.register import register_onnx
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import (
-    azureml,
     delete_service,
     deploy,
     get_target,
@@ -35,7 +35,7 @@ from accel_widgets.engine.targets import (
     service_status,
     target_names,
 )
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.targets.azure import azureml
 from accel_widgets.errors import CancelledError, ScoringError, ServingError
 from accel_widgets.progress import CancelToken, EventLog
 

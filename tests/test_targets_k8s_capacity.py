@@ -15,8 +15,8 @@ from __future__ import annotations
 import pytest
 from k8s_api_server import FakeKubeAPI, node, pushed_squeezenet
 
-from accel_widgets.engine.quota import check_quota
-from accel_widgets.engine.targets import k8s_common as kc
+from accel_widgets.engine.targets.k8s import common as kc
+from accel_widgets.engine.targets.quota import check_quota
 from accel_widgets.errors import QuotaError
 from accel_widgets.progress import EventLog
 

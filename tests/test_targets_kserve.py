@@ -27,6 +27,7 @@ import pytest
 import yaml
 from k8s_api_server import PUSHED_REF, FakeKubeAPI, pushed_squeezenet
 
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import (
     delete_service,
     deploy,
@@ -34,8 +35,7 @@ from accel_widgets.engine.targets import (
     service_logs,
     service_status,
 )
-from accel_widgets.engine.targets import k8s_common as kc
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.targets.k8s import common as kc
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import EventLog
 

@@ -25,6 +25,7 @@ import kubernetes_validate
 import pytest
 from k8s_api_server import PUSHED_REF, FakeKubeAPI, pushed_squeezenet
 
+from accel_widgets.engine.store.workspace import ArtifactRecord, Workspace
 from accel_widgets.engine.targets import (
     delete_service,
     deploy,
@@ -33,8 +34,7 @@ from accel_widgets.engine.targets import (
     service_logs,
     service_status,
 )
-from accel_widgets.engine.targets import k8s_common as kc
-from accel_widgets.engine.workspace import ArtifactRecord, Workspace
+from accel_widgets.engine.targets.k8s import common as kc
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import EventLog
 

@@ -28,9 +28,10 @@ import pytest
 from PIL import Image
 
 from accel_widgets.cli import main
-from accel_widgets.engine.client import PredictionClient, client_from_service
-from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
-from accel_widgets.engine.register import register_onnx
+from accel_widgets.engine.clients.grpc_client import PredictionClient, client_from_service
+from accel_widgets.engine.models.known_files import SAMPLE_PREPROCESSING
+from accel_widgets.engine.models.register import register_onnx
+from accel_widgets.engine.store.workspace import ServiceRecord, Workspace
 from accel_widgets.engine.targets import (
     delete_service,
     deploy,
@@ -39,7 +40,6 @@ from accel_widgets.engine.targets import (
     service_status,
 )
 from accel_widgets.engine.targets.local import is_our_server
-from accel_widgets.engine.workspace import ServiceRecord, Workspace
 from accel_widgets.errors import (
     AccelError,
     CancelledError,
@@ -182,7 +182,7 @@ def test_deployed_service_puts_a_cat_first_and_espresso_first(ws, photos):
 
 
 def test_cli_score_prints_egyptian_cat_first(ws, photos, capsys, monkeypatch):
-    from accel_widgets.engine import scoring
+    from accel_widgets.engine.clients import scoring
 
     _deploy(ws)
     capsys.readouterr()
@@ -235,7 +235,7 @@ KERNEL = textwrap.dedent(
     """
     import json, os, signal, sys
     from accel_widgets.engine.targets import deploy
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     service = deploy("squeezenet", workspace=Workspace(sys.argv[1]), ready_timeout=60)
     print(json.dumps({"pid": service.pid, "port": service.port}), flush=True)
@@ -248,7 +248,7 @@ LIST_SERVICES = textwrap.dedent(
     """
     import sys
     from accel_widgets.engine.targets import list_services
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     for status in list_services(Workspace(sys.argv[1])):
         print(status.service.name, status.live)
@@ -615,7 +615,7 @@ KILLED_DEPLOY = textwrap.dedent(
     """
     import os, signal, sys
     from accel_widgets.engine.targets import deploy, local
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)

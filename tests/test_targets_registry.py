@@ -13,10 +13,9 @@ import pytest
 
 from accel_widgets.cli import build_parser, main
 from accel_widgets.engine import targets as registry
-from accel_widgets.engine.client import client_from_service
-from accel_widgets.engine.quota import check_quota, quota_targets
-from accel_widgets.engine.register import register_onnx
-from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.clients.grpc_client import client_from_service
+from accel_widgets.engine.models.register import register_onnx
 from accel_widgets.engine.targets import (
     Setting,
     delete_service,
@@ -26,6 +25,7 @@ from accel_widgets.engine.targets import (
     service_logs,
 )
 from accel_widgets.engine.targets.local import LocalTarget
+from accel_widgets.engine.targets.quota import check_quota, quota_targets
 from accel_widgets.errors import QuotaError, ServingError
 
 pytestmark = pytest.mark.timeout(180)

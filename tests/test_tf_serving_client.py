@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from accel_widgets.engine.client import client_from_service
-from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
-from accel_widgets.engine.register import register_onnx
+from accel_widgets.engine.clients.grpc_client import client_from_service
+from accel_widgets.engine.models.known_files import SAMPLE_PREPROCESSING
+from accel_widgets.engine.models.register import register_onnx
+from accel_widgets.engine.store.workspace import ServiceRecord, Workspace
 from accel_widgets.engine.targets import delete_service, deploy
-from accel_widgets.engine.workspace import ServiceRecord, Workspace
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -20,15 +20,15 @@ import pytest
 from PIL import Image
 
 from accel_widgets.cli import main
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import delete_service
-from accel_widgets.engine.train import train_classifier
-from accel_widgets.engine.train_data import (
+from accel_widgets.engine.training.train import train_classifier
+from accel_widgets.engine.training.train_data import (
     TrainDataError,
     load_pixels,
     scan_folder,
     split,
 )
-from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import CancelledError
 from accel_widgets.preprocess import Preprocessing
 from accel_widgets.progress import CancelToken, EventLog
@@ -262,9 +262,9 @@ def test_train_notebook_runs_headless_to_a_scored_digit(trained):
     from test_notebook_walkthrough import widget_values
     from test_widgets import cells
 
-    from accel_widgets.engine.cleanup import cleanup_plan, delete_item
-    from accel_widgets.engine.client import client_from_service
-    from accel_widgets.engine.scoring import score, service_labels
+    from accel_widgets.engine.clients.grpc_client import client_from_service
+    from accel_widgets.engine.clients.scoring import score, service_labels
+    from accel_widgets.engine.store.cleanup import cleanup_plan, delete_item
     from accel_widgets.engine.targets import deploy
 
     workspace = trained["workspace"]

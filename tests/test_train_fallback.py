@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from accel_widgets.engine.catalog import get_spec
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.models.catalog import get_spec
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.widgets.train import TrainWalk, TrainWidget
 
 

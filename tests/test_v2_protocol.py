@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from serving_fixtures import CAT_CLASSES, jpeg_bytes, running_server, squeezenet_model, write_config
 
-from accel_widgets.engine.client import PredictionClient
+from accel_widgets.engine.clients.grpc_client import PredictionClient
 from accel_widgets.preprocess import Preprocessing, prepare
 from accel_widgets.serving import protocol
 from accel_widgets.serving.tensors import make_tensor_proto, tensor_to_numpy

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from accel_widgets.engine.reports import report_row
-from accel_widgets.engine.validate import compare
-from accel_widgets.engine.workspace import ArtifactRecord
+from accel_widgets.engine.conversion.reports import report_row
+from accel_widgets.engine.conversion.validate import compare
+from accel_widgets.engine.store.workspace import ArtifactRecord
 from accel_widgets.errors import ConversionError
 from accel_widgets.preprocess import Preprocessing
 
@@ -158,8 +158,8 @@ def _plain_scores(inputs: list[np.ndarray], weights: np.ndarray) -> list[np.ndar
 
 @pytest.fixture(scope="module")
 def photos_and_inputs():
-    from accel_widgets.engine.samples import sample_photos
-    from accel_widgets.engine.validate import photo_inputs
+    from accel_widgets.engine.checks.samples import sample_photos
+    from accel_widgets.engine.conversion.validate import photo_inputs
 
     photos = sample_photos()
     return photos, photo_inputs(photos, Preprocessing())
@@ -172,8 +172,8 @@ def _quiet(*_args) -> None:
 def test_int8_report_is_what_the_two_models_compute(tmp_path, photos_and_inputs):
     """quantize_and_validate's vs_fp32 equals a comparison made here of the two files' outputs."""
     pytest.importorskip("onnxruntime.quantization")
-    from accel_widgets.engine.convert_worker import quantize_and_validate
-    from accel_widgets.engine.validate import onnx_session
+    from accel_widgets.engine.conversion.convert_worker import quantize_and_validate
+    from accel_widgets.engine.conversion.validate import onnx_session
 
     photos, inputs = photos_and_inputs
     fp32 = _mean_colour_onnx(tmp_path / "fp32.onnx", _colour_weights())
@@ -201,8 +201,8 @@ def test_tf_vs_onnx_report_counts_a_crafted_disagreement(tmp_path, photos_and_in
     pytest.importorskip("tensorflow")
     import keras
 
-    from accel_widgets.engine.build import make_serving_module, save_serving_module
-    from accel_widgets.engine.convert_worker import validate_against_tf
+    from accel_widgets.engine.conversion.convert_worker import validate_against_tf
+    from accel_widgets.engine.models.build import make_serving_module, save_serving_module
 
     photos, inputs = photos_and_inputs
     weights = _colour_weights()

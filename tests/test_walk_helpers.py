@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from accel_widgets.engine.benchmark import benchmark_service
-from accel_widgets.engine.cleanup import cleanup_plan, delete_everything, delete_item
-from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
-from accel_widgets.engine.prepare import prepare_onnx
-from accel_widgets.engine.samples import sample_photos
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.clients.benchmark import benchmark_service
+from accel_widgets.engine.models.known_files import SAMPLE_PREPROCESSING
+from accel_widgets.engine.store.cleanup import cleanup_plan, delete_everything, delete_item
 from accel_widgets.engine.targets import deploy
+from accel_widgets.engine.walk.prepare import prepare_onnx
 from accel_widgets.errors import DependencyError
 from accel_widgets.progress import EventLog
 
@@ -54,7 +54,7 @@ def test_benchmark_and_cleanup_in_dependency_order(workspace, weights_dir):
 
 
 def test_model_choices_offer_the_real_sample_first_then_the_catalog(weights_dir):
-    from accel_widgets.engine.choices import get_choice, model_choices
+    from accel_widgets.engine.walk.choices import get_choice, model_choices
 
     choices = model_choices()
     assert choices[0].key == "squeezenet" and choices[0].kind == "sample"
@@ -65,7 +65,7 @@ def test_model_choices_offer_the_real_sample_first_then_the_catalog(weights_dir)
 
 
 def test_unknown_model_choice_lists_what_there_is():
-    from accel_widgets.engine.choices import get_choice
+    from accel_widgets.engine.walk.choices import get_choice
     from accel_widgets.errors import CatalogError
 
     with pytest.raises(CatalogError, match=r"unknown model 'alexnet'; choose one of: .*resnet50"):
@@ -73,7 +73,7 @@ def test_unknown_model_choice_lists_what_there_is():
 
 
 def test_missing_sample_model_says_where_it_looked(tmp_path, monkeypatch):
-    from accel_widgets.engine import choices
+    from accel_widgets.engine.walk import choices
     from accel_widgets.errors import WeightsError
 
     monkeypatch.setattr(choices, "weights_dirs", lambda: [tmp_path])
@@ -83,7 +83,7 @@ def test_missing_sample_model_says_where_it_looked(tmp_path, monkeypatch):
 
 
 def test_walkthrough_copy_never_overwrites_the_users_copy(tmp_path):
-    from accel_widgets.engine.notebooks import WALKTHROUGH, copy_walkthrough
+    from accel_widgets.engine.walk.notebooks import WALKTHROUGH, copy_walkthrough
 
     path, created = copy_walkthrough(tmp_path)
     assert created and path == tmp_path / WALKTHROUGH

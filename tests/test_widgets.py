@@ -14,9 +14,9 @@ import time
 import psutil
 import pytest
 
-from accel_widgets.engine.choices import model_choices
-from accel_widgets.engine.reports import REPORT_COLUMNS
+from accel_widgets.engine.conversion.reports import REPORT_COLUMNS
 from accel_widgets.engine.targets import delete_service
+from accel_widgets.engine.walk.choices import model_choices
 from accel_widgets.progress import CancelToken, ProgressEvent, as_reporter
 from accel_widgets.widgets import ModelWidget, QuotaWidget, ScoreWidget, Walkthrough
 from accel_widgets.widgets.base import ProgressPanel, Step

@@ -1,4 +1,4 @@
-"""Tests for the workspace catalog (``accel_widgets.engine.workspace``).
+"""Tests for the workspace catalog (``accel_widgets.engine.store.workspace``).
 
 Every test works in its own ``tmp_path`` workspace and checks what a user would notice: the
 versions they get back, what ``list`` shows, the files on disk, and the words of the error
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from accel_widgets.engine.workspace import (
+from accel_widgets.engine.store.workspace import (
     ArtifactRecord,
     ImageRecord,
     ModelRecord,
@@ -840,7 +840,7 @@ def _modes(root: Path) -> dict[str, int]:
 
 
 def test_the_catalog_keeps_a_hash_and_the_key_lives_in_a_private_file(ws: Workspace) -> None:
-    from accel_widgets.engine.keys import verify_key
+    from accel_widgets.engine.store.keys import verify_key
 
     artifact = add_onnx(ws, register(ws, "resnet"), "fp32")
     added = ws.add_service("svc", artifact, target="local", state="running", key=KEY)
@@ -950,7 +950,7 @@ def test_a_schema_1_catalog_with_plain_keys_is_migrated_and_no_copy_is_left(
     tmp_path: Path,
 ) -> None:
     """A workspace written before issue 22: keys in plain text in catalog.db (0644)."""
-    from accel_widgets.engine.keys import verify_key
+    from accel_widgets.engine.store.keys import verify_key
 
     root = tmp_path / "old"
     (root / "models" / "resnet" / "1" / "artifacts" / "fp32").mkdir(parents=True)
@@ -1044,7 +1044,7 @@ def test_the_service_lock_is_one_holders_and_dies_with_it(ws: Workspace) -> None
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from accel_widgets.engine.workspace import Workspace\n"
+            "from accel_widgets.engine.store.workspace import Workspace\n"
             "with Workspace(sys.argv[1]).service_lock('svc') as held:\n"
             "    print(held, flush=True)\n"
             "    time.sleep(600)\n",

@@ -8,13 +8,13 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from accel_widgets.engine.cleanup import (
+from accel_widgets.engine.store.cleanup import (
     CleanupItem,
     cleanup_plan,
     delete_everything,
     delete_item,
 )
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import Step, button
 

@@ -8,11 +8,16 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from accel_widgets.engine.choices import prepare_choice
-from accel_widgets.engine.labels import load_labels
-from accel_widgets.engine.reports import REPORT_COLUMNS, photo_predictions, report_row
-from accel_widgets.engine.verdicts import artifact_check
-from accel_widgets.engine.workspace import ArtifactRecord, ModelRecord, Workspace, default_order
+from accel_widgets.engine.checks.verdicts import artifact_check
+from accel_widgets.engine.conversion.reports import REPORT_COLUMNS, photo_predictions, report_row
+from accel_widgets.engine.models.labels import load_labels
+from accel_widgets.engine.store.workspace import (
+    ArtifactRecord,
+    ModelRecord,
+    Workspace,
+    default_order,
+)
+from accel_widgets.engine.walk.choices import prepare_choice
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, photo_name
 

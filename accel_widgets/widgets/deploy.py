@@ -14,7 +14,9 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from accel_widgets.engine import keys
+from accel_widgets.engine.checks.verdicts import artifact_check
+from accel_widgets.engine.store import keys
+from accel_widgets.engine.store.workspace import Workspace, check_name, default_order
 from accel_widgets.engine.targets import (
     Setting,
     deploy_or_reuse,
@@ -23,8 +25,6 @@ from accel_widgets.engine.targets import (
     service_status,
     targets,
 )
-from accel_widgets.engine.verdicts import artifact_check
-from accel_widgets.engine.workspace import Workspace, check_name, default_order
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button
 from accel_widgets.widgets.state import LOST, lost_words

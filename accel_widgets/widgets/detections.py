@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from accel_widgets.engine.detection import Detection, detections_from_outputs
-from accel_widgets.engine.ssd_decode import DETECTION_OUTPUTS
+from accel_widgets.engine.clients.detection import Detection, detections_from_outputs
+from accel_widgets.engine.models.ssd_decode import DETECTION_OUTPUTS
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def detections_table(detections: Sequence[Detection], photo: str) -> str:
 
 def is_detector_service(service: Any, workspace: Any) -> bool:
     """Whether ``service`` serves a detector (its model's spec says ``task: detection``)."""
-    from accel_widgets.engine.workspace import Workspace
+    from accel_widgets.engine.store.workspace import Workspace
 
     workspace = workspace or Workspace()
     artifact = workspace.get_artifact_by_id(service.artifact_id)

@@ -10,7 +10,7 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from accel_widgets.engine.choices import (
+from accel_widgets.engine.walk.choices import (
     SAMPLE_NAME,
     ModelChoice,
     get_choice,

@@ -8,9 +8,9 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from accel_widgets.engine.package import package
-from accel_widgets.engine.package_context import default_base
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.packaging.package import package
+from accel_widgets.engine.packaging.package_context import default_base
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button
 

@@ -8,10 +8,15 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from accel_widgets.engine.catalog import get_spec
-from accel_widgets.engine.choices import model_choices
-from accel_widgets.engine.quota import DEFAULT_MODEL_NEEDS, ModelNeeds, QuotaReport, check_quota
+from accel_widgets.engine.models.catalog import get_spec
 from accel_widgets.engine.targets import get_target, targets
+from accel_widgets.engine.targets.quota import (
+    DEFAULT_MODEL_NEEDS,
+    ModelNeeds,
+    QuotaReport,
+    check_quota,
+)
+from accel_widgets.engine.walk.choices import model_choices
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table
 
 

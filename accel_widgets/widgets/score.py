@@ -8,13 +8,13 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from accel_widgets.engine.benchmark import BenchmarkResult, benchmark_service
-from accel_widgets.engine.client import client_from_service
-from accel_widgets.engine.samples import sample_photos
-from accel_widgets.engine.scoring import ScoreResult, score, service_labels
-from accel_widgets.engine.ssd_decode import DETECTION_OUTPUTS
+from accel_widgets.engine.checks.samples import sample_photos
+from accel_widgets.engine.clients.benchmark import BenchmarkResult, benchmark_service
+from accel_widgets.engine.clients.grpc_client import client_from_service
+from accel_widgets.engine.clients.scoring import ScoreResult, score, service_labels
+from accel_widgets.engine.models.ssd_decode import DETECTION_OUTPUTS
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import service_live
-from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError, ImageError, ScoringError
 from accel_widgets.widgets.base import ProgressPanel, Step, button, image, photo_name
 from accel_widgets.widgets.charts import latency_histogram, show_chart

@@ -15,8 +15,8 @@ from typing import Any
 
 import traitlets
 
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import live_states
-from accel_widgets.engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,13 @@ import ipywidgets as widgets
 import traitlets
 from matplotlib.figure import Figure
 
-from accel_widgets.engine.build import keras_cache_dir
-from accel_widgets.engine.catalog import get_spec, list_specs
-from accel_widgets.engine.choices import imagenet_weights_available
-from accel_widgets.engine.reports import REPORT_COLUMNS, report_row
-from accel_widgets.engine.train import DEFAULT_FEATURIZER, TrainResult, train_classifier
-from accel_widgets.engine.train_data import sample_counts, scan_folder
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.conversion.reports import REPORT_COLUMNS, report_row
+from accel_widgets.engine.models.build import keras_cache_dir
+from accel_widgets.engine.models.catalog import get_spec, list_specs
+from accel_widgets.engine.store.workspace import Workspace
+from accel_widgets.engine.training.train import DEFAULT_FEATURIZER, TrainResult, train_classifier
+from accel_widgets.engine.training.train_data import sample_counts, scan_folder
+from accel_widgets.engine.walk.choices import imagenet_weights_available
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, image
 from accel_widgets.widgets.charts import _svg, show_chart
@@ -100,7 +100,7 @@ class TrainWidget(Step):
     """Choose data and featurizer, look at the classes, train with a live curve and Cancel.
 
     ``model`` is the registered trained model (read by the Convert step of
-    :class:`TrainWalk`), ``result`` the :class:`~accel_widgets.engine.train.TrainResult`.
+    :class:`TrainWalk`), ``result`` the :class:`~accel_widgets.engine.training.train.TrainResult`.
     """
 
     css_name = "train"
@@ -380,7 +380,7 @@ class ConvertTrainedWidget(Step):
         return self._guarded(self._convert)
 
     def _convert(self) -> list:
-        from accel_widgets.engine.convert import convert
+        from accel_widgets.engine.conversion.convert import convert
 
         if self.model is None:
             raise AccelError("train a model in the step above first")

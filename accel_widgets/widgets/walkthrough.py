@@ -11,8 +11,8 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import get_target
-from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.cleanup import CleanupWidget
 from accel_widgets.widgets.convert import ConvertWidget

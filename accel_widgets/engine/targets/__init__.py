@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from accel_widgets.engine.checks.verdicts import artifact_check
+from accel_widgets.engine.store.workspace import ImageRecord, ServiceRecord, Workspace
 from accel_widgets.engine.targets.base import (
     LIVE_STATES,
     RESERVED_SETTINGS,
@@ -33,8 +35,6 @@ from accel_widgets.engine.targets.base import (
 )
 from accel_widgets.engine.targets.container import ContainerTarget
 from accel_widgets.engine.targets.local import LocalTarget
-from accel_widgets.engine.verdicts import artifact_check
-from accel_widgets.engine.workspace import ImageRecord, ServiceRecord, Workspace
 from accel_widgets.errors import AccelError, ServingError
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
 
@@ -121,7 +121,7 @@ register_target(LocalTarget())
 register_target(ContainerTarget())
 # Targets that talk to remote engines live in their own modules, each exposing ``TARGET``;
 # their client libraries (kubernetes, azure-*) are imported only when a call needs them.
-for _module in ("kubernetes", "kserve", "azureml"):
+for _module in ("k8s.kubernetes", "k8s.kserve", "azure.azureml"):
     try:
         _loaded = importlib.import_module(f"accel_widgets.engine.targets.{_module}")
     except ModuleNotFoundError as _exc:

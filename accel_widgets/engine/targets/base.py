@@ -21,13 +21,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from accel_widgets.engine.workspace import ArtifactRecord, ImageRecord, ServiceRecord, Workspace
+from accel_widgets.engine.store.workspace import (
+    ArtifactRecord,
+    ImageRecord,
+    ServiceRecord,
+    Workspace,
+)
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
 from accel_widgets.serving.config import RUNTIMES
 
 if TYPE_CHECKING:  # the quota module imports the registry: no import cycle at run time
-    from accel_widgets.engine.quota import QuotaReport
+    from accel_widgets.engine.targets.quota import QuotaReport
 
 #: Live states a target reports for a service.
 LIVE_STATES = ("running", "starting", "unhealthy", "dead", "unknown")
@@ -402,7 +407,7 @@ def check_exposure(host: str, auth: bool | None) -> bool:
 
 def health_state(service: ServiceRecord, timeout: float = 2.0) -> str:
     """``running`` when the service's gRPC health service says SERVING, else ``unhealthy``."""
-    from accel_widgets.engine.client import PredictionClient
+    from accel_widgets.engine.clients.grpc_client import PredictionClient
 
     with PredictionClient(
         service.address,

@@ -38,15 +38,23 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from accel_widgets.engine import docker_engine
-from accel_widgets.engine.keys import new_key
-from accel_widgets.engine.package import ensure_local, package_command
-from accel_widgets.engine.package_context import (
+from accel_widgets.engine.packaging import docker_engine
+from accel_widgets.engine.packaging.package import ensure_local, package_command
+from accel_widgets.engine.packaging.package_context import (
     GRPC_PORT,
     LABEL,
     REST_PORT,
     SERVING_UID,
     workspace_label,
+)
+from accel_widgets.engine.store.keys import new_key
+from accel_widgets.engine.store.workspace import (
+    ArtifactRecord,
+    ImageRecord,
+    ServiceRecord,
+    Workspace,
+    check_name,
+    write_private,
 )
 from accel_widgets.engine.targets.base import (
     IDLE_TIMEOUT_SETTING,
@@ -61,14 +69,6 @@ from accel_widgets.engine.targets.base import (
     same_settings,
 )
 from accel_widgets.engine.targets.processes import check_port
-from accel_widgets.engine.workspace import (
-    ArtifactRecord,
-    ImageRecord,
-    ServiceRecord,
-    Workspace,
-    check_name,
-    write_private,
-)
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
 from accel_widgets.serving.config import IDLE_LOG_PREFIX

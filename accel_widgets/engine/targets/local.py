@@ -53,8 +53,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from accel_widgets.engine.keys import new_key
-from accel_widgets.engine.service_config import server_config_for
+from accel_widgets.engine.packaging.service_config import server_config_for
+from accel_widgets.engine.store.keys import new_key
+from accel_widgets.engine.store.workspace import (
+    ArtifactRecord,
+    ImageRecord,
+    ServiceRecord,
+    Workspace,
+    check_name,
+    make_private,
+    private_dir,
+)
 from accel_widgets.engine.targets.base import (
     IDLE_TIMEOUT_SETTING,
     RUNTIME_SETTING,
@@ -72,15 +81,6 @@ from accel_widgets.engine.targets.processes import (
     is_our_server,
     stop_process,
     who_listens,
-)
-from accel_widgets.engine.workspace import (
-    ArtifactRecord,
-    ImageRecord,
-    ServiceRecord,
-    Workspace,
-    check_name,
-    make_private,
-    private_dir,
 )
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from accel_widgets.engine.workspace import Workspace
+from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.progress import Reporter
 from accel_widgets.serving.config import STOPPED_FILE
 
@@ -118,7 +118,7 @@ def _local(process: Any) -> RoomService | None:
 
 def _containers() -> list[RoomService]:
     """Running accel-widgets containers, when a Docker engine answers (else none)."""
-    from accel_widgets.engine.package_context import LABEL
+    from accel_widgets.engine.packaging.package_context import LABEL
 
     try:
         import docker

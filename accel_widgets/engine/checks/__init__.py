@@ -1,0 +1,3 @@
+"""Checks: labelled photos, accuracy, which photos calibrate and validate, and what a check
+proves.
+"""

@@ -1,0 +1,3 @@
+"""Models: the catalog, building its TensorFlow networks (SSD included), registering your
+own, the sample.
+"""

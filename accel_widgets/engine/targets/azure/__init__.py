@@ -1,0 +1,1 @@
+"""Azure: the Resource Manager client, the Azure ML target."""

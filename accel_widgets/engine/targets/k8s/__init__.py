@@ -1,0 +1,1 @@
+"""Kubernetes: the API connection and rollouts, the Kubernetes and KServe targets."""

@@ -1,0 +1,1 @@
+"""Training: your own classes on a catalog featurizer, from a folder of photos."""
