@@ -171,7 +171,8 @@ def how_to_get(todo: Sequence[Missing], reason: str = "") -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m accel_widgets.engine.checks.suite_files --weights DIR --data DIR [--url URL]``."""
+    """The command line: ``python -m accel_widgets.engine.checks.suite_files --weights DIR
+    --data DIR [--url URL]``."""
     from accel_widgets.engine.models.labels import download_dir
     from accel_widgets.progress import TerminalProgress
 
