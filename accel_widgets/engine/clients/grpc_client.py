@@ -27,7 +27,6 @@ What it fixes in the retired Azure client:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -38,9 +37,9 @@ import grpc
 import numpy as np
 
 from accel_widgets.engine.clients.detection import Detection, detections_from_outputs
+from accel_widgets.engine.clients.images import ImageLike, encode_image, score_files
 from accel_widgets.engine.models.ssd_decode import DETECTION_OUTPUTS
 from accel_widgets.errors import ScoringError
-from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
 from accel_widgets.serving import protocol
 from accel_widgets.serving.tensors import dtype_name, make_tensor_proto, tensor_to_numpy
 
@@ -87,9 +86,6 @@ _ADVICE = {
         "check the address and port"
     ),
 }
-
-#: bytes (an encoded file), a PIL image, or an H x W x 3 uint8 array.
-ImageLike = Any
 
 
 class PredictionStub:
@@ -424,27 +420,7 @@ class PredictionClient:
         tensor = make_tensor_proto(np.asarray(array))
         return self._result(self._score(tensor, input_name, outputs, model_name, timeout), False)
 
-    def score_batch(
-        self,
-        paths: Sequence[str | os.PathLike[str]],
-        progress: Progress | Reporter | None = None,
-        cancel: CancelToken | None = None,
-        **kwargs: Any,
-    ) -> list[np.ndarray | dict[str, np.ndarray]]:
-        """Score files one request each (batch-1 latency is the point), reporting progress.
-
-        Extra keyword arguments go to :meth:`score_file`. Cancelling stops before the next
-        file with :class:`~accel_widgets.errors.CancelledError`.
-        """
-        report = as_reporter(progress, cancel)
-        results = []
-        total = len(paths)
-        report("score", 0.0 if total else 1.0, f"scoring {total} image(s)")
-        for index, path in enumerate(paths):
-            report.check()
-            results.append(self.score_file(path, **kwargs))
-            report("score", (index + 1) / total, f"scored {Path(path).name}")
-        return results
+    score_batch = score_files
 
 
 def _without_aliases(tensors: dict[str, Any]) -> dict[str, Any]:
@@ -459,34 +435,6 @@ def _without_aliases(tensors: dict[str, Any]) -> dict[str, Any]:
     for key in sorted(tensors, key=lambda k: (k != "output_alias", ":" in k, k)):
         kept.setdefault(tensors[key].SerializeToString(), key)
     return {key: tensors[key] for key in kept.values()}
-
-
-def encode_image(image: ImageLike, *, max_bytes: int = 12 * 1024 * 1024) -> bytes:
-    """Bytes to send for a picture: bytes pass through, arrays and PIL images are encoded."""
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return bytes(image)
-    from PIL import Image
-
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise ValueError(
-                f"score_image takes an H x W x 3 uint8 picture; got shape {image.shape} dtype "
-                f"{image.dtype} (use score_numpy_array for a preprocessed tensor)"
-            )
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise TypeError(
-            f"score_image takes bytes, a PIL image or a uint8 array; got {type(image).__name__}"
-        )
-    if image.mode not in ("RGB", "L", "RGBA", "LA"):
-        image = image.convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    if buffer.tell() <= max_bytes:
-        return buffer.getvalue()
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
 
 
 def client_from_service(service: Any, **kwargs: Any) -> Any:

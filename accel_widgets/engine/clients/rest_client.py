@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from accel_widgets.engine.clients.grpc_client import ImageLike, PredictionClient, encode_image
+from accel_widgets.engine.clients.images import ImageLike, encode_image, score_files
 from accel_widgets.engine.targets.azure.rest import NoRedirect, is_loopback
 from accel_widgets.errors import ScoringError
 
@@ -389,4 +389,4 @@ class RestPredictionClient:
 
     #: Files one request each with progress: the gRPC client's loop, over this client's
     #: ``score_file``.
-    score_batch = PredictionClient.score_batch
+    score_batch = score_files

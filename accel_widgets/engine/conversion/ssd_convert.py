@@ -114,16 +114,16 @@ def convert_detector(saved_model: Path, onnx_path: Path, size: int, emit: Emit) 
     import tensorflow as tf
     import tf2onnx
 
-    from accel_widgets.engine.conversion.convert_worker import (
-        _forward_tf2onnx_logs,
-        _patch_tf2onnx_memory,
+    from accel_widgets.engine.conversion.onnx_steps import (
+        forward_tf2onnx_logs,
+        patch_tf2onnx_memory,
     )
 
-    _patch_tf2onnx_memory()
+    patch_tf2onnx_memory()
     emit("convert", 0.05, "loading the SavedModel")
     loaded = tf.saved_model.load(str(saved_model))
     spec = [tf.TensorSpec([None, size, size, 3], tf.float32, name=ONNX_INPUT)]
-    with _forward_tf2onnx_logs(emit):
+    with forward_tf2onnx_logs(emit):
         emit("convert", 0.1, f"converting SSD with box decoding and NMS to ONNX (opset {OPSET})")
         model_proto, _ = tf2onnx.convert.from_function(
             loaded.predict_pixels, input_signature=spec, opset=OPSET
@@ -151,7 +151,7 @@ def validate_detector(
     import tensorflow as tf
 
     from accel_widgets.engine.clients.timing import measure_interleaved
-    from accel_widgets.engine.conversion.convert_worker import validation_photos
+    from accel_widgets.engine.conversion.onnx_steps import validation_photos
     from accel_widgets.engine.conversion.validate import file_mb, onnx_session, photo_inputs
     from accel_widgets.preprocess import Preprocessing
 
@@ -211,7 +211,7 @@ def quantize_detector(
     fp32_path: Path, int8_path: Path, job: dict[str, Any], emit: Emit
 ) -> dict[str, Any]:
     """INT8 of the conv tower calibrated on real photos, then compared with fp32."""
-    from accel_widgets.engine.conversion.convert_worker import quantize_and_run
+    from accel_widgets.engine.conversion.onnx_steps import quantize_and_run
 
     report, fp32_out, int8_out = quantize_and_run(
         fp32_path,

@@ -18,19 +18,24 @@ Weights: ``"imagenet"`` (the standard Keras download and cache), a weights file 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from accel_widgets.engine.models.catalog import LEGACY_INPUT, ModelSpec, get_spec
-from accel_widgets.engine.models.labels import labels_path
+from accel_widgets.engine.models.keras_common import (
+    OFFLINE_ENV,
+    decoder,
+    import_tf,
+    keras_cache_dir,
+    labels_for,
+    normalizer,
+    register_built,
+)
 from accel_widgets.engine.store.workspace import ModelRecord, Workspace, check_name
 from accel_widgets.errors import BuildError, WeightsError
-from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
-
-OFFLINE_ENV = "ACCEL_WIDGETS_OFFLINE"
+from accel_widgets.progress import CancelToken, Progress, as_reporter
 
 
 @dataclass(frozen=True)
@@ -53,26 +58,6 @@ class TensorNames:
             "legacy_input": self.legacy_input,
             "legacy_outputs": list(self.legacy_outputs),
         }
-
-
-def keras_cache_dir() -> Path:
-    """Where Keras keeps downloaded weights ($KERAS_HOME/models, default ~/.keras/models)."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-
-
-def _import_tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import keras
-        import tensorflow as tf
-    except ImportError as exc:  # the light serving install has no TensorFlow
-        raise BuildError(
-            "building and converting models needs TensorFlow: pip install 'accel-widgets[engine]'"
-        ) from exc
-    # TensorFlow's Python logger prints "Assets written to: ..." at INFO on every save; in a
-    # notebook that is noise between the user's own output. Warnings and errors still show.
-    tf.get_logger().setLevel("WARNING")
-    return tf, keras
 
 
 def resolve_weights(spec: ModelSpec, weights: str | os.PathLike[str]) -> str | None:
@@ -123,24 +108,11 @@ def _offline_error(spec: ModelSpec, expected: Path, detail: str = "") -> Weights
     return error
 
 
-def _labels_for(spec: ModelSpec, weights: str | os.PathLike[str]) -> str | None:
-    """The label set to record. Random weights answer meaningless classes anyway: where the
-    label file is not on this machine (a fresh offline clone) they are served as class
-    numbers instead of failing at deploy."""
-    if str(weights) != "random":
-        return spec.labels
-    try:
-        labels_path(spec.labels)
-    except WeightsError:
-        return None
-    return spec.labels
-
-
 def load_keras_application(spec: ModelSpec, weights: str | os.PathLike[str] = "imagenet"):
     """The catalog network as a Keras model (softmax output), with the chosen weights."""
     if not spec.graph_ready:
         raise BuildError(f"{spec.title}: {spec.notes}")
-    _, keras = _import_tf()
+    _, keras = import_tf()
     source = resolve_weights(spec, weights)
     factory = getattr(keras.applications, spec.architecture)
     try:
@@ -159,56 +131,13 @@ def load_keras_application(spec: ModelSpec, weights: str | os.PathLike[str] = "i
         raise
 
 
-def _normalizer(tf, graph: dict[str, Any]):
-    """Pixels 0..255 RGB -> what the weights were trained on (in-graph, so ONNX has it too)."""
-    scale = float(graph["scale"])
-    mean = [float(m) for m in graph["mean"]]
-    std = [float(s) for s in graph["std"]]
-    to_bgr = bool(graph.get("to_bgr", False))
-
-    def normalize(pixels):
-        # Constants are made inside the traced function: an eager tensor captured from outside
-        # would become an extra input of the restored function and of the ONNX graph.
-        mean_t = tf.constant(mean, tf.float32)
-        std_t = tf.constant(std, tf.float32)
-        x = pixels * scale if scale != 1.0 else pixels
-        x = (x - mean_t) / std_t
-        if to_bgr:
-            x = tf.reverse(x, axis=[-1])
-        return x
-
-    return normalize
-
-
-def _decoder(tf, server: dict[str, Any]):
-    """JPEG/PNG bytes -> one cropped RGB float image, as the original graph did."""
-    size = int(server["size"])
-    short = int(server["short_side"])
-    stretch = server["resize"] == "stretch"
-
-    def decode(data):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image = tf.cast(image, tf.float32)
-        if stretch:
-            return tf.image.resize(image, [size, size], antialias=True)
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        ratio = short / tf.reduce_min(shape)
-        new = tf.cast(tf.round(shape * ratio), tf.int32)
-        image = tf.image.resize(image, new, antialias=True)
-        top = (new[0] - size) // 2
-        left = (new[1] - size) // 2
-        return tf.image.crop_to_bounding_box(image, top, left, size, size)
-
-    return decode
-
-
 def make_serving_module(core, preprocessing: dict[str, Any]):
     """Wrap a Keras model in the two-function module described in the module docstring."""
-    tf, _ = _import_tf()
+    tf, _ = import_tf()
     server = preprocessing["server"]
     size = int(server["size"])
-    normalize = _normalizer(tf, preprocessing["graph"])
-    decode = _decoder(tf, server)
+    normalize = normalizer(tf, preprocessing["graph"])
+    decode = decoder(tf, server)
 
     class ServingModule(tf.Module):
         def __init__(self, network) -> None:
@@ -235,7 +164,7 @@ def pixel_model(network, graph: dict[str, Any], size: int):
     This is what the low-memory converter traces (it needs a Keras model, not a restored
     SavedModel function); it computes what ``predict_pixels`` computes.
     """
-    _, keras = _import_tf()
+    _, keras = import_tf()
     scale = float(graph["scale"])
     mean = [float(m) for m in graph["mean"]]
     std = [float(s) for s in graph["std"]]
@@ -262,7 +191,7 @@ def save_network(network, folder: Path) -> str | None:
 
 def save_serving_module(module, folder: Path) -> TensorNames:
     """Save the module as a SavedModel in ``folder`` and read back the real tensor names."""
-    tf, _ = _import_tf()
+    tf, _ = import_tf()
     serve = module.serve.get_concrete_function()
     tf.saved_model.save(
         module,
@@ -328,7 +257,7 @@ def build_model(
             cancel=cancel,
         )
     report("build", 0.0, f"loading TensorFlow to build {spec.title}")
-    _, keras = _import_tf()
+    _, keras = import_tf()
     if seed is not None and str(weights) == "random":
         keras.utils.set_random_seed(seed)
     report("build", 0.2, f"creating {spec.title} with {weights} weights")
@@ -349,7 +278,7 @@ def build_model(
             "seed": seed if str(weights) == "random" else None,
             "preprocessing": spec.preprocessing(),
             "tensors": names.to_dict(),
-            "labels": _labels_for(spec, weights),
+            "labels": labels_for(spec, weights),
             "format": "savedmodel",
             "network": network_file,
         }
@@ -364,22 +293,3 @@ def build_model(
         )
     report("register", 1.0, f"registered {record.ref}")
     return record
-
-
-def register_built(
-    workspace: Workspace,
-    name: str,
-    staged: Path,
-    model_spec: dict[str, Any],
-    *,
-    description: str,
-    tags: dict[str, str],
-    report: Reporter,
-) -> ModelRecord:
-    """Write the model's spec beside what was built in ``staged`` and register it as a
-    catalog model (a classifier here, SSD in ssd.py)."""
-    (staged / "model.json").write_text(json.dumps(model_spec, indent=2))
-    report("register", 0.9, f"registering {name} in {workspace.root}")
-    return workspace.register_model(
-        name, staged, kind="catalog", description=description, tags=tags, spec=model_spec
-    )

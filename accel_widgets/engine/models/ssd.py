@@ -73,9 +73,9 @@ def raw_output_names() -> list[tuple[str, str]]:
 
 
 def _import_keras():
-    from accel_widgets.engine.models.build import _import_tf
+    from accel_widgets.engine.models.keras_common import import_tf
 
-    return _import_tf()
+    return import_tf()
 
 
 def _l2_norm_layer(keras):
@@ -255,7 +255,7 @@ def load_weights(network, path: str | os.PathLike[str]) -> None:
 
 def imagenet_backbone_file() -> str:
     """VGG-16's ImageNet conv base: the Keras cache file, or ``"imagenet"`` to download it."""
-    from accel_widgets.engine.models.build import OFFLINE_ENV, keras_cache_dir
+    from accel_widgets.engine.models.keras_common import OFFLINE_ENV, keras_cache_dir
 
     expected = keras_cache_dir() / VGG16_NOTOP_FILE
     if expected.is_file():
@@ -317,13 +317,13 @@ def weights_label(weights: str | os.PathLike[str]) -> str:
 
 def make_detector_module(network, preprocessing: dict[str, Any]):
     """``predict_pixels`` (RGB 0..255 -> detections + raw maps) and ``serve`` (JPEG bytes)."""
-    from accel_widgets.engine.models.build import _decoder, _normalizer
+    from accel_widgets.engine.models.keras_common import decoder, normalizer
 
     tf, _ = _import_keras()
     server = preprocessing["server"]
     size = int(server["size"])
-    normalize = _normalizer(tf, preprocessing["graph"])
-    decode = _decoder(tf, server)
+    normalize = normalizer(tf, preprocessing["graph"])
+    decode = decoder(tf, server)
     raw = raw_output_names()
 
     class DetectorModule(tf.Module):
@@ -378,7 +378,7 @@ def build_detector(
     cancel: CancelToken | None,
 ) -> ModelRecord:
     """:func:`~accel_widgets.engine.models.build.build_model` for the detector (same contract)."""
-    from accel_widgets.engine.models.build import _labels_for, register_built
+    from accel_widgets.engine.models.keras_common import labels_for, register_built
 
     report = as_reporter(progress, cancel)
     tf, _ = _import_keras()
@@ -414,7 +414,7 @@ def build_detector(
             "tensors": tensors,
             "outputs": output_configs(),
             "detection": dict(spec.extra),
-            "labels": _labels_for(spec, weights),
+            "labels": labels_for(spec, weights),
             "format": "savedmodel",
             "network": None,  # converted from the SavedModel: NMS is not a Keras layer
         }

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from accel_widgets.engine.models.build import _import_tf, load_keras_application
+from accel_widgets.engine.models.build import load_keras_application
 from accel_widgets.engine.models.catalog import ModelSpec, get_spec
+from accel_widgets.engine.models.keras_common import import_tf
 from accel_widgets.errors import BuildError, CatalogError
 from accel_widgets.progress import Reporter
 
@@ -82,7 +83,7 @@ def featurizer_network(
 ) -> Any:
     """The catalog network without its classifier: ``[N, size, size, 3]`` normalised pixels
     -> ``[N, features]`` (global average pooling; for VGG-16 at its own size, ``fc2``)."""
-    _, keras = _import_tf()
+    _, keras = import_tf()
     factory = getattr(keras.applications, spec.architecture)
     shape = (size, size, 3)
     if str(weights) == "random":
@@ -142,7 +143,7 @@ def compute_features(
     One traced function with a free batch dimension: Keras' eager call is 5-10x slower on
     these networks (docs/FINDINGS.md), and ``predict`` retraces for the last, smaller batch.
     """
-    tf, _ = _import_tf()
+    tf, _ = import_tf()
     size = int(pixels[0].shape[0])
     run = tf.function(
         lambda x: pixel_model(x, training=False),

@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from accel_widgets.engine.models.build import _import_tf, pixel_model, resolve_weights
+from accel_widgets.engine.models.build import pixel_model, resolve_weights
+from accel_widgets.engine.models.keras_common import import_tf
 from accel_widgets.engine.models.register import _save_and_register
 from accel_widgets.engine.store.workspace import ModelRecord, Workspace, check_name
 from accel_widgets.engine.training.featurize import (
@@ -359,7 +360,7 @@ def train_classifier(
     # long side): a user's objects may fill their photos edge to edge.
     pre = Preprocessing(size=size, short_side=size)
     graph = spec.preprocessing()["graph"]
-    _, keras = _import_tf()
+    _, keras = import_tf()
     networks: dict[str, Any] = {}
 
     def network() -> Any:
