@@ -100,7 +100,7 @@ def test_the_capacity_check_counts_the_services_other_workspaces_run(participant
     would serve) against what is left beside the room's other services, and names them."""
     from dataclasses import replace
 
-    from accel_widgets.engine.quota import SERVE_BASE_MB, SERVE_MB_PER_MODEL_MB, check_quota
+    from accel_widgets.engine.targets.quota import SERVE_BASE_MB, SERVE_MB_PER_MODEL_MB, check_quota
 
     ada, bob = participants
     deploy("squeezenet", name="bobs", workspace=bob, ready_timeout=120)

@@ -328,7 +328,7 @@ def _named_needs(
     serve (a workspace model's recommended INT8, else fp32), or for a catalog name not
     converted yet, from the catalog's fp32 file size and conversion figures."""
     from accel_widgets.engine import catalog
-    from accel_widgets.engine.workspace import ArtifactRecord, Workspace
+    from accel_widgets.engine.store.workspace import ArtifactRecord, Workspace
     from accel_widgets.errors import AccelError, CatalogError
 
     if isinstance(model, ArtifactRecord):
@@ -368,8 +368,8 @@ def _others(workspace: Any, workspace_dir: str | os.PathLike[str] | None) -> lis
     """The accel-widgets services already running on this machine that this user can see
     and that are not the checked workspace's own (all of them when no workspace is named):
     what this deployment will have to live beside."""
+    from accel_widgets.engine.store.workspace import Workspace
     from accel_widgets.engine.targets.room import room_services
-    from accel_widgets.engine.workspace import Workspace
 
     mine: set[str] = set()
     if isinstance(workspace, Workspace):
