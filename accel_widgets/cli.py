@@ -62,7 +62,7 @@ def cmd_quota(args: argparse.Namespace) -> int:
     from accel_widgets.engine.targets.quota import check_quota
 
     settings: dict[str, Any] = {}
-    if args.target != "azure":
+    if args.target in _target_names():  # a target's settings; a capacity check has none
         from accel_widgets.engine.targets import get_target
 
         target = get_target(args.target)

@@ -106,7 +106,6 @@ def test_the_cycle_finder_finds_a_lazy_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.xfail(strict=True, reason="broken in the next commits")
 def test_no_import_cycle_in_the_package():
     graph = import_graph()
     assert len(graph) > 80, "the graph should hold every module of accel_widgets"
@@ -116,7 +115,6 @@ def test_no_import_cycle_in_the_package():
     )
 
 
-@pytest.mark.xfail(strict=True, reason="broken in the next commits")
 def test_no_private_name_is_imported_across_modules():
     """A helper two files share is public where it lives; ``from x import _helper`` is not."""
     modules = _modules()

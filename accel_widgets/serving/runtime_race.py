@@ -15,7 +15,7 @@ the runtime it serves with:
    depends on: the SHA-256 of the ONNX file, the CPU model and the CPUs this process may
    use, the runtime versions, the threads, device, precision, bf16 and batching settings.
    A hit opens the winner alone: no race, and a faster start than before.
-2. **Race in a child.** On a miss, ``python -m accel_widgets.serving.runtime_race`` opens
+2. **Race in a child.** On a miss, ``python -m accel_widgets.serving.race_child`` opens
    every runtime, races them exactly as :func:`runtime_choice.race` always did, prints the
    verdict and exits, so whatever it loaded goes with it. One file lock per key: twenty
    participants deploying the same model at the same minute run one race, the others wait
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from accel_widgets.serving import runtime
-from accel_widgets.serving.config import ModelConfig, ServerConfig
+from accel_widgets.serving.config import ModelConfig
 
 log = logging.getLogger("accel_widgets.serving")
 
@@ -218,7 +218,7 @@ def choose(config: ModelConfig, settings: RaceSettings) -> Verdict:
 
 
 def race_in_child(config: ModelConfig, settings: RaceSettings) -> Verdict:
-    """Run :func:`runtime_choice.race` in ``python -m accel_widgets.serving.runtime_race``."""
+    """Run :func:`runtime_choice.race` in ``python -m accel_widgets.serving.race_child``."""
     request = {
         "model": config.to_dict(),
         "settings": {
@@ -233,7 +233,7 @@ def race_in_child(config: ModelConfig, settings: RaceSettings) -> Verdict:
     started = time.perf_counter()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "accel_widgets.serving.runtime_race"],
+            [sys.executable, "-m", "accel_widgets.serving.race_child"],
             input=json.dumps(request),
             capture_output=True,
             text=True,
@@ -254,53 +254,3 @@ def race_in_child(config: ModelConfig, settings: RaceSettings) -> Verdict:
         verdict.winner,
     )
     return verdict
-
-
-def _race_here(request: dict[str, Any]) -> Verdict:
-    """The child's work: open every runtime, race them on the warm-up tensor, report."""
-    from accel_widgets.serving import runtime_choice
-    from accel_widgets.serving.model import LoadedModel
-
-    settings = request["settings"]
-    config = ServerConfig.from_dict({"models": [request["model"]]}).models[0]
-    candidates, notes = runtime_choice.open_candidates(
-        config,
-        asked="auto",
-        device=settings["device"],
-        threads=settings["threads"],
-        spinning=settings["spinning"],
-        dynamic_batch=settings["dynamic_batch"],
-    )
-    measured: dict[str, float] = {}
-    winner = candidates[0]
-    if len(candidates) > 1:
-        model = LoadedModel(
-            config,
-            candidates[0].session,
-            max_pixels=settings["max_pixels"],
-            max_batch=settings["max_batch"],
-        )
-        batch = model.warm_up_batch()
-        names = list(dict.fromkeys(b.config.onnx_output for b in model.outputs))
-        winner, measured = runtime_choice.race(
-            candidates,
-            lambda session: session.run(names, {model.onnx_input: batch}),
-            notes=notes,
-        )
-    return Verdict(winner.runtime, measured, notes, measured_at=time.time())
-
-
-def main() -> int:
-    """Entry point of the child: the request as JSON on stdin, ``VERDICT {...}`` on stdout."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    try:
-        verdict = _race_here(json.loads(sys.stdin.read()))
-    except Exception as exc:  # the parent reports it and races in its own process
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print("VERDICT " + json.dumps(verdict.to_dict()), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,7 +26,7 @@ CSS_DPI = 96
 _SIZE = re.compile(rb'<svg([^>]*?) width="([\d.]+)pt" height="([\d.]+)pt"')
 
 
-def _svg(figure: Figure) -> bytes:
+def figure_svg(figure: Figure) -> bytes:
     """The figure as an SVG whose width and height are in CSS pixels (its natural size)."""
     FigureCanvasSVG(figure)
     buffer = io.BytesIO()
@@ -77,7 +77,7 @@ def top_k_chart(labels: Sequence[str], scores: Sequence[float], title: str = "")
     ax.tick_params(labelsize=9)
     if title:
         ax.set_title(title, fontsize=10)
-    return _svg(figure)
+    return figure_svg(figure)
 
 
 def latency_histogram(latencies_ms: Sequence[float], p50: float, p99: float) -> bytes:
@@ -91,4 +91,4 @@ def latency_histogram(latencies_ms: Sequence[float], p50: float, p99: float) -> 
     ax.set_ylabel("requests", fontsize=9)
     ax.tick_params(labelsize=9)
     ax.legend(fontsize=9, loc="upper right", frameon=False)
-    return _svg(figure)
+    return figure_svg(figure)

@@ -9,12 +9,13 @@ import ipywidgets as widgets
 import traitlets
 
 from accel_widgets.engine.models.catalog import get_spec
-from accel_widgets.engine.targets import get_target, targets
 from accel_widgets.engine.targets.quota import (
     DEFAULT_MODEL_NEEDS,
     ModelNeeds,
     QuotaReport,
+    check_for,
     check_quota,
+    quota_choices,
 )
 from accel_widgets.engine.walk.choices import model_choices
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table
@@ -50,9 +51,10 @@ class QuotaWidget(Step):
         self._azure_options: dict[str, Any] = {"credential": credential}
         if endpoint:
             self._azure_options["endpoint"] = endpoint
-        # Every deployment target (its capacity check), then Azure's regional vCPU quota.
+        # Every deployment target (its capacity check), then the checks that are no target
+        # (Azure's regional vCPU quota).
         self.target = widgets.ToggleButtons(
-            options=[(t.title, t.name) for t in targets()] + [("Azure quota", "azure")],
+            options=quota_choices(),
             value="local",
         )
         self.target.add_class("accel-quota-target")
@@ -86,8 +88,9 @@ class QuotaWidget(Step):
 
     @staticmethod
     def _azure(target: str) -> bool:
-        """Azure's quota itself, or a target whose capacity is an Azure quota (Azure ML)."""
-        return target == "azure" or get_target(target).capacity == "azure"
+        """Whether the check ``target`` draws on reads a region and a VM family (an Azure
+        quota: Azure's own, or Azure ML's instance type)."""
+        return "region" in check_for(target).options
 
     def _set_enabled(self, enabled: bool) -> None:
         for control in (self.target, self.region, self.family, self.check_button):

@@ -34,7 +34,7 @@ from accel_widgets.engine.training.train_data import sample_counts, scan_folder
 from accel_widgets.engine.walk.choices import imagenet_weights_available
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, image
-from accel_widgets.widgets.charts import _svg, show_chart
+from accel_widgets.widgets.charts import figure_svg, show_chart
 from accel_widgets.widgets.cleanup import CleanupWidget
 from accel_widgets.widgets.convert import int8_warning
 from accel_widgets.widgets.deploy import DeployWidget
@@ -73,7 +73,7 @@ def curve_chart(curve: list[dict[str, Any]]) -> bytes:
         ax.tick_params(labelsize=8)
     acc_ax.set_ylim(0, 1.02)
     acc_ax.legend(fontsize=8, loc="lower right", frameon=False)
-    return _svg(figure)
+    return figure_svg(figure)
 
 
 def confusion_chart(classes: list[str], matrix: list[list[int]]) -> bytes:
@@ -93,7 +93,7 @@ def confusion_chart(classes: list[str], matrix: list[list[int]]) -> bytes:
             if count:
                 color = "white" if count > peak / 2 else "black"
                 ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
-    return _svg(figure)
+    return figure_svg(figure)
 
 
 class TrainWidget(Step):

@@ -72,7 +72,7 @@ class CheckPhotos:
         }
 
 
-def _class_names(model: ModelRecord) -> list[str] | None:
+def class_names_of(model: ModelRecord) -> list[str] | None:
     from accel_widgets.engine.models.labels import load_labels
 
     labels = model.spec.get("labels")
@@ -125,7 +125,7 @@ def _check_photos(
     calibration: str | os.PathLike[str] | None,
     validation: str | os.PathLike[str] | None,
 ) -> CheckPhotos:
-    names = _class_names(model)
+    names = class_names_of(model)
     labelled = None
     source = ""
     if validation is not None:

@@ -59,7 +59,7 @@ def _labelled(
 ) -> LabelledSet:
     """The labelled photos to score: the folder given, else the shared ImageNet photos for
     an ImageNet classifier."""
-    from accel_widgets.engine.checks.check_photos import _class_names
+    from accel_widgets.engine.checks.check_photos import class_names_of
 
     model = workspace.get_model(artifact.model_name, artifact.model_version)
     if model.spec.get("task") == "detection":
@@ -74,7 +74,7 @@ def _labelled(
             f"no labelled photos given for {model.ref}: give a folder with one sub-folder "
             "per class (named by index or label), or ImageNet photos named WNID_*.JPEG"
         )
-    return read_labelled(photos, _class_names(model))
+    return read_labelled(photos, class_names_of(model))
 
 
 def evaluate(

@@ -272,7 +272,7 @@ def register_keras(
     pre = _split_preprocessing(preprocessing, int(shape[1]))
     report("build", 0.3, "adding JPEG decoding and preprocessing")
     module = make_serving_module(model, pre)
-    return _save_and_register(
+    return save_and_register(
         module, name, pre, labels, "keras", description, tags, workspace, report
     )
 
@@ -332,7 +332,7 @@ def register_saved_model(
     pre = _split_preprocessing(preprocessing, int(shape[1]))
     module = make_serving_module(network, pre)
     module.original = loaded  # keep the variables tracked so they are saved again
-    return _save_and_register(
+    return save_and_register(
         module, name, pre, labels, "savedmodel", description, tags, workspace, report
     )
 
@@ -351,7 +351,7 @@ def _split_preprocessing(options: dict[str, Any] | None, size: int) -> dict[str,
     return {"server": server.to_dict(), "graph": graph}
 
 
-def _save_and_register(
+def save_and_register(
     module,
     name,
     pre,

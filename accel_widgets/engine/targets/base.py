@@ -19,7 +19,7 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from accel_widgets.engine.store.workspace import (
     ArtifactRecord,
@@ -27,12 +27,11 @@ from accel_widgets.engine.store.workspace import (
     ServiceRecord,
     Workspace,
 )
+from accel_widgets.engine.targets.capacity import QuotaReport
+from accel_widgets.engine.targets.machine import MachineCapacity
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
 from accel_widgets.serving.config import RUNTIMES
-
-if TYPE_CHECKING:  # the quota module imports the registry: no import cycle at run time
-    from accel_widgets.engine.targets.quota import QuotaReport
 
 #: Live states a target reports for a service.
 LIVE_STATES = ("running", "starting", "unhealthy", "dead", "unknown")
@@ -132,16 +131,17 @@ class Setting:
 class Target(ABC):
     """One place a service can run. Subclasses set the class attributes and the four calls.
 
-    ``capacity`` names the capacity check that applies before deploying here (``local``:
-    this machine's memory, disk and cores; ``azure``: a region's vCPU quota), so the quota
-    step offers every target without knowing any of them.
+    ``capacity`` names the registered capacity check that applies before deploying here
+    (:mod:`~accel_widgets.engine.targets.capacity`; ``local``: this machine's memory, disk and
+    cores, the default; ``azure``: a region's vCPU quota), so the quota step offers every
+    target without knowing any of them.
     """
 
     name: ClassVar[str]
     title: ClassVar[str]
     description: ClassVar[str]
     settings: ClassVar[tuple[Setting, ...]] = ()
-    capacity: ClassVar[str] = "local"
+    capacity: ClassVar[str] = MachineCapacity.name
     needs_image: ClassVar[bool] = False
     #: Whether ``deploy`` of a recorded name restarts it in place (dead) or swaps in the new
     #: version (running); targets without it refuse a recorded name ("delete it first").

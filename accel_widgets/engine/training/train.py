@@ -41,7 +41,7 @@ import numpy as np
 
 from accel_widgets.engine.models.build import pixel_model, resolve_weights
 from accel_widgets.engine.models.keras_common import import_tf
-from accel_widgets.engine.models.register import _save_and_register
+from accel_widgets.engine.models.register import save_and_register
 from accel_widgets.engine.store.workspace import ModelRecord, Workspace, check_name
 from accel_widgets.engine.training.featurize import (
     FeatureCache,
@@ -508,7 +508,7 @@ def train_classifier(
         }
 
     pre_dict = {"server": pre.to_dict(), "graph": graph}
-    record = _save_and_register(
+    record = save_and_register(
         keras_serving_module(combined, pre_dict),
         name,
         pre_dict,

@@ -55,7 +55,7 @@ import os
 import re
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from accel_widgets.engine.packaging.package_context import REST_PORT
 from accel_widgets.engine.store.workspace import (
@@ -66,13 +66,12 @@ from accel_widgets.engine.store.workspace import (
     check_name,
 )
 from accel_widgets.engine.targets.azure.arm import ArmClient, ArmError, sign_in
+from accel_widgets.engine.targets.azure.quota import AzureQuota
 from accel_widgets.engine.targets.azure.rest import DEFAULT_ARM, check_endpoint, said
 from accel_widgets.engine.targets.base import Setting, Target, pushed_reference
+from accel_widgets.engine.targets.capacity import QuotaReport, capacity_check
 from accel_widgets.errors import AccelError, QuotaError, ServingError
 from accel_widgets.progress import Reporter
-
-if TYPE_CHECKING:
-    from accel_widgets.engine.targets.quota import QuotaReport
 
 API_VERSION = "2024-04-01"
 """The Microsoft.MachineLearningServices API version whose shapes this module sends."""
@@ -155,7 +154,7 @@ class AzureMLTarget(Target):
     description = (
         "the packaged image as an Azure ML managed online endpoint (HTTPS scoring with a key)"
     )
-    capacity = "azure"
+    capacity = AzureQuota.name
     needs_image = True
     settings = (
         Setting(
@@ -184,8 +183,6 @@ class AzureMLTarget(Target):
         ``Standard_DS3_v2`` x 2 needs ceil(2 x 4 x 1.2) = 10 free vCPUs in
         ``standardDSv2Family`` (and in the regional total), not 8.
         """
-        from accel_widgets.engine.targets.quota import check_quota
-
         needs = quota_needs(settings["instance_type"], settings["instance_count"])
         if needs["family"] is None:
             raise QuotaError(
@@ -193,8 +190,8 @@ class AzureMLTarget(Target):
                 f"here ({', '.join(sorted(INSTANCE_TYPES)[:4])}...); check it with "
                 "check_quota('azure', family=FAMILY, needed=VCPUS)"
             )
-        answer = check_quota(
-            "azure",
+        answer = capacity_check(self.capacity).check(
+            report,
             region=options.get("region") or "eastus",
             family=needs["family"],
             needed=needs["needed"],
@@ -202,7 +199,6 @@ class AzureMLTarget(Target):
             credential=options.get("credential") or settings.get("credential"),
             endpoint=options.get("endpoint") or settings.get("arm_endpoint") or DEFAULT_ARM,
             timeout=options.get("timeout") or 30.0,
-            progress=report,
         )
         reserve = (
             f"{settings['instance_count']} x {settings['instance_type']} "

@@ -28,7 +28,7 @@ import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from accel_widgets.engine.packaging.package_context import GRPC_PORT, REST_PORT, SERVING_UID
@@ -40,11 +40,9 @@ from accel_widgets.engine.store.workspace import (
     check_name,
 )
 from accel_widgets.engine.targets.base import Setting, Target, pushed_reference
+from accel_widgets.engine.targets.capacity import QuotaReport, QuotaRow
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
-
-if TYPE_CHECKING:
-    from accel_widgets.engine.targets.quota import QuotaReport
 
 MANAGED_BY = "accel-widgets"
 SERVICE_LABEL = "io.accel-widgets/service"
@@ -864,8 +862,6 @@ def read_nodes(
 def _row(name: str, used: int, total: int, needed: int, scale, unit: str):
     """A :class:`QuotaRow` whose ``enough`` agrees with the exact whole-unit comparison
     (``3.9 - 0.9`` cores is ``2.9999999999999996`` in floats)."""
-    from accel_widgets.engine.targets.quota import QuotaRow
-
     row = QuotaRow(name, scale(used), scale(total), unit, scale(needed))
     if row.enough != (total - used >= needed):
         row = QuotaRow(name, scale(used) - 1e-9, scale(total), unit, scale(needed))
@@ -1015,8 +1011,6 @@ class ClusterTarget(Target):
     def _check_capacity(
         self, settings: dict[str, Any], report: Reporter, options: dict[str, Any]
     ) -> QuotaReport:
-        from accel_widgets.engine.targets.quota import QuotaReport
-
         autoscale = check_settings(settings)["autoscale"]
         replicas = autoscale[0] if autoscale else settings["replicas"]
         most = autoscale[1] if autoscale else replicas
