@@ -66,9 +66,11 @@ def cmd_quota(args: argparse.Namespace) -> int:
         from accel_widgets.engine.targets import get_target
 
         target = get_target(args.target)
-        settings = _given_settings(args, target, skip=("subscription",))
-        if args.subscription and "subscription" in target._names():
-            settings["subscription"] = args.subscription
+        settings = _given_settings(args, target)
+        # The quota command's own options that are settings of the target too (Azure ML's
+        # subscription) go on to it.
+        own = {k: v for k, v in vars(args).items() if not k.startswith(SETTING_DEST)}
+        settings.update({k: own[k] for k in target._names() if own.get(k) is not None})
     progress = TerminalProgress()
     report = check_quota(
         args.target,
@@ -881,14 +883,10 @@ def cmd_room(args: argparse.Namespace) -> int:
 SETTING_DEST = "setting__"
 
 
-def _given_settings(args: argparse.Namespace, target, skip: Sequence[str] = ()) -> dict[str, Any]:
+def _given_settings(args: argparse.Namespace, target) -> dict[str, Any]:
     """The target settings given on the command line, as one mapping; a flag the target
     does not take is refused with the flags it does take."""
-    given = {
-        s.name: getattr(args, SETTING_DEST + s.name, None)
-        for s in _target_settings()
-        if s.name not in skip
-    }
+    given = {s.name: getattr(args, SETTING_DEST + s.name, None) for s in _target_settings()}
     given = {k: v for k, v in given.items() if v is not None}
     unknown = [k for k in given if k not in target._names()]
     if unknown:
@@ -906,6 +904,11 @@ def _target_names() -> tuple[str, ...]:
     return target_names()
 
 
+def _default_target() -> str:
+    """The embedded default target: the first one registered."""
+    return _target_names()[0]
+
+
 def _target_settings() -> list:
     """Every target's command-line settings, each name once (targets share host, port...)."""
     from accel_widgets.engine.targets import targets
@@ -918,23 +921,78 @@ def _target_settings() -> list:
     return list(seen.values())
 
 
-def _add_target_settings(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
-    """``deploy`` flags from what the targets declare: a new target needs no edit here."""
+def _chosen_target(argv: Sequence[str] | None, command: str, default: str | None) -> Any:
+    """The target ``argv`` names for ``command`` (``--target T`` / ``--target=T``), else the
+    command's default; None when it names no registered target (every setting is shown)."""
+    from accel_widgets.engine.targets import get_target
+    from accel_widgets.errors import ServingError
+
+    args = list(argv or ())
+    name = default
+    if command in args:
+        rest = args[args.index(command) + 1 :]
+        for i, arg in enumerate(rest):
+            if arg == "--target" and i + 1 < len(rest):
+                name = rest[i + 1]
+            elif arg.startswith("--target="):
+                name = arg.split("=", 1)[1]
+    if name is None:
+        return None
+    try:
+        return get_target(name)
+    except ServingError:
+        return None
+
+
+def _add_target_settings(
+    parser: argparse.ArgumentParser, shown: Any = None, *, for_capacity: bool = False
+) -> None:
+    """Flags from what the targets declare: a new target needs no edit here.
+
+    Every target's settings parse (a flag of another target gets the error that names the
+    chosen target's own), but ``--help`` shows only ``shown``'s: ``deploy MODEL --target T
+    --help`` lists T's settings, ``accel-widgets targets`` lists all. ``for_capacity``: only
+    the settings the quota step takes (``Setting.capacity``). A setting spelled like one of
+    the command's own flags is the command's (the quota command's ``--subscription``).
+    """
     from accel_widgets.engine.targets import targets
 
-    group = parser.add_argument_group("target settings")
+    every = targets()
+    title = f"settings of the {shown.name} target" if shown else "target settings"
+    note = (
+        "other targets take other settings: add --target T to see T's; "
+        "`accel-widgets targets` lists every target's"
+    )
+    group = parser.add_argument_group(title, note)
+    own = {s.name: s for s in shown.settings} if shown else {}
     for setting in _target_settings():
-        if setting.name in skip:
+        if setting.flag in parser._option_string_actions:
             continue
-        users = [t.name for t in targets() if setting.name in t._names()]
-        help_text = f"{setting.help} [{', '.join(users)}]"
+        declared = [s for t in every for s in t.settings if s.name == setting.name]
+        if for_capacity and not any(s.capacity for s in declared):
+            continue
+        if shown is None:
+            users = [t.name for t in every if setting.name in t._names()]
+            help_text = f"{setting.help} [{', '.join(users)}]"
+        elif setting.name in own and own[setting.name].ui:
+            help_text = own[setting.name].help
+        else:
+            help_text = argparse.SUPPRESS
         dest = SETTING_DEST + setting.name
         if setting.type is bool:
-            flags = group.add_mutually_exclusive_group()
+            # A hidden pair stays out of a mutually exclusive group: argparse's usage line
+            # cannot be drawn with suppressed members in one.
+            hidden = help_text == argparse.SUPPRESS
+            flags = group if hidden else group.add_mutually_exclusive_group()
             flags.add_argument(
                 setting.flag, dest=dest, action="store_true", default=None, help=help_text
             )
-            flags.add_argument("--no-" + setting.flag[2:], dest=dest, action="store_false")
+            flags.add_argument(
+                "--no-" + setting.flag[2:],
+                dest=dest,
+                action="store_false",
+                help=argparse.SUPPRESS if hidden else None,
+            )
         else:
             group.add_argument(
                 setting.flag,
@@ -945,6 +1003,13 @@ def _add_target_settings(parser: argparse.ArgumentParser, skip: Sequence[str] = 
                 choices=setting.choices or None,
                 help=help_text,
             )
+
+
+def _manifest_targets() -> list[str]:
+    """The targets that write declarative objects (they override ``Target.manifests``)."""
+    from accel_widgets.engine.targets import Target, targets
+
+    return [t.name for t in targets() if type(t).manifests is not Target.manifests]
 
 
 Handler = Callable[[argparse.Namespace], int]
@@ -970,7 +1035,11 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; ``argv`` (when given) picks the target whose settings ``--help``
+    shows for ``deploy``, ``manifests`` and ``quota``."""
+    from accel_widgets.engine.targets.quota import quota_targets
+
     parser = argparse.ArgumentParser(
         prog="accel-widgets",
         description="Deploy image models as ultra-low-latency gRPC services.",
@@ -989,8 +1058,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = parsers["quota"]
     p.add_argument(
         "--target",
-        default="local",
-        help=f"a deployment target ({', '.join(_target_names())}) or azure (a family's quota)",
+        default=_default_target(),
+        help=f"a deployment target or a capacity check: {', '.join(quota_targets())}",
     )
     p.add_argument("--region", default="eastus")
     p.add_argument("--family", default="standardPBSFamily")
@@ -1001,7 +1070,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check for this model (workspace or catalog name): a cluster sizes its pods from "
         "it, this machine sets its serving memory beside the services already running here",
     )
-    _add_target_settings(p, skip=("subscription", "host", "port", "auth", "ready_timeout"))
+    _add_target_settings(p, _chosen_target(argv, "quota", _default_target()), for_capacity=True)
 
     p = parsers["convert"]
     p.add_argument("model", help="catalog name (see `models`) or a registered model")
@@ -1080,7 +1149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = parsers["deploy"]
     p.add_argument("model", help="a workspace model with a converted artifact")
-    p.add_argument("--target", default="local", help=f"where it runs: {', '.join(_target_names())}")
+    p.add_argument(
+        "--target",
+        default=_default_target(),
+        help=f"where it runs: {', '.join(_target_names())} (default: the first)",
+    )
     p.add_argument("--name", help="service name (default: the model name)")
     p.add_argument("--version", type=int, help="model version (default: latest)")
     p.add_argument(
@@ -1092,18 +1165,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image", help="image NAME[:VERSION] for targets that run one (default: the newest)"
     )
-    _add_target_settings(p)
+    _add_target_settings(p, _chosen_target(argv, "deploy", _default_target()))
     p.add_argument("--show-key", action="store_true", help="print the whole API key")
 
     p = parsers["manifests"]
     p.add_argument("model", help="a workspace model with a converted artifact")
-    p.add_argument("--target", default="kubernetes", help="kubernetes (default) or kserve")
+    makers = _manifest_targets()
+    p.add_argument(
+        "--target",
+        default=makers[0] if makers else None,
+        help=f"a target that writes objects: {', '.join(makers)} (default: the first)",
+    )
     p.add_argument("--name", help="service name (default: the model name)")
     p.add_argument("--version", type=int, help="model version (default: latest)")
     p.add_argument("--precision", choices=["int8", "fp32", "fp16"], help="default: int8 if any")
     p.add_argument("--image", help="REGISTRY/PATH:TAG the cluster pulls (default: the last push)")
     p.add_argument("--out", help="a folder for one YAML file per object (default: stdout)")
-    _add_target_settings(p)
+    _add_target_settings(p, _chosen_target(argv, "manifests", makers[0] if makers else None))
 
     p = parsers["package"]
     p.add_argument("model", help="a workspace model with a converted artifact")
@@ -1163,7 +1241,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -81,6 +81,10 @@ class Setting:
     help: str
     choices: tuple[str, ...] = ()
     ui: bool = True
+    #: Whether the quota step takes it: a setting that sizes a deployment or says where it
+    #: runs (replicas, an instance type, a cluster context) does; how it is reached once it
+    #: runs (a bind address, a port, a key, a wait) does not.
+    capacity: bool = True
     #: An environment variable that sets the default for everyone on this machine (a
     #: workshop room sets ``ACCEL_WIDGETS_IDLE_TIMEOUT`` once); forms show its value.
     env: str | None = None

@@ -177,9 +177,11 @@ class ContainerTarget(Target):
     needs_image = True
     replaces_in_place = True
     settings = (
-        Setting("host", str, "127.0.0.1", "host address the service answers on"),
-        Setting("port", int, 0, "gRPC port on the host; 0 picks a free one"),
-        Setting("auth", bool, None, "require an API key (always on beyond loopback)"),
+        Setting("host", str, "127.0.0.1", "host address the service answers on", capacity=False),
+        Setting("port", int, 0, "gRPC port on the host; 0 picks a free one", capacity=False),
+        Setting(
+            "auth", bool, None, "require an API key (always on beyond loopback)", capacity=False
+        ),
         Setting(
             "network",
             str,
@@ -188,7 +190,9 @@ class ContainerTarget(Target):
             "the engine has one",
             choices=NETWORKS,
         ),
-        Setting("ready_timeout", float, 120.0, "seconds to wait for the model to load"),
+        Setting(
+            "ready_timeout", float, 120.0, "seconds to wait for the model to load", capacity=False
+        ),
         RUNTIME_SETTING,
         IDLE_TIMEOUT_SETTING,
         Setting("key", str, None, "use this API key instead of a generated one", ui=False),

@@ -632,10 +632,20 @@ class LocalTarget(Target):
     needs_image = False
     replaces_in_place = True
     settings = (
-        Setting("host", str, "127.0.0.1", "address to bind (beyond loopback, a key is required)"),
-        Setting("port", int, 0, "gRPC port; 0 picks a free one"),
-        Setting("auth", bool, None, "require an API key (always on beyond loopback)"),
-        Setting("ready_timeout", float, 120.0, "seconds to wait for the model to load"),
+        Setting(
+            "host",
+            str,
+            "127.0.0.1",
+            "address to bind (beyond loopback, a key is required)",
+            capacity=False,
+        ),
+        Setting("port", int, 0, "gRPC port; 0 picks a free one", capacity=False),
+        Setting(
+            "auth", bool, None, "require an API key (always on beyond loopback)", capacity=False
+        ),
+        Setting(
+            "ready_timeout", float, 120.0, "seconds to wait for the model to load", capacity=False
+        ),
         RUNTIME_SETTING,
         IDLE_TIMEOUT_SETTING,
         Setting(

@@ -165,7 +165,13 @@ class AzureMLTarget(Target):
         Setting("instance_type", str, "Standard_DS3_v2", "VM size of each instance"),
         Setting("instance_count", int, 1, "number of instances"),
         Setting("endpoint", str, None, "endpoint name (default: the service name)"),
-        Setting("ready_timeout", float, 1800.0, "seconds to wait for Azure to create everything"),
+        Setting(
+            "ready_timeout",
+            float,
+            1800.0,
+            "seconds to wait for Azure to create everything",
+            capacity=False,
+        ),
         Setting("arm_endpoint", str, DEFAULT_ARM, "Azure Resource Manager address", ui=False),
         Setting("credential", object, None, "an azure-identity credential", ui=False),
     )

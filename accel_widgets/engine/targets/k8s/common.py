@@ -96,8 +96,11 @@ def common_settings(ready_timeout: float = 300.0) -> tuple[Setting, ...]:
             bool,
             True,
             "require an API key (kept in a Secret); off only behind your own gateway",
+            capacity=False,
         ),
-        Setting("ready_timeout", float, ready_timeout, "seconds to wait for the rollout"),
+        Setting(
+            "ready_timeout", float, ready_timeout, "seconds to wait for the rollout", capacity=False
+        ),
         Setting("key", str, None, "use this API key instead of a generated one", ui=False),
     )
 
