@@ -145,8 +145,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _print_reports(artifacts) -> None:
-    """The validation table the Convert widget shows (engine/reports.py), then the files and,
-    for an INT8 artifact that was not recommended, why and what deploy does instead."""
+    """The validation table the Convert widget shows (engine/conversion/reports.py), then the files
+    and, for an INT8 artifact that was not recommended, why and what deploy does instead."""
     from accel_widgets.engine.checks.verdicts import artifact_check
     from accel_widgets.engine.conversion.reports import REPORT_COLUMNS, report_row
     from accel_widgets.engine.store.workspace import default_order

@@ -210,7 +210,8 @@ class ServiceNotebookHandler(_Handler):
 
 def _artifact_row(artifact) -> dict:
     """An artifact as the sidebar shows it: precision, size, and the check every screen
-    shows (engine/verdicts.py), so no ✓ appears there that the Convert step would withhold."""
+    shows (engine/checks/verdicts.py), so no ✓ appears there that the Convert step would
+    withhold."""
     check = artifact_check(artifact.report, artifact.precision)
     accuracy = artifact.report.get("accuracy")
     return {

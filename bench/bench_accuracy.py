@@ -7,7 +7,7 @@ candidates are interleaved photo by photo in a shuffled order, so each sees the 
 state, and each call's time (decode + preprocess + run, in process) is recorded. Printed per
 row: top-1 and top-5 with their 95 % intervals, top-1 agreement with the model's float
 artifact on ONNX Runtime (the reference), p50 and p90 latency, the ratio of its p50 to the
-reference's, and the verdict its report stores (engine/verdicts.py); then the CPU.
+reference's, and the verdict its report stores (engine/checks/verdicts.py); then the CPU.
 
 Candidates:
 
@@ -87,7 +87,9 @@ def main() -> None:
 
     folder = shared_imagenet_photos()
     if folder is None:
-        sys.exit("no shared labelled photos: set ACCEL_WIDGETS_DATA_DIR (see engine/labelled.py)")
+        sys.exit(
+            "no shared labelled photos: set ACCEL_WIDGETS_DATA_DIR (see engine/checks/labelled.py)"
+        )
     scratch = tempfile.TemporaryDirectory()
     workspace = Workspace(args.workspace or Path(scratch.name) / "workspace")
     started = time.monotonic()

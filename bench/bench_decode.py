@@ -1,6 +1,6 @@
 """Decode paths: what ``Preprocessing.decode="exact"`` costs against ``"fast"``, and what it buys.
 
-Measured side by side in one run (interleaved, see engine/timing.py):
+Measured side by side in one run (interleaved, see engine/clients/timing.py):
 
 * cost: decode + resize + crop + normalise to the model input, p50 ms per image, for the
   bundled photos and the chelsea photo enlarged to 1024x768, 2048x1536 and 4032x3024 (a

@@ -5,7 +5,7 @@ the absolute numbers drift with the machine's load:
 
 * conversion seconds and peak memory (RSS of the converter process) for each classifier;
 * ResNet-50 batch-1 latency: ONNX Runtime fp32 vs TensorFlow in-process (the SavedModel's
-  pixel function), and INT8 vs fp32 -- interleaved with idle gaps (see engine/timing.py);
+  pixel function), and INT8 vs fp32 -- interleaved with idle gaps (see engine/clients/timing.py);
 * where JPEG decoding should live: simplejpeg vs Pillow vs ``tf.io.decode_jpeg`` on the same
   photo, decode + resize + crop to the model input.
 

@@ -104,9 +104,9 @@ GROUPS: dict[str, Group] = {
     ),
     "reports": Group(
         (
-            "accel_widgets/engine/reports.py",
-            "accel_widgets/engine/verdicts.py",
-            "accel_widgets/engine/accuracy.py",
+            "accel_widgets/engine/conversion/reports.py",
+            "accel_widgets/engine/checks/verdicts.py",
+            "accel_widgets/engine/checks/accuracy.py",
         ),
         (
             "tests/test_accuracy.py",
@@ -124,11 +124,11 @@ GROUPS: dict[str, Group] = {
         ),
     ),
     "client": Group(
-        ("accel_widgets/engine/client.py",),
+        ("accel_widgets/engine/clients/grpc_client.py",),
         ("tests/test_client.py", "tests/test_pinned_client.py"),
     ),
     "ssd": Group(
-        ("accel_widgets/engine/ssd_decode.py",),
+        ("accel_widgets/engine/models/ssd_decode.py",),
         ("tests/test_ssd_decode.py", "tests/test_pinned_ssd.py"),
     ),
 }

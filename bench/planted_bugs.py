@@ -37,7 +37,7 @@ class Bug:
 BUGS = {
     "ratio-upside-down": Bug(
         "the INT8 report's latency ratio computed upside down",
-        "accel_widgets/engine/convert_worker.py",
+        "accel_widgets/engine/conversion/convert_worker.py",
         'timings["int8"]["p50_ms"] / timings["fp32"]["p50_ms"]',
         'timings["fp32"]["p50_ms"] / timings["int8"]["p50_ms"]',
         "tests/test_pinned_reports.py::test_the_int8_latency_ratio_is_int8_p50_over_fp32_p50",
@@ -79,7 +79,7 @@ BUGS = {
     ),
     "workspace-label-dropped": Bug(
         "the workspace label dropped from a packaged image",
-        "accel_widgets/engine/package_context.py",
+        "accel_widgets/engine/packaging/package_context.py",
         'f"{LABEL}.workspace": workspace_label(workspace),',
         "",
         "tests/test_pinned_package.py",
@@ -87,14 +87,14 @@ BUGS = {
     ),
     "nms-iou-changed": Bug(
         "the SSD NMS IoU threshold changed",
-        "accel_widgets/engine/ssd_decode.py",
+        "accel_widgets/engine/models/ssd_decode.py",
         "NMS_IOU = 0.45",
         "NMS_IOU = 0.5",
         "tests/test_pinned_ssd.py",
     ),
     "resource-exhausted-retried": Bug(
         "RESOURCE_EXHAUSTED added to the client's retried codes",
-        "accel_widgets/engine/client.py",
+        "accel_widgets/engine/clients/grpc_client.py",
         '"retryableStatusCodes": ["UNAVAILABLE"]',
         '"retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]',
         "tests/test_pinned_client.py",

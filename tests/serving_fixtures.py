@@ -41,7 +41,7 @@ def weights_path() -> Path:
 
 def squeezenet_model(**overrides: Any) -> dict[str, Any]:
     """The real SqueezeNet 1.1 (fp16, BGR 0..255 minus the Caffe mean, NCHW) as a config model
-    entry: the pixels it was trained on (engine/known_files.py)."""
+    entry: the pixels it was trained on (engine/models/known_files.py)."""
     weights = weights_path()
     model = {
         "name": "squeezenet",

@@ -66,7 +66,7 @@ def test_ssd_vgg_takes_300_pixels_and_detects_21_voc_classes(name: str) -> None:
     assert spec.extra["num_anchors"] == 8432
     grids, per_cell = spec.extra["grids"], spec.extra["anchors_per_cell"]
     assert sum(g * g * a for g, a in zip(grids, per_cell, strict=True)) == 8432
-    assert spec.graph_ready  # built, decoded and served since issue 13 (engine/ssd.py)
+    assert spec.graph_ready  # built, decoded and served since issue 13 (engine/models/ssd.py)
     assert "in the graph" in spec.notes
 
 

@@ -46,7 +46,7 @@ def test_catalog_classifier_converts_and_matches_tensorflow(catalog_workspace, n
     assert fp32.precision == "fp32" and fp32.file.is_file()
     same_pixels = fp32.report["vs_tensorflow"]
     # Checked on the shared labelled ImageNet photos: TensorFlow on 32 of the 64 a
-    # random-weight model is checked on (engine/check_photos.py), ONNX Runtime on all 64.
+    # random-weight model is checked on (engine/checks/check_photos.py), ONNX Runtime on all 64.
     assert same_pixels["n_images"] == 32
     assert same_pixels["top1_agreement"] == 1.0
     assert same_pixels["max_rel_diff"] < 1e-3, same_pixels
@@ -68,7 +68,8 @@ def test_catalog_classifier_converts_and_matches_tensorflow(catalog_workspace, n
     np.testing.assert_allclose(onnx_scores, tf_scores, rtol=1e-3, atol=1e-6)
     assert onnx_scores.sum() == pytest.approx(1.0, abs=1e-4)
 
-    # Whether OpenVINO may compute in bf16 was measured on the photos (engine/bf16_check.py).
+    # Whether OpenVINO may compute in bf16 was measured on the photos
+    # (engine/conversion/bf16_check.py).
     from accel_widgets.serving import openvino_runtime
 
     bf16 = fp32.report["bf16"]

@@ -1,6 +1,7 @@
 """Exactly which failures the scoring client retries, as a server that counts attempts sees it.
 
-The client's retry policy is declared as gRPC service config (engine/client.py): UNAVAILABLE
+The client's retry policy is declared as gRPC service config (engine/clients/grpc_client.py):
+UNAVAILABLE
 only, up to 5 attempts, for Predict and GetModelMetadata; the health check never. Retrying a
 code that cannot succeed (INVALID_ARGUMENT, RESOURCE_EXHAUSTED: the request is too big) or
 that already used the whole deadline (DEADLINE_EXCEEDED) multiplies the load on a struggling
@@ -30,8 +31,8 @@ from accel_widgets.serving.tensors import make_tensor_proto
 #: Every status a server can answer with, but OK.
 FAILURES = [code for code in grpc.StatusCode if code is not grpc.StatusCode.OK]
 #: UNAVAILABLE, and CANCELLED sent by a server that is shutting down (a version swap:
-#: engine/client.py); a cancel by this client is never retried (gRPC retries only statuses
-#: a server sent).
+#: engine/clients/grpc_client.py); a cancel by this client is never retried (gRPC retries only
+#: statuses a server sent).
 RETRIED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 
 

@@ -1,7 +1,7 @@
 """Report figures and verdicts, pinned as what a user reads in them.
 
 Every figure a report stores is named after what it is (``latency_ratio_int8_vs_fp32``: INT8's
-p50 over fp32's) and every verdict follows a written rule (engine/verdicts.py): agreement at
+p50 over fp32's) and every verdict follows a written rule (engine/checks/verdicts.py): agreement at
 least 97 % on photos the reference does not give one class, at most 1.0 point of top-1 lost
 on at least 200 labelled photos, calibration photos kept apart. These tests hold each rule
 at its edge (exactly at the limit passes, just past it fails, and the reason names the
@@ -371,7 +371,7 @@ def _detections(boxes: list, classes: list) -> dict:
 
 
 def test_a_converted_detector_gets_a_verdict_and_a_row():
-    """SSD-VGG's fp32 report compares detections (engine/ssd_convert.py), which have no
+    """SSD-VGG's fp32 report compares detections (engine/conversion/ssd_convert.py), which have no
     relative difference: its verdict and its row in `accel-widgets list` (and deploy, which
     checks the verdict first) must not fail on the missing figure."""
     from accel_widgets.engine.conversion.ssd_convert import detection_agreement

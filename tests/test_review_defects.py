@@ -6,7 +6,7 @@
 * the Jupyter server extension opened a new ``Workspace`` (schema script, recovery sweep)
   for every request while the sidebar polls every 5 s;
 * the CLI repeated engine logic: scoring (tests/test_targets_local.py checks that ``score``
-  goes through ``engine/scoring.py``), the report table, key masking, the quantize rule;
+  goes through ``engine/clients/scoring.py``), the report table, key masking, the quantize rule;
 * ``schema_version`` was written and never read.
 """
 

@@ -77,7 +77,7 @@ class ModelWidget(Step):
 
     def __init__(self, model: str | None = None, **kwargs: Any) -> None:
         # What can work here: the sample when its file is found, else a catalog model with
-        # the weights this machine can have, and a note saying so (engine/choices.py).
+        # the weights this machine can have, and a note saying so (engine/walk/choices.py).
         pick = preselect(model) if model else None
         if pick is not None:
             model = pick.key
@@ -110,7 +110,7 @@ class ModelWidget(Step):
         )
         self.note.add_class("accel-model-note")
         # Offered only when the walk asked for the sample and its file is not here: a
-        # verified download (engine/sample_model.py) with live progress and Cancel.
+        # verified download (engine/models/sample_model.py) with live progress and Cancel.
         self.sample_button = button("Get the sample", "get-sample", "info", "download")
         self.sample_cancel = button("Cancel", "cancel-sample", "warning", "stop")
         self.sample_cancel.on_click(lambda _: self.cancel())

@@ -335,7 +335,7 @@ class ConvertTrainedWidget(Step):
     """Convert the trained model to ONNX (optionally INT8), checked on its own pictures.
 
     The pictures kept with the model stand in for the bundled photos
-    (engine/check_photos.py): INT8 calibrates on its training split, and the TF-vs-ONNX
+    (engine/checks/check_photos.py): INT8 calibrates on its training split, and the TF-vs-ONNX
     report, the INT8 agreement and the accuracy are measured on its held-out pictures.
     """
 

@@ -145,7 +145,7 @@ def convert(
         pictures, the shared labelled ImageNet photos for an ImageNet classifier, else the
         bundled photos.
     calibration_method:
-        ``"minmax"`` (default), ``"entropy"`` or ``"percentile"`` (engine/quantize.py).
+        ``"minmax"`` (default), ``"entropy"`` or ``"percentile"`` (engine/conversion/quantize.py).
 
     Returns
     -------

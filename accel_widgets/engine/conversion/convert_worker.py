@@ -243,7 +243,7 @@ def validate_against_tf(
     if (acc := checks.accuracy(ort_out)) is not None:
         report["accuracy"] = acc
         emit("validate", 0.85, f"fp32 {accuracy_text(acc)}")
-    # Whether OpenVINO may serve this model in bf16 (engine/bf16_check.py).
+    # Whether OpenVINO may serve this model in bf16 (engine/conversion/bf16_check.py).
     from accel_widgets.engine.conversion.bf16_check import bf16_check
 
     emit("validate", 0.9, "checking OpenVINO bf16 against fp32 on the photos")

@@ -241,7 +241,7 @@ def build_model(
     spec = get_spec(model)
     name = check_name(spec.base_name if name is None else name)
     workspace = workspace or Workspace()
-    if spec.task == "detection":  # SSD: its own network, outputs and weights (engine/ssd.py)
+    if spec.task == "detection":  # SSD: its own network, outputs and weights (engine/models/ssd.py)
         from accel_widgets.engine.models.ssd import build_detector
 
         report("build", 0.0, f"loading TensorFlow to build {spec.title}")

@@ -226,7 +226,7 @@ _BASE = [
             "300x300 input, 6 feature maps (grids 37/19/10/5/3/1, 4/6/6/6/4/4 anchors per cell, "
             "8,432 anchors), background + 20 VOC classes, boxes [ymin, xmin, ymax, xmax] "
             "decoded with variances 0.1/0.2, score threshold 0.5, top 400, per-class NMS at "
-            "IoU 0.45, all in the graph (engine/ssd.py). Outputs detection_boxes, "
+            "IoU 0.45, all in the graph (engine/models/ssd.py). Outputs detection_boxes, "
             "detection_classes, detection_scores, num_detections, and the 12 raw tensors "
             "under their original names. Weights: random, 'imagenet' (VGG-16 backbone, "
             "untrained heads) or a trained SSD300 file by layer name."

@@ -246,7 +246,8 @@ def load_weights(network, path: str | os.PathLike[str]) -> None:
             parts.append(f"different shapes: {'; '.join(wrong)}")
         raise WeightsError(
             f"the weights file {path} does not fit SSD300-VGG: " + ". ".join(parts) + ". "
-            "The layout is documented in accel_widgets/engine/ssd.py (LAYER_NAMES; 37/19/10/5/3/1 "
+            "The layout is documented in accel_widgets/engine/models/ssd.py "
+            "(LAYER_NAMES; 37/19/10/5/3/1 "
             "grids, 4/6/6/6/4/4 anchors, 21 classes)."
         )
     for name, layer in wanted.items():

@@ -40,7 +40,7 @@ def model_config_for(workspace: Workspace, artifact: ArtifactRecord) -> ModelCon
             postprocess=spec.get("postprocess", "flatten"),
         ),
     )
-    if spec.get("outputs"):  # several outputs (a detector: engine/ssd.py output_configs)
+    if spec.get("outputs"):  # several outputs (a detector: engine/models/ssd.py output_configs)
         outputs = tuple(
             OutputConfig(
                 alias=o["alias"],
@@ -66,8 +66,8 @@ def model_config_for(workspace: Workspace, artifact: ArtifactRecord) -> ModelCon
 
 def bf16_validated(report: dict) -> bool:
     """Whether the artifact's validation allowed OpenVINO to compute it in bf16
-    (engine/bf16_check.py: within half a point of f32 on labelled photos, or the same top 1
-    on every photo). The server lets OpenVINO compute in bf16 only then
+    (engine/conversion/bf16_check.py: within half a point of f32 on labelled photos, or the same
+    top 1 on every photo). The server lets OpenVINO compute in bf16 only then
     (serving/openvino_runtime.py). No entry: f32. A report from before the decision was
     stored has the per-photo agreement only, and is read by that rule.
     """

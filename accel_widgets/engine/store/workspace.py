@@ -331,7 +331,7 @@ def _pid_alive(pid: int) -> bool:
 
 def default_order(artifact: ArtifactRecord) -> tuple[int, int]:
     """Sort key of the artifact deploy and package take when no precision is given: a
-    recommended INT8 first (the fastest that passed, engine/verdicts.py), then fp32, fp16,
+    recommended INT8 first (the fastest that passed, engine/checks/verdicts.py), then fp32, fp16,
     and an INT8 that was not recommended last (taken by default only when it is all a model
     has: a model registered as INT8)."""
     from accel_widgets.engine.checks.verdicts import recommended

@@ -69,7 +69,7 @@ DEFAULT_FEATURIZER = "resnet50"
 #: Held-out images kept beside the model (``examples/``, flat) for a look and for scoring.
 EXAMPLES_KEPT = 64
 #: Held-out images kept by class (``holdout/<class>/``): the labelled photos its conversion
-#: measures accuracy on (engine/check_photos.py); 200 are needed to vouch for INT8.
+#: measures accuracy on (engine/checks/check_photos.py); 200 are needed to vouch for INT8.
 HOLDOUT_KEPT = 1000
 #: Training-split images kept (``calibration/``): INT8 calibrates on these, never on the
 #: held-out pictures it is checked on.
@@ -526,7 +526,7 @@ def train_classifier(
 
 
 def keras_serving_module(network: Any, pre: dict[str, Any]) -> Any:
-    """The catalog's two-function SavedModel around ``network`` (see ``engine/build.py``)."""
+    """The catalog's two-function SavedModel around ``network`` (see ``engine/models/build.py``)."""
     from accel_widgets.engine.models.build import make_serving_module
 
     return make_serving_module(network, pre)

@@ -40,9 +40,9 @@ metadata (pointing it at a loopback stand-in needs a custom cloud registration) 
 calls of its own (workspace, registries) that a stand-in would also have to speak.
 ``azure-mgmt-machinelearningservices`` (1.0.1, 54 MB with its dependencies) has no online
 endpoint operations at all. The REST calls above are eight documented requests; this module
-makes them with the standard library as ``engine/quota.py`` does (``azure_arm.py``), so the
-target adds no dependency beyond ``azure-identity`` and is tested against a loopback server
-that speaks the documented API (``tests/azure_ml_server.py``).
+makes them with the standard library as ``engine/targets/azure/quota.py`` does
+(``azure/arm.py``), so the target adds no dependency beyond ``azure-identity`` and is tested
+against a loopback server that speaks the documented API (``tests/azure_ml_server.py``).
 """
 
 from __future__ import annotations

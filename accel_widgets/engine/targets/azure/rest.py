@@ -1,10 +1,10 @@
 """What every call to Azure Resource Manager shares: tokens only over HTTPS, no redirects,
 Azure's error bodies, Retry-After, and waits a Cancel button can end.
 
-Used by the quota check (``engine/quota.py``) and the Azure ML target's ARM client
-(``engine/targets/azure_arm.py``), so both treat a token, a 429 and an error body alike; the
-REST scoring client (``engine/rest_client.py``) takes the same redirect and loopback rules
-for its key.
+Used by the quota check (``engine/targets/azure/quota.py``) and the Azure ML target's ARM
+client (``engine/targets/azure/arm.py``), so both treat a token, a 429 and an error body alike;
+the REST scoring client (``engine/clients/rest_client.py``) takes the same redirect and loopback
+rules for its key.
 """
 
 from __future__ import annotations
