@@ -3,7 +3,8 @@
 The same approach as the quota check (``engine/targets/azure/quota.py``): the standard
 library's ``urllib`` speaks HTTP, ``azure-identity`` (imported only when a call needs it)
 gives the token, and the bearer token is only sent over HTTPS, or plain http to this machine
-(a test stand-in or a local proxy). Redirects are refused, so the token never follows one to another host.
+(a test stand-in or a local proxy). Redirects are refused, so the token never follows one to
+another host.
 
 What ARM documents and this client does:
 
