@@ -23,7 +23,6 @@ simplejpeg, prometheus_client and Tornado (the HTTP port) only.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from typing import Any
 import grpc
 
 from accel_widgets.errors import ServingError
+from accel_widgets.serving.addresses import is_loopback
 from accel_widgets.serving.auth import KeyChecker, load_keys
 from accel_widgets.serving.config import IDLE_LOG_PREFIX, STOPPED_FILE, ServerConfig
 from accel_widgets.serving.grpc_service import PredictionService
@@ -76,16 +76,6 @@ class ServeOptions:
     #: fills up with services participants forgot; an idle one gives its memory back, says
     #: why in :data:`STOPPED_FILE` beside the ready file, and a deploy starts it again.
     idle_timeout: float = 0.0
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``; any other name counts as exposed."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _address(host: str, port: int) -> str:

@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from accel_widgets.engine.clients.http import NoRedirect, is_loopback, retry_after
 from accel_widgets.engine.clients.images import ImageLike, encode_image, score_files
-from accel_widgets.engine.targets.azure.rest import NoRedirect, is_loopback
 from accel_widgets.errors import ScoringError
 
 __all__ = ["RestPredictionClient"]
@@ -234,9 +234,9 @@ class RestPredictionClient:
                     raw = b""
                 if exc.code not in RETRIED or attempt > self.retries:
                     raise self._error(exc.code, raw, url, attempt) from None
-                given = exc.headers.get("Retry-After") if exc.headers else None
-                if given is not None and given.strip().replace(".", "", 1).isdigit():
-                    wait = min(float(given), _RETRY_AFTER_MAX_S)
+                given = retry_after(exc.headers)
+                if given is not None:
+                    wait = min(given, _RETRY_AFTER_MAX_S)
             except (TimeoutError, ssl.SSLError) as exc:
                 raise self._unreachable(url, exc, timeout) from None
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:

@@ -31,12 +31,11 @@ from accel_widgets.engine.targets.capacity import QuotaReport
 from accel_widgets.engine.targets.machine import MachineCapacity
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
+from accel_widgets.serving.addresses import is_loopback
 from accel_widgets.serving.config import RUNTIMES
 
 #: Live states a target reports for a service.
 LIVE_STATES = ("running", "starting", "unhealthy", "dead", "unknown")
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 #: Names a setting may not have: the parameters of ``targets.deploy()`` / ``manifests()``
 #: and the flags of the ``deploy``, ``manifests`` and ``quota`` commands, which target
@@ -400,8 +399,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 def check_exposure(host: str, auth: bool | None) -> bool:
     """Whether the service needs a key: on beyond loopback, and never off there."""
     if auth is None:
-        auth = host not in LOOPBACK
-    if not auth and host not in LOOPBACK:
+        auth = not is_loopback(host)
+    if not auth and not is_loopback(host):
         raise ServingError(
             f"a service bound to {host} is reachable from other machines: keep authentication "
             "on (auth=True), or bind to 127.0.0.1"

@@ -30,16 +30,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from accel_widgets.engine.clients.http import NoRedirect, retry_after, sleep
 from accel_widgets.engine.targets.azure.rest import (
     ARM_SCOPE,
-    NoRedirect,
     TokenCredential,
     check_endpoint,
     error_parts,
     first_line,
-    retry_after,
     said,
-    sleep,
 )
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter

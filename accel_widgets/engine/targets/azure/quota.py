@@ -25,14 +25,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from accel_widgets.engine.clients.http import NoRedirect, retry_after, sleep
 from accel_widgets.engine.targets.azure.rest import (
-    NoRedirect,
     TokenCredential,
     check_endpoint,
     error_parts,
     first_line,
-    retry_after,
-    sleep,
 )
 from accel_widgets.engine.targets.azure.rest import said as server_says
 from accel_widgets.engine.targets.capacity import (

@@ -9,15 +9,13 @@ rules for its key.
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import time
 import urllib.parse
 import urllib.request
 from typing import Any, Protocol
 
+from accel_widgets.engine.clients.http import is_loopback
 from accel_widgets.errors import AccelError, ServingError
-from accel_widgets.progress import Reporter
 
 DEFAULT_ARM = "https://management.azure.com"
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -29,13 +27,6 @@ class TokenCredential(Protocol):
     def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
 
 
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: urllib would forward the bearer token to wherever they point."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
-        return None
-
-
 def said(status: int, code: str | None, message: str | None) -> str:
     """'HTTP 403 AuthorizationFailed: The client ...' for every message built from an answer."""
     parts = [f"HTTP {status}"] if status else []
@@ -45,17 +36,6 @@ def said(status: int, code: str | None, message: str | None) -> str:
     if message:
         text = f"{text}: {message}" if text else message
     return text
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_endpoint(
@@ -86,27 +66,7 @@ def error_parts(body: bytes) -> tuple[str | None, str | None]:
     return (str(code) if code else None), (str(message) if message else None)
 
 
-def retry_after(headers: Any) -> float | None:
-    """Seconds from a Retry-After header (the delta-seconds form Azure sends), else None."""
-    if headers is None:
-        return None
-    raw = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return max(0.0, float(raw)) if raw is not None else None
-    except ValueError:
-        return None
-
-
 def first_line(exc: BaseException) -> str:
     """azure-identity's messages run to many lines; the first says what happened."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def sleep(seconds: float, report: Reporter) -> None:
-    """Wait, but let a Cancel button end the wait within a tenth of a second."""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        report.check()
-        time.sleep(min(0.1, left))
-    report.check()
