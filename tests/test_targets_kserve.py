@@ -36,6 +36,7 @@ from accel_widgets.engine.targets import (
     service_status,
 )
 from accel_widgets.engine.targets.k8s import common as kc
+from accel_widgets.engine.targets.k8s import rollout
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import EventLog
 
@@ -91,7 +92,7 @@ def validate(obj: dict) -> None:
 @pytest.fixture(autouse=True)
 def _fast_polls(monkeypatch):
     monkeypatch.setattr(kc, "POLL_S", 0.01)
-    monkeypatch.setattr(kc, "UNSCHEDULABLE_GRACE_S", 0.0)
+    monkeypatch.setattr(rollout, "UNSCHEDULABLE_GRACE_S", 0.0)  # where pod_trouble reads it
 
 
 @pytest.fixture(scope="module")
