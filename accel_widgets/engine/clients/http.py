@@ -15,7 +15,7 @@ from typing import Any
 from accel_widgets.progress import Reporter
 from accel_widgets.serving.addresses import is_loopback
 
-__all__ = ["NoRedirect", "is_loopback", "retry_after", "sleep"]
+__all__ = ["NoRedirect", "is_loopback", "retry_after", "sleep", "throttle_wait"]
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -43,3 +43,14 @@ def sleep(seconds: float, report: Reporter) -> None:
         report.check()
         time.sleep(min(0.1, left))
     report.check()
+
+
+def throttle_wait(
+    headers: Any, *, throttled: int, max_retries: int, default_s: float, max_s: float
+) -> tuple[float, bool]:
+    """How long a 429 asks to wait (its Retry-After, else ``default_s``) and whether to wait
+    it: not once ``throttled`` answers in a row exceed ``max_retries``, and not when the wait
+    is longer than ``max_s`` (it is handed back to the user instead of blocking)."""
+    given = retry_after(headers)
+    wait = default_s if given is None else given
+    return wait, throttled <= max_retries and wait <= max_s

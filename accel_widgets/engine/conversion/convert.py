@@ -116,7 +116,7 @@ def _memory_advice(what: str, exitcode: int | None) -> str:
 
 
 def convert(
-    name: str,
+    name: str | ModelRecord,
     *,
     version: int | None = None,
     quantize: str | None = None,
@@ -133,7 +133,8 @@ def convert(
     Parameters
     ----------
     name, version:
-        The workspace model (latest version when ``version`` is None).
+        The workspace model (latest version when ``version`` is None), or its record as the
+        step before handed it on (no look-up again).
     quantize:
         ``None``/``"fp32"`` for float only, ``"int8"`` for float plus static INT8.
     calibration:
@@ -156,14 +157,13 @@ def convert(
     report = as_reporter(progress, cancel)
     quantize = _check_precision(quantize)
     workspace = workspace or Workspace()
-    model = workspace.get_model(name, version)
+    model = name if isinstance(name, ModelRecord) else workspace.get_model(name, version)
     if model.kind == "onnx":
         if quantize != "int8":
             return [workspace.get_artifact(model.name, model.version)]
         return [
             quantize_model(
-                model.name,
-                version=model.version,
+                model,
                 workspace=workspace,
                 calibration=calibration,
                 validation=validation,
@@ -225,7 +225,7 @@ def convert(
 
 
 def quantize_model(
-    name: str,
+    name: str | ModelRecord,
     *,
     version: int | None = None,
     workspace: Workspace | None = None,
@@ -239,10 +239,11 @@ def quantize_model(
     """Make the INT8 artifact of a model that already has a float ONNX artifact.
 
     Used for ONNX models brought as they are (a float16 model is upcast for calibration).
+    ``name`` may be the model's record, as the step before handed it on.
     """
     report = as_reporter(progress, cancel)
     workspace = workspace or Workspace()
-    model = workspace.get_model(name, version)
+    model = name if isinstance(name, ModelRecord) else workspace.get_model(name, version)
     floats = [a for a in workspace.list_artifacts(model) if a.precision in ("fp32", "fp16")]
     if not floats:
         raise ConversionError(

@@ -66,9 +66,7 @@ def prepare_model(
     record = build_model(
         spec.name, weights=weights, name=name, workspace=workspace, progress=report
     )
-    artifacts = convert(
-        record.name, version=record.version, quantize=quantize, workspace=workspace, progress=report
-    )
+    artifacts = convert(record, quantize=quantize, workspace=workspace, progress=report)
     return record, artifacts, False
 
 
@@ -113,5 +111,5 @@ def prepare_onnx(
         **register_options,
     )
     if quantize == "int8":
-        quantize_model(record.name, version=record.version, workspace=workspace, progress=report)
+        quantize_model(record, workspace=workspace, progress=report)
     return record, workspace.list_artifacts(record), False

@@ -30,7 +30,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from accel_widgets.engine.clients.http import NoRedirect, retry_after, sleep
+from accel_widgets.engine.clients.http import NoRedirect, retry_after, sleep, throttle_wait
 from accel_widgets.engine.targets.azure.rest import (
     ARM_SCOPE,
     TokenCredential,
@@ -174,9 +174,14 @@ class ArmClient:
                 if exc.code != 429:
                     raise ArmError(exc.code, code, message, what) from None
                 throttled += 1
-                given = retry_after(exc.headers)
-                wait = RETRY_AFTER_DEFAULT_S if given is None else given
-                if throttled > MAX_THROTTLED or wait > RETRY_AFTER_MAX_S:
+                wait, again = throttle_wait(
+                    exc.headers,
+                    throttled=throttled,
+                    max_retries=MAX_THROTTLED,
+                    default_s=RETRY_AFTER_DEFAULT_S,
+                    max_s=RETRY_AFTER_MAX_S,
+                )
+                if not again:
                     raise ServingError(
                         f"{what}: Azure is throttling requests ({said(429, code, message)}); "
                         f"wait {max(1, math.ceil(wait))} seconds and try again."

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from accel_widgets.engine.clients.http import NoRedirect, retry_after, sleep
+from accel_widgets.engine.clients.http import NoRedirect, sleep, throttle_wait
 from accel_widgets.engine.targets.azure.rest import (
     TokenCredential,
     check_endpoint,
@@ -192,9 +192,14 @@ def _get_page(
                 ) from None
             code, message = error_parts(exc.read())
             said = server_says(429, code, message)
-            given = retry_after(exc.headers)
-            wait = _RETRY_AFTER_DEFAULT_S if given is None else given
-            if attempt == 2 or wait > _RETRY_AFTER_MAX_S:
+            wait, again = throttle_wait(
+                exc.headers,
+                throttled=attempt,
+                max_retries=1,
+                default_s=_RETRY_AFTER_DEFAULT_S,
+                max_s=_RETRY_AFTER_MAX_S,
+            )
+            if not again:
                 raise QuotaError(
                     f"Azure is throttling requests ({said}); wait {max(1, math.ceil(wait))} "
                     "seconds and try again."
