@@ -12,6 +12,7 @@ from accel_widgets.engine.package import package
 from accel_widgets.engine.package_context import default_base
 from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError
+from accel_widgets.sizes import IMAGE_MB, bytes_text
 from accel_widgets.widgets.base import ProgressPanel, Step, button
 
 
@@ -123,7 +124,7 @@ class PackageWidget(Step):
         info = image.info
         rows = [
             ("image", f"<code>{html.escape(info['tag'])}</code>"),
-            ("size", f"{int(info['size_bytes']) / 1e6:.0f} MB"),
+            ("size", bytes_text(int(info["size_bytes"]), IMAGE_MB)),
             ("id", f"<code>{html.escape(info['image_id'][:19])}</code>"),
             ("base", html.escape(f"{info['base']} (Python {info.get('python', '?')})")),
         ]
