@@ -32,7 +32,7 @@ from browser_support import (
 )
 
 from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
-from accel_widgets.engine.notebooks import bundled_notebook
+from accel_widgets.engine.notebooks import copy_text
 from accel_widgets.engine.workspace import Workspace
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -41,6 +41,9 @@ BUILT = REPO / "accel_widgets" / "labextension"
 SOURCE = REPO / "labextension"
 SERVER_CONFIG = REPO / "jupyter-config" / "jupyter_server_config.d" / "accel_widgets.json"
 SIDEBAR_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="accel-widgets-deployments"]'
+STOPPED_TEXT = (
+    "No services running: the ones listed here were stopped. Deploy again from the walkthrough."
+)
 EMPTY_TEXT = (
     "No services yet: open the Accelerated model walkthrough from the launcher to deploy one."
 )
@@ -185,7 +188,7 @@ def test_launcher_card_opens_the_walkthrough(lab, sandbox, page, shots):
         shots.take(page, "walkthrough-open")
 
     copied = root / "walkthrough.ipynb"
-    assert copied.read_bytes() == bundled_notebook().read_bytes()
+    assert copied.read_text() == copy_text("walkthrough.ipynb")
     assert json.loads(copied.read_text())["cells"], "the copy is a notebook with cells"
 
 
@@ -213,16 +216,20 @@ def test_sidebar_shows_a_deployed_service_and_stops_it(
         assert sidebar.locator(".accel-empty").is_hidden()
         shots.take(page, "sidebar-running")
 
-        # Clean-up goes in dependency order: the model in use is refused, in the server's words.
+        # Clean-up goes in dependency order: a model in use cannot be deleted, and one dialog
+        # says so, with nothing to click but Close (no red Delete leading to a second one).
         model.locator(".accel-model-delete").click()
         dialog = page.locator(".jp-Dialog")
-        dialog.locator("button.jp-mod-accept").click()
-        refused = page.locator(".jp-Dialog", has_text="squeezenet:1 is still in use")
-        refused.wait_for(state="visible")
-        assert "still used by service sq" in refused.inner_text()
+        dialog.wait_for(state="visible")
+        assert "squeezenet:1 is in use" in dialog.inner_text()
+        assert "served by sq" in dialog.inner_text() and "delete it first" in dialog.inner_text()
+        buttons = dialog.locator(".jp-Dialog-footer button")
+        assert buttons.all_inner_texts() == ["Close"], buttons.all_inner_texts()
+        assert dialog.locator("button.jp-mod-warn").count() == 0
         shots.take(page, "model-in-use")
-        refused.locator(".jp-Dialog-footer button").first.click()
+        buttons.first.click()
         dialog.wait_for(state="detached")
+        assert page.locator(".jp-Dialog").count() == 0, "a second dialog followed"
         assert model.is_visible()
 
         # A scoring notebook for the service lands in the file browser's folder and opens.
@@ -241,7 +248,8 @@ def test_sidebar_shows_a_deployed_service_and_stops_it(
         row.wait_for(state="detached", timeout=30_000)
         empty = sidebar.locator(".accel-empty")
         empty.wait_for(state="visible")
-        assert empty.inner_text() == EMPTY_TEXT
+        # Not "No services yet": there was one, and it was stopped.
+        assert empty.inner_text() == STOPPED_TEXT
         shots.take(page, "sidebar-stopped")
 
     assert process_gone(service.pid), f"service process {service.pid} still runs"

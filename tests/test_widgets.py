@@ -92,7 +92,9 @@ def test_quota_verdict_lists_exactly_the_models_the_model_step_offers(walk):
     offered = [key for _, key in walk.model.choice.options if key != "__own__"]
     assert list(walk.quota.report.details["models"]) == offered  # judged: exactly these
     assert listed.split(", ")[0] == "squeezenet" and set(listed.split(", ")) <= set(offered)
-    assert offered == [c.key for c in model_choices()] and "ssd_vgg" in offered
+    # Each model once: its INT8 build is the precision toggle, not a second entry.
+    assert offered == [c.key for c in model_choices() if not c.key.startswith("quantized-")]
+    assert "ssd_vgg" in offered and "quantized-resnet50" not in offered
 
 
 def test_quota_error_is_shown_in_the_widget(monkeypatch):

@@ -50,9 +50,10 @@ def _shape(line: str) -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    """What the user reads: our errors as they are, anything else named with its type."""
+    """What the user reads: our errors as they are (in a widget's words where the engine
+    has them: ``widget_message``), anything else named with its type."""
     if isinstance(exc, AccelError):
-        return str(exc)
+        return getattr(exc, "widget_message", None) or str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 

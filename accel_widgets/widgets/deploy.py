@@ -35,11 +35,19 @@ def mask_key(key: str | None) -> str:
     return keys.mask_key(key, none="none (loopback only, no key needed)")
 
 
+#: The copy buttons look like the step's own buttons (ipywidgets' ``jupyter-button``, in
+#: JupyterLab and Voila alike), small enough to sit in a table row; not a bare native button.
+COPY_CLASS = "accel-copy jupyter-button"
+COPY_STYLE = (
+    "width:auto;height:22px;line-height:20px;padding:0 10px;margin:0 0 0 6px;font-size:12px"
+)
+
+
 def _copy_button(text: str, label: str) -> str:
     """An HTML button that copies ``text`` in the browser (the kernel has no clipboard)."""
     payload = html.escape(json.dumps(text), quote=True)
     return (
-        f"<button class='accel-copy' title='Copy to the clipboard' "
+        f"<button class='{COPY_CLASS}' style='{COPY_STYLE}' title='Copy to the clipboard' "
         f"onclick='navigator.clipboard.writeText({payload})'>{html.escape(label)}</button>"
     )
 
@@ -71,7 +79,8 @@ def _copy_key_button(service_name: str) -> str:
     """A button that copies the service's API key without the key being in the HTML."""
     script = _COPY_KEY_SCRIPT.format(name=json.dumps(service_name))
     return (
-        "<button class='accel-copy' title='Copy the API key to the clipboard (fetched from "
+        f"<button class='{COPY_CLASS}' style='{COPY_STYLE}' "
+        "title='Copy the API key to the clipboard (fetched from "
         f'the Jupyter server when clicked)\' onclick="{html.escape(script, quote=True)}">'
         "copy key</button>"
     )

@@ -221,6 +221,15 @@ class ScoreWidget(Step):
         self.histogram.value = b""
         self.benchmark = None
 
+    def use_photos(self, photos: dict[str, bytes]) -> None:
+        """Offer these pictures instead of the bundled photos: a model of the user's own
+        classes (digits) is scored on its own kind of picture, not on a cat or an espresso."""
+        self._photos = dict(photos)
+        self._uploaded = None
+        options = self._photo_options()
+        self.sample.options = options
+        self.sample.value = options[0][1] if options else None
+
     def use_image(self, data: bytes, name: str = "your picture") -> None:
         """Score this picture next (what an upload does, for code and tests)."""
         self._on_upload({"new": [{"name": name, "content": data}]})
@@ -229,6 +238,8 @@ class ScoreWidget(Step):
         """(what to call it, its bytes) for the chosen photo."""
         if self.sample.value == _UPLOADED and self._uploaded is not None:
             return self._uploaded
+        if self.sample.value not in self._photos:
+            raise AccelError("choose a photo, or upload one of your own")
         return photo_name(self.sample.value), self._photos[self.sample.value]
 
     def _connect(self):
