@@ -86,6 +86,11 @@ def top_k_chart(labels: Sequence[str], scores: Sequence[float], title: str = "")
 
 def latency_histogram(latencies_ms: Sequence[float], p50: float, p99: float) -> bytes:
     """The latency distribution with p50 and p99 marked and labelled (SVG, 576 x 240 px)."""
+    return _svg(histogram_figure(latencies_ms, p50, p99))
+
+
+def histogram_figure(latencies_ms: Sequence[float], p50: float, p99: float) -> Figure:
+    """The figure :func:`latency_histogram` draws (tests measure where its legend sits)."""
     figure = Figure(figsize=(6, 2.5), layout="constrained")
     ax = figure.add_subplot()
     ax.hist(latencies_ms, bins=min(40, max(5, len(latencies_ms) // 5)), color="#8fb3d9")
@@ -96,4 +101,4 @@ def latency_histogram(latencies_ms: Sequence[float], p50: float, p99: float) -> 
     ax.tick_params(labelsize=9)
     # Above the plot, not in it: a p99 far to the right ran through legend text drawn inside.
     figure.legend(fontsize=9, loc="outside upper right", ncols=2, frameon=False)
-    return _svg(figure)
+    return figure
