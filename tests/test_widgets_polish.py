@@ -187,9 +187,11 @@ def test_a_failed_pull_says_what_docker_said_and_names_the_widgets_field():
 def test_an_upload_error_reads_as_words_not_a_bytes_literal():
     """Item 5: "first bytes b'this is not an i'" on screen."""
     said = image_error_words(
-        "the bytes are not a JPEG or PNG image: first bytes b'this is not an i' (19 bytes in all)"
+        "[INVALID_ARGUMENT] the bytes are not a JPEG or PNG image: first bytes b'this is not an "
+        "i' (19 bytes in all)"
     )
-    assert "b'" not in said and 'it starts with the text "this is not an i..."' in said
+    assert said.startswith("the bytes are not") and "b'" not in said
+    assert 'it starts with the text "this is not an i..."' in said
     binary = image_error_words("first bytes b'\\x00\\x01\\x02GIF' (9 bytes in all)")
     assert "it starts with the bytes 00 01 02 47 49 46" in binary
 

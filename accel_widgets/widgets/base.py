@@ -94,8 +94,9 @@ class ProgressPanel(widgets.VBox):
         lines = html.escape(self.log_text)
         self.log_box.value = (
             "<div class='accel-log-lines' style='display:flex;flex-direction:column-reverse;"
-            "max-height:8em;overflow-y:auto;overflow-x:hidden;border:1px solid #ccc;"
-            "padding:2px 6px;font-family:var(--jp-code-font-family,monospace);font-size:12px'>"
+            "max-height:10em;overflow-y:auto;overflow-x:hidden;border:1px solid #ccc;"
+            "padding:2px 6px;font-family:var(--jp-code-font-family,monospace);font-size:12px;"
+            "line-height:1.4'>"
             f"<div style='white-space:pre-wrap;overflow-wrap:anywhere'>{lines}</div></div>"
         )
 

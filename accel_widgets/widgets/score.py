@@ -54,6 +54,8 @@ def image_error_words(message: str) -> str:
             return f'it starts with the text "{" ".join(text.split())}..."'
         return "it starts with the bytes " + " ".join(f"{b:02x}" for b in start[:8])
 
+    # "[INVALID_ARGUMENT]" is gRPC's name for "the picture is at fault": the words say it.
+    message = re.sub(r"^\[INVALID_ARGUMENT\]\s*", "", message)
     return _FIRST_BYTES.sub(words, message)
 
 
