@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,6 +186,16 @@ def test_launcher_card_opens_the_walkthrough(lab, sandbox, page, shots):
         page.locator(".jp-Notebook .jp-RenderedMarkdown h1").first.wait_for(state="visible")
         listing = page.locator(".jp-DirListing-item", has_text="walkthrough.ipynb")
         listing.wait_for(state="visible")
+        # Once the kernel has said who it is (JupyterLab writes its language_info into the
+        # notebook), the tab shows no unsaved changes: the user has changed nothing.
+        page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\|\s*Idle")).wait_for(
+            timeout=90_000
+        )
+        page.wait_for_timeout(1000)
+        current = page.locator(".jp-mod-current.lm-TabBar-tab", has_text="walkthrough.ipynb")
+        assert "jp-mod-dirty" not in (current.first.get_attribute("class") or ""), (
+            "the notebook shows unsaved changes right after opening"
+        )
         shots.take(page, "walkthrough-open")
 
     copied = root / "walkthrough.ipynb"

@@ -223,7 +223,7 @@ def test_notebook_only_text_is_left_out_of_voila_and_the_walk_says_it_there(work
     assert Walkthrough(workspace=workspace, poll=None).guide.value == ""
     monkeypatch.setenv("SERVER_SOFTWARE", "voila/0.5.13")
     walk = Walkthrough(workspace=workspace, poll=None)
-    assert walk.guide.value == VOILA_GUIDE and "reloading this page" in text(walk.guide.value)
+    assert walk.guide.value == VOILA_GUIDE and "Reloading this page" in text(walk.guide.value)
     assert walk.children[-1] is walk.guide
 
 

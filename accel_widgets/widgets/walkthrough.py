@@ -37,10 +37,9 @@ def in_voila() -> bool:
 #: words of a Voila page (Voila leaves those cells out: metadata transient.remove_source).
 VOILA_GUIDE = (
     "<div class='accel-voila-guide' style='margin-top:0.8em;color:#555;line-height:1.4'>"
-    "Every model, artifact and service is kept in the workspace: reloading this page starts "
-    "the walk again and it picks up the converted model and the running service. The same "
-    "steps as plain code are in the notebook <code>walkthrough-code.ipynb</code>, for "
-    "JupyterLab.</div>"
+    "Closed this page by mistake? Reloading this page starts the walk again on the same "
+    "workspace. The same steps as plain code are in the notebook "
+    "<code>walkthrough-code.ipynb</code>, for JupyterLab.</div>"
 )
 
 
