@@ -405,6 +405,7 @@ class ConvertTrainedWidget(Step):
         self.done = False
         self.converted = None
         self.report_table.value = ""
+        self.progress.reset()  # the last model's log is not this one's
         self.warning = ""
 
     def _set_enabled(self, enabled: bool) -> None:
