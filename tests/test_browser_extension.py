@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -274,6 +275,49 @@ def test_sidebar_shows_a_deployed_service_and_stops_it(
         again.filter(has_text="running").wait_for(state="visible", timeout=15_000)
         assert again.inner_text() == "running"
         assert sidebar.locator(".accel-empty").is_hidden()
+
+
+def test_sidebar_room_shows_other_workspaces_services_and_stops_the_idle_one(
+    lab, sandbox, workspace, weights_dir, tmp_path, page, shots
+):
+    """A workshop room (issue 24): a service another workspace left running shows under
+    "This machine" with its memory, requests and idle time; "Stop idle", asked for 3 s,
+    names it, stops it once confirmed, and its own workspace reads why it stopped."""
+    from accel_widgets.engine.targets import service_status
+
+    other = Workspace(tmp_path / "bob")
+    theirs = deploy_squeezenet(other, weights_dir, "forgotten")
+    row = page.locator('.accel-room-row[data-name="forgotten"]')
+    try:
+        with shots.on_failure(page, [lab.server]):
+            open_lab(page, lab)
+            sidebar = open_sidebar(page)
+            row.wait_for(state="visible", timeout=30_000)
+            text = " ".join(row.inner_text().split())
+            assert "0 requests" in text and " MB" in text and "idle" in text
+            assert str(other.root.resolve()) in text.replace(" ", "")
+            summary = sidebar.locator(".accel-room-summary").inner_text()
+            assert "from other workspaces" in summary
+            time.sleep(4)  # idle for more than the 3 s asked for below
+            shots.take(page, "room-section")
+
+            sidebar.locator(".accel-room-stop-idle").click()
+            dialog = page.locator(".jp-Dialog")
+            dialog.wait_for(state="visible")
+            seconds = dialog.locator("input.accel-idle-seconds")
+            assert seconds.input_value() == "600"  # the room's default: ten minutes
+            assert "No service has been idle for 10 min" in dialog.inner_text()
+            seconds.fill("3")
+            dialog.locator(".accel-idle-list", has_text="Stops forgotten").wait_for()
+            shots.take(page, "room-stop-idle-dialog")
+            dialog.locator("button.jp-mod-accept").click()
+            row.wait_for(state="detached", timeout=30_000)
+            shots.take(page, "room-after-stop")
+        assert process_gone(theirs.pid), f"service process {theirs.pid} still runs"
+        shown = service_status("forgotten", other).shown
+        assert shown.startswith("stopped (idle: no request for"), shown
+    finally:
+        delete_services(other.root)
 
 
 def test_sidebar_says_what_to_do_when_the_api_fails(lab, page, shots):

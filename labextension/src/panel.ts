@@ -23,6 +23,7 @@ import {
 } from './api';
 import { CommandIDs } from './commands';
 import { h } from './dom';
+import { RoomSection } from './room';
 import { Execute, imageRow, modelId, modelRow, serviceRow } from './rows';
 
 /** How often a visible panel reloads, in milliseconds. */
@@ -108,7 +109,8 @@ export class DeploymentsPanel extends Widget {
         h('h3', { class: 'accel-sidebar-heading' }, 'Models'),
         this._noModels,
         this._modelList
-      )
+      ),
+      this._room.node
     );
 
     this.node.append(
@@ -127,6 +129,11 @@ export class DeploymentsPanel extends Widget {
       this._footer
     );
     this._showLoading();
+  }
+
+  /** Every accel-widgets service on this machine, as last listed ("This machine"). */
+  get room(): RoomSection {
+    return this._room;
   }
 
   /** The service of that name as last listed. */
@@ -219,6 +226,8 @@ export class DeploymentsPanel extends Widget {
   }
 
   private async _load(): Promise<void> {
+    // This machine's services load beside the workspace's, never holding them up.
+    void this._room.refresh();
     try {
       const [services, images, models] = await Promise.all([
         listServices(),
@@ -372,6 +381,7 @@ export class DeploymentsPanel extends Widget {
   private readonly _commands: CommandRegistry;
   private readonly _execute: Execute = (command, args) =>
     void this._commands.execute(command, args);
+  private readonly _room = new RoomSection(this._execute);
   private readonly _errorMessage = h('p', {
     class: 'accel-sidebar-error-message'
   });
