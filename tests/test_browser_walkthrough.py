@@ -729,3 +729,56 @@ def test_voila_walk_reads_right_to_a_new_user(voila, laptop, shots):
         )
         shots.take(page, "polish-model-changed")
     assert not found, "\n".join(found)
+
+
+TRAIN_JS = r"""() => {
+  const walk = document.querySelector('.accel-train-walk');
+  const select = walk && walk.querySelector('.accel-train-source select');
+  const pictures = [...document.querySelectorAll('.accel-train-walk .accel-class-example')];
+  // The chosen option's words against the room the drop-down gives them.
+  const canvas = document.createElement('canvas').getContext('2d');
+  if (select) canvas.font = getComputedStyle(select).font;
+  const chosen = select ? select.options[select.selectedIndex].text : '';
+  return {
+    headings: walk ? [...walk.querySelectorAll('.accel-step h3')].map((h) => h.innerText.trim())
+      : [],
+    sourceFits: !!select && canvas.measureText(chosen).width + 24 <= select.clientWidth,
+    pictures: pictures.filter((img) => img.complete && img.naturalWidth > 0).length,
+    photos: [...walk.querySelectorAll('.accel-sample select option')].map((o) => o.text),
+  };
+}"""
+
+
+def test_voila_train_walk_is_numbered_and_shows_its_pictures(sandbox, laptop, shots):
+    """Issue 25, item 10, on a Voila page: headings 1-5 (not "Train your own classes",
+    "Convert", "5. Deploy"), the data-set drop-down whole, "Look at the data" with pictures,
+    and no ImageNet photos offered to score a digits model."""
+    server = start_voila(sandbox, sandbox.notebooks / "train-your-own.ipynb")
+    page = laptop
+    try:
+        with shots.on_failure(page, [server.server]):
+            page.goto(server.url(), timeout=PAGE_LOAD_MS)
+            look = page.locator(".accel-train-walk button.accel-train-look").first
+            look.wait_for(state="visible", timeout=120_000)
+            look.click()
+            page.locator(".accel-train-walk .accel-class-example").first.wait_for(
+                state="visible", timeout=60_000
+            )
+            page.wait_for_timeout(500)
+            seen = page.evaluate(TRAIN_JS)
+            page.locator(".accel-train-walk").first.evaluate(
+                "(el) => el.scrollIntoView({block: 'start'})"
+            )
+            shots.take(page, "train-look")
+        assert [h.split(" ✓")[0] for h in seen["headings"]] == [
+            "1. Train",
+            "2. Convert",
+            "3. Deploy",
+            "4. Score",
+            "5. Clean up",
+        ], seen["headings"]
+        assert seen["sourceFits"], "the data-set drop-down cuts its choice"
+        assert seen["pictures"] == 40, seen  # 4 pictures of each of the 10 digits
+        assert not [p for p in seen["photos"] if "cat" in p or "espresso" in p], seen["photos"]
+    finally:
+        server.server.stop()

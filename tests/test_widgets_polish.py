@@ -211,10 +211,10 @@ def test_a_widget_tells_offline_users_about_its_weights_control(tmp_path):
 def test_notebook_only_text_is_left_out_of_voila_and_the_walk_says_it_there(workspace, monkeypatch):
     """Item 7: "Run > Run All Cells", "restarting the kernel", "RUN_ALL = True",
     "walkthrough-code.ipynb beside this notebook" on a Voila page."""
-    notebook = json.loads(bundled_notebook().read_text())
     shown = [
         "".join(c["source"])
-        for c in notebook["cells"]
+        for name in ("walkthrough.ipynb", "train-your-own.ipynb")
+        for c in json.loads(bundled_notebook(name).read_text())["cells"]
         if c["cell_type"] == "markdown"
         and not c["metadata"].get("transient", {}).get("remove_source")
     ]
