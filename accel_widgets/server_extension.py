@@ -46,6 +46,7 @@ from accel_widgets.errors import (
     DockerUnavailableError,
     NotFoundError,
 )
+from accel_widgets.sizes import FILE_MB, IMAGE_MB, round_mb
 
 API = "accel-widgets/api"
 
@@ -216,7 +217,7 @@ def _artifact_row(artifact) -> dict:
     accuracy = artifact.report.get("accuracy")
     return {
         "precision": artifact.precision,
-        "size_mb": round(artifact.size_bytes / 2**20, 1),
+        "size_mb": round_mb(artifact.size_bytes / FILE_MB),
         "check": {"mark": check.mark, "text": check.text},
         "top1": accuracy["top1"] if accuracy else None,
         "photos": accuracy["n"] if accuracy else None,
@@ -280,7 +281,7 @@ def _images(workspace: Workspace) -> list[dict[str, Any]]:
             "model_name": s.artifact.model_name,
             "model_version": s.artifact.model_version,
             "precision": s.artifact.precision,
-            "size_mb": round(int(s.image.info.get("size_bytes") or 0) / 1e6, 1),
+            "size_mb": round_mb(int(s.image.info.get("size_bytes") or 0) / IMAGE_MB),
             "base": s.image.info.get("base"),
             "present": s.present,
             "pushed": [p["ref"] for p in s.image.info.get("pushed", [])],

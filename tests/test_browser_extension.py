@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from browser_support import (
 
 from accel_widgets.engine.models.known_files import SAMPLE_PREPROCESSING
 from accel_widgets.engine.store.workspace import Workspace
-from accel_widgets.engine.walk.notebooks import bundled_notebook
+from accel_widgets.engine.walk.notebooks import copy_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -42,6 +43,9 @@ BUILT = REPO / "accel_widgets" / "labextension"
 SOURCE = REPO / "labextension"
 SERVER_CONFIG = REPO / "jupyter-config" / "jupyter_server_config.d" / "accel_widgets.json"
 SIDEBAR_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="accel-widgets-deployments"]'
+STOPPED_TEXT = (
+    "No services running: the ones listed here were stopped. Deploy again from the walkthrough."
+)
 EMPTY_TEXT = (
     "No services yet: open the Accelerated model walkthrough from the launcher to deploy one."
 )
@@ -183,10 +187,20 @@ def test_launcher_card_opens_the_walkthrough(lab, sandbox, page, shots):
         page.locator(".jp-Notebook .jp-RenderedMarkdown h1").first.wait_for(state="visible")
         listing = page.locator(".jp-DirListing-item", has_text="walkthrough.ipynb")
         listing.wait_for(state="visible")
+        # Once the kernel has said who it is (JupyterLab writes its language_info into the
+        # notebook), the tab shows no unsaved changes: the user has changed nothing.
+        page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\|\s*Idle")).wait_for(
+            timeout=90_000
+        )
+        page.wait_for_timeout(1000)
+        current = page.locator(".jp-mod-current.lm-TabBar-tab", has_text="walkthrough.ipynb")
+        assert "jp-mod-dirty" not in (current.first.get_attribute("class") or ""), (
+            "the notebook shows unsaved changes right after opening"
+        )
         shots.take(page, "walkthrough-open")
 
     copied = root / "walkthrough.ipynb"
-    assert copied.read_bytes() == bundled_notebook().read_bytes()
+    assert copied.read_text() == copy_text("walkthrough.ipynb")
     assert json.loads(copied.read_text())["cells"], "the copy is a notebook with cells"
 
 
@@ -214,16 +228,20 @@ def test_sidebar_shows_a_deployed_service_and_stops_it(
         assert sidebar.locator(".accel-empty").is_hidden()
         shots.take(page, "sidebar-running")
 
-        # Clean-up goes in dependency order: the model in use is refused, in the server's words.
+        # Clean-up goes in dependency order: a model in use cannot be deleted, and one dialog
+        # says so, with nothing to click but Close (no red Delete leading to a second one).
         model.locator(".accel-model-delete").click()
         dialog = page.locator(".jp-Dialog")
-        dialog.locator("button.jp-mod-accept").click()
-        refused = page.locator(".jp-Dialog", has_text="squeezenet:1 is still in use")
-        refused.wait_for(state="visible")
-        assert "still used by service sq" in refused.inner_text()
+        dialog.wait_for(state="visible")
+        assert "squeezenet:1 is in use" in dialog.inner_text()
+        assert "served by sq" in dialog.inner_text() and "delete it first" in dialog.inner_text()
+        buttons = dialog.locator(".jp-Dialog-footer button")
+        assert buttons.all_inner_texts() == ["Close"], buttons.all_inner_texts()
+        assert dialog.locator("button.jp-mod-warn").count() == 0
         shots.take(page, "model-in-use")
-        refused.locator(".jp-Dialog-footer button").first.click()
+        buttons.first.click()
         dialog.wait_for(state="detached")
+        assert page.locator(".jp-Dialog").count() == 0, "a second dialog followed"
         assert model.is_visible()
 
         # A scoring notebook for the service lands in the file browser's folder and opens.
@@ -242,7 +260,8 @@ def test_sidebar_shows_a_deployed_service_and_stops_it(
         row.wait_for(state="detached", timeout=30_000)
         empty = sidebar.locator(".accel-empty")
         empty.wait_for(state="visible")
-        assert empty.inner_text() == EMPTY_TEXT
+        # Not "No services yet": there was one, and it was stopped.
+        assert empty.inner_text() == STOPPED_TEXT
         shots.take(page, "sidebar-stopped")
 
     assert process_gone(service.pid), f"service process {service.pid} still runs"

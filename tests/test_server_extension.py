@@ -36,7 +36,7 @@ from browser_support import (
 
 from accel_widgets.engine.models.known_files import SAMPLE_PREPROCESSING
 from accel_widgets.engine.store.workspace import Workspace
-from accel_widgets.engine.walk.notebooks import bundled_notebook
+from accel_widgets.engine.walk.notebooks import copy_text
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -364,10 +364,10 @@ def test_walkthrough_copy_never_overwrites_a_users_copy(server):
     assert reply.status == 201, reply
     assert reply.body == {"path": "fresh/walkthrough.ipynb", "created": True}
     copied = server.root / "fresh" / "walkthrough.ipynb"
-    assert copied.read_bytes() == bundled_notebook().read_bytes()
+    assert copied.read_text() == copy_text("walkthrough.ipynb")  # the template + language_info
     # The notebook it points to "beside this notebook" comes with it.
     neighbour = server.root / "fresh" / "walkthrough-code.ipynb"
-    assert neighbour.read_bytes() == bundled_notebook("walkthrough-code.ipynb").read_bytes()
+    assert neighbour.read_text() == copy_text("walkthrough-code.ipynb")
 
     missing = server.call("POST", "/walkthrough", {"path": "no/such/folder"})
     assert missing.status == 400

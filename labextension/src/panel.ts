@@ -31,6 +31,9 @@ export const REFRESH_INTERVAL_MS = 5000;
 
 export const EMPTY_TEXT =
   'No services yet: open the Accelerated model walkthrough from the launcher to deploy one.';
+/** Once this sidebar has listed a service: "yet" would read as if there never was one. */
+export const STOPPED_TEXT =
+  'No services running: the ones listed here were stopped. Deploy again from the walkthrough.';
 export const NO_IMAGES_TEXT =
   "No images yet: the walkthrough's Package step builds one for the container target.";
 export const ERROR_HINT = 'Is the accel-widgets server extension enabled?';
@@ -287,7 +290,11 @@ export class DeploymentsPanel extends Widget {
     }
     this._errorState.hidden = true;
     this._content.hidden = false;
+    if (this._services.length > 0) {
+      this._hadServices = true;
+    }
     this._empty.hidden = this._services.length > 0;
+    this._empty.textContent = this._hadServices ? STOPPED_TEXT : EMPTY_TEXT;
     this._noImages.hidden = this._images.length > 0;
     this._noModels.hidden = this._models.length > 0;
     this._sync(
@@ -398,6 +405,7 @@ export class DeploymentsPanel extends Widget {
   private readonly _modelRows = new Map<string, IRow>();
   private readonly _busy = new Map<string, string>();
   private _services: IService[] = [];
+  private _hadServices = false;
   private _images: IImage[] = [];
   private _models: IModel[] = [];
   private _error: ApiError | null = null;

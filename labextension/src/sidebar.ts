@@ -202,13 +202,22 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
             ? `packaged in the image${images.length > 1 ? 's' : ''} ${listing(images)}`
             : ''
         ].filter(Boolean);
+        if (needed.length) {
+          // Nothing can be deleted yet: one dialog that says why, with only a way out
+          // (a red Delete here led to a second "still in use" dialog).
+          await showDialog({
+            title: `${id} is in use`,
+            body:
+              `${id} is ${needed.join(' and ')}: ` +
+              `delete ${users.length + images.length > 1 ? 'them' : 'it'} first ` +
+              `(services, then images).`,
+            buttons: [Dialog.okButton({ label: 'Close' })]
+          });
+          return;
+        }
         const result = await showDialog({
           title: `Delete ${id}?`,
-          body: needed.length
-            ? `${id} is ${needed.join(' and ')}: ` +
-              `delete ${users.length + images.length > 1 ? 'them' : 'it'} first ` +
-              `(services, then images).`
-            : `The model version and its converted files are deleted from the workspace.`,
+          body: `The model version and its converted files are deleted from the workspace.`,
           buttons: [
             Dialog.cancelButton(),
             Dialog.warnButton({ label: 'Delete' })
@@ -255,12 +264,19 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
         const pushed = image?.pushed.length
           ? ` Copies pushed to ${listing(image.pushed)} stay in their registries.`
           : '';
+        if (users.length) {
+          await showDialog({
+            title: `${label} is in use`,
+            body: `${label} is run by ${listing(users)}: stop ${users.length > 1 ? 'them' : 'it'} first.`,
+            buttons: [Dialog.okButton({ label: 'Close' })]
+          });
+          return;
+        }
         const result = await showDialog({
           title: `Delete ${label}?`,
-          body: users.length
-            ? `${label} is run by ${listing(users)}: stop ${users.length > 1 ? 'them' : 'it'} first.`
-            : `The image is removed from the Docker engine and the workspace; ` +
-              `the model ${image?.model ?? ''} stays.${pushed}`,
+          body:
+            `The image is removed from the Docker engine and the workspace; ` +
+            `the model ${image?.model ?? ''} stays.${pushed}`,
           buttons: [
             Dialog.cancelButton(),
             Dialog.warnButton({ label: 'Delete' })
