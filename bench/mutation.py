@@ -42,6 +42,7 @@ Usage::
     .venv-mutmut/bin/python bench/mutation.py serving ssd      # some groups
     .venv-mutmut/bin/python bench/mutation.py --ref f80df67    # the score before a change
     .venv-mutmut/bin/python bench/mutation.py --report serving # print a finished run again
+    .venv-mutmut/bin/python bench/mutation.py --rerun-survivors serving  # after adding tests
 
 Run it under ``nice`` on a shared machine; ``--children`` (default 1) forked mutants run at
 once.
@@ -322,6 +323,74 @@ def run_group(name: str, group: Group, args: argparse.Namespace) -> dict[str, An
     return summary
 
 
+def rerun_survivors(name: str, group: Group, args: argparse.Namespace) -> dict[str, Any]:
+    """Test a finished run's survivors again, against the working tree's tests now.
+
+    The "after" of a change that only adds tests, at a fraction of a full run's cost: a
+    mutant killed before stays killed when tests are only added (the old tests still run on
+    it), so only the mutants that were not killed need a new verdict. The group's code and
+    tests are copied into the existing ``.mutation/<group>/`` afresh; mutmut re-mutates a
+    module whose source changed (every mutant of a changed function gets a new verdict),
+    learns which functions the new tests reach, and then runs each survivor again. New tests
+    belong in the group's existing test files: a changed test selection makes mutmut forget
+    every verdict.
+    """
+    folder = work_folder(name, None)
+    previous = json.loads((folder / "summary.json").read_text())
+    ignore = shutil.ignore_patterns("__pycache__", "labextension", "*.pyc")
+    shutil.copytree(
+        ROOT / "accel_widgets", folder / "accel_widgets", ignore=ignore, dirs_exist_ok=True
+    )
+    shutil.copytree(ROOT / "tests", folder / "tests", ignore=ignore, dirs_exist_ok=True)
+    # Modules outside the group are copied into mutants/ once by mutmut; refresh them too.
+    mutated = {str(Path(m)) for m in group.modules}
+
+    def keep_mutated(directory: str, names: list[str]) -> set[str]:
+        relative = Path(directory).relative_to(ROOT)
+        return {n for n in names if str(relative / n) in mutated} | set(ignore(directory, names))
+
+    shutil.copytree(
+        ROOT / "accel_widgets",
+        folder / "mutants" / "accel_widgets",
+        ignore=keep_mutated,
+        dirs_exist_ok=True,
+    )
+    survivors = sorted(
+        mutant
+        for data in previous["modules"].values()
+        for mutant, status in data["status"].items()
+        if status not in KILLED
+    )
+    base = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.children)]
+    started = time.monotonic()
+    with open(folder / "mutmut-rerun.log", "wb") as log:
+        code = 0
+        # First any mutant without a verdict (a changed function), then the survivors.
+        for command in (base, [*base, *survivors]) if survivors else (base,):
+            code = (
+                code
+                or subprocess.run(
+                    command,
+                    cwd=folder,
+                    env=environment(folder),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ).returncode
+            )
+    seconds = time.monotonic() - started
+    summary = {
+        **previous,
+        "ref": "working tree (survivors of the run before tested again)",
+        "mutmut_exit_code": code,
+        "rerun_survivors": len(survivors),
+        "rerun_seconds": round(seconds, 1),
+        "before": {m: score(d["status"])[:2] for m, d in previous["modules"].items()},
+        "modules": collect(folder, group),
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def _mutmut_version() -> str:
     from importlib.metadata import version
 
@@ -375,7 +444,15 @@ def report(summary: dict[str, Any], show_survivors: bool = True) -> None:
     )
     for node in summary.get("failing_tests_left_out", []):
         print(f"  left out, failing before any mutation: {node}")
+    if "rerun_seconds" in summary:
+        print(
+            f"   then {summary['rerun_survivors']} survivors tested again against the tests "
+            f"now: {summary['rerun_seconds']:.0f} s; before -> after:"
+        )
     for module, data in summary["modules"].items():
+        if module in summary.get("before", {}):
+            k, t = summary["before"][module]
+            print(f"{module:<40} before {k / t if t else 1:6.1%} killed ({k}/{t})")
         statuses = data["status"]
         killed, total, share = score(statuses)
         counts = Counter(statuses.values())
@@ -399,6 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=1, help="mutants run at once")
     parser.add_argument("--max-test-seconds", type=float, default=3.0)
     parser.add_argument("--report", action="store_true", help="print finished runs again")
+    parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="test a finished run's survivors again against the tests now (an 'after')",
+    )
     parser.add_argument("--no-survivors", action="store_true", help="scores only")
     args = parser.parse_args(argv)
     names = args.groups or list(GROUPS)
@@ -408,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if args.report:
             summary = json.loads((work_folder(name, args.ref) / "summary.json").read_text())
+        elif args.rerun_survivors:
+            if args.ref:
+                parser.error("--rerun-survivors tests the working tree; leave out --ref")
+            summary = rerun_survivors(name, GROUPS[name], args)
         else:
             summary = run_group(name, GROUPS[name], args)
         report(summary, show_survivors=not args.no_survivors)

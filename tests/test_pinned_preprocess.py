@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -164,6 +165,70 @@ def test_sixteen_and_thirty_two_bit_grey_keep_their_top_eight_bits():
     buffer = io.BytesIO()
     Image.fromarray(grey32).save(buffer, format="TIFF")
     assert decode_image(buffer.getvalue())[..., 1].tolist() == [[0, 0x12, 255, 255]]
+
+
+def _png_with_colour_key(array: np.ndarray, key: int | tuple[int, int, int]) -> bytes:
+    """A PNG whose ``tRNS`` chunk marks one grey level or one colour transparent."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", transparency=key)
+    return buffer.getvalue()
+
+
+def test_a_png_colour_key_is_transparent_in_grey_rgb_and_sixteen_bit_grey():
+    """A PNG without an alpha channel may still mark one grey level or colour transparent
+    (``tRNS``); those pixels are white, like every other transparent pixel, and the others
+    keep their value (a logo on a colour-keyed background does not reach the model with the
+    key colour as its background)."""
+    grey = np.array([[0, 32, 64, 255]], np.uint8)
+    assert decode_image(_png_with_colour_key(grey, 32))[..., 0].tolist() == [[0, 255, 64, 255]]
+    rgb = np.zeros((1, 3, 3), np.uint8)
+    rgb[0, 0] = (10, 20, 30)
+    rgb[0, 1] = (10, 20, 31)
+    decoded = decode_image(_png_with_colour_key(rgb, (10, 20, 30)))
+    assert decoded[0].tolist() == [[255, 255, 255], [10, 20, 31], [0, 0, 0]]
+    grey16 = np.array([[0x0100, 0x1234, 0x1235, 0xFFFF]], np.uint16)
+    decoded = decode_image(_png_with_colour_key(grey16, 0x1234))
+    assert decoded[..., 1].tolist() == [[0x01, 0xFF, 0x12, 0xFF]]
+
+
+def _tiff(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+def test_big_endian_sixteen_bit_and_negative_thirty_two_bit_grey():
+    """A big-endian 16-bit TIFF (Pillow's ``I;16B``) keeps its top 8 bits like a little-endian
+    one; a 32-bit grey level below 0 is black, not wrapped round to white."""
+    big = np.array([[0x0000, 0x00FF, 0x1234, 0xFFFF]], ">u2")
+    opened = Image.open(io.BytesIO(_tiff(Image.fromarray(big))))
+    assert opened.mode == "I;16B"  # the mode this test is about
+    assert decode_image(_tiff(Image.fromarray(big)))[..., 2].tolist() == [[0, 0, 0x12, 0xFF]]
+    signed = np.array([[-70000, -1, 0x0100, 0x7FFF]], np.int32)
+    assert decode_image(_tiff(Image.fromarray(signed)))[..., 0].tolist() == [[0, 0, 1, 0x7F]]
+
+
+def test_a_palette_with_alpha_tiff_is_composited_over_white():
+    """Pillow opens a palette-plus-alpha TIFF as ``PA``: its transparent pixels are white."""
+    image = Image.new("PA", (2, 1))
+    image.putpalette([200, 10, 10] + [0] * 765)
+    image.putdata([(0, 255), (0, 0)])
+    assert Image.open(io.BytesIO(_tiff(image))).mode == "PA"
+    assert decode_image(_tiff(image))[0].tolist() == [[200, 10, 10], [255, 255, 255]]
+
+
+def test_pillows_own_bomb_warning_is_not_raised_for_an_image_within_our_limit(monkeypatch):
+    """Our ``max_pixels`` replaces Pillow's warning (which fires above its process-wide
+    ``MAX_IMAGE_PIXELS``): an image within our limit decodes without a warning, even where
+    warnings are errors (as in a test suite or ``python -W error``)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40 x 40 is above it, below 2x
+    data = _encode(_photo(40, 40), "PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert decode_image(data).shape == (40, 40, 3)
+    with pytest.raises(ImageError) as refused:
+        decode_image(data, max_pixels=1599)
+    assert refused.value.kind == "too_large"
 
 
 # -- limits at their edges ---------------------------------------------------------------------
