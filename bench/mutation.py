@@ -42,7 +42,7 @@ Usage::
     .venv-mutmut/bin/python bench/mutation.py serving ssd      # some groups
     .venv-mutmut/bin/python bench/mutation.py --ref f80df67    # the score before a change
     .venv-mutmut/bin/python bench/mutation.py --report serving # print a finished run again
-    .venv-mutmut/bin/python bench/mutation.py --rerun-survivors serving  # after adding tests
+    .venv-mutmut/bin/python bench/mutation.py --rerun-survivors --ref f80df67 serving  # after
 
 Run it under ``nice`` on a shared machine; ``--children`` (default 1) forked mutants run at
 once.
@@ -333,9 +333,10 @@ def rerun_survivors(name: str, group: Group, args: argparse.Namespace) -> dict[s
     module whose source changed (every mutant of a changed function gets a new verdict),
     learns which functions the new tests reach, and then runs each survivor again. New tests
     belong in the group's existing test files: a changed test selection makes mutmut forget
-    every verdict.
+    every verdict. With ``--ref REF`` the run of that commit (the "before") is the one taken
+    up, so before and after come from the same folder.
     """
-    folder = work_folder(name, None)
+    folder = work_folder(name, args.ref)
     previous = json.loads((folder / "summary.json").read_text())
     ignore = shutil.ignore_patterns("__pycache__", "labextension", "*.pyc")
     shutil.copytree(
@@ -380,11 +381,15 @@ def rerun_survivors(name: str, group: Group, args: argparse.Namespace) -> dict[s
     seconds = time.monotonic() - started
     summary = {
         **previous,
-        "ref": "working tree (survivors of the run before tested again)",
+        "ref": "working tree (the survivors of "
+        + previous.get("before_ref", previous["ref"])
+        + " tested again)",
+        "before_ref": previous.get("before_ref", previous["ref"]),
         "mutmut_exit_code": code,
         "rerun_survivors": len(survivors),
         "rerun_seconds": round(seconds, 1),
-        "before": {m: score(d["status"])[:2] for m, d in previous["modules"].items()},
+        "before": previous.get("before")
+        or {m: score(d["status"])[:2] for m, d in previous["modules"].items()},
         "modules": collect(folder, group),
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -479,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rerun-survivors",
         action="store_true",
-        help="test a finished run's survivors again against the tests now (an 'after')",
+        help="test a finished run's survivors again against the working tree (an 'after')",
     )
     parser.add_argument("--no-survivors", action="store_true", help="scores only")
     args = parser.parse_args(argv)
@@ -491,8 +496,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             summary = json.loads((work_folder(name, args.ref) / "summary.json").read_text())
         elif args.rerun_survivors:
-            if args.ref:
-                parser.error("--rerun-survivors tests the working tree; leave out --ref")
             summary = rerun_survivors(name, GROUPS[name], args)
         else:
             summary = run_group(name, GROUPS[name], args)
