@@ -128,6 +128,42 @@ def test_fast_stretch_decodes_down_to_the_model_size_not_the_short_side():
     assert decode_image(data, min_side=600).shape == (600, 600, 3)
 
 
+def test_fast_short_side_crop_decodes_down_to_the_short_side_not_the_model_size():
+    """A 480 px JPEG for short side 256 is decoded at full size (halving would leave 240,
+    below 256); only the model size (224) would allow halving it."""
+    data = _encode(_photo(480, 480), "JPEG", quality=90)
+    pre = Preprocessing(dtype="uint8", decode="fast")
+    np.testing.assert_array_equal(prepare(data, pre), prepare_array(decode_image(data), pre))
+    assert not np.array_equal(
+        prepare(data, pre), prepare_array(decode_image(data, min_side=224), pre)
+    )
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 5), (5, 1), (1, 1)])
+def test_a_one_pixel_wide_or_high_jpeg_is_an_image(width, height):
+    data = _encode(np.full((height, width, 3), (200, 10, 10), np.uint8), "JPEG", quality=95)
+    decoded = decode_image(data)
+    assert decoded.shape == (height, width, 3)
+    assert np.abs(decoded.astype(int) - [200, 10, 10]).max() <= 8
+    assert prepare(data, Preprocessing(dtype="uint8")).shape == (1, 224, 224, 3)
+
+
+def test_a_truncated_jpeg_stored_as_rgb_is_corrupt_in_our_words():
+    """A JPEG whose colour space is RGB (no YCbCr transform) is libjpeg-turbo's to decode
+    like any other: cut short, it is refused with the byte count, not passed to Pillow."""
+    buffer = io.BytesIO()
+    Image.fromarray(_photo(120, 80)).save(buffer, format="JPEG", keep_rgb=True)
+    data = buffer.getvalue()
+    assert decode_image(data).shape == (80, 120, 3)
+    half = data[: len(data) // 2]
+    with pytest.raises(ImageError) as refused:
+        decode_image(half)
+    assert refused.value.kind == "corrupt"
+    assert str(refused.value).startswith(
+        f"the JPEG is corrupt or truncated ({len(half):,} bytes): "
+    )
+
+
 # -- colour modes ----------------------------------------------------------------------------
 
 
