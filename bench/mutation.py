@@ -9,7 +9,8 @@ fast tests of that group, and prints the score per module and every surviving mu
 diff. It is not part of CI (see docs/MEASUREMENTS.md, "Mutation testing", for what a run
 costs on the 2-core machine).
 
-Why mutmut 3 (measured against cosmic-ray 8.7, see docs/MEASUREMENTS.md): it writes every
+Why mutmut 3 rather than cosmic-ray 8.7 (by how each runs a mutant; the cost of a mutmut run
+is in docs/MEASUREMENTS.md, "Mutation testing"): mutmut writes every
 mutant of a file into one copy (``mutants/``) behind trampolines, runs the tests once to
 learn which tests reach which function, and then forks a warm process per mutant that runs
 only those tests; cosmic-ray starts a fresh test command per mutant, which pays the import

@@ -293,6 +293,17 @@ def test_a_png_header_beyond_any_int32_is_too_large_not_negative():
     assert "2147483648x1 = 2,147,483,648 pixels" in str(refused.value)
 
 
+def test_a_png_cut_right_after_its_size_is_judged_by_its_size():
+    """24 bytes hold the signature, the IHDR tag and the width and height: enough to refuse
+    a bomb as too large (RESOURCE_EXHAUSTED for a client), not as a corrupt file."""
+    data = bytearray(_encode(_photo(8, 8), "PNG")[:24])
+    data[16:24] = struct.pack(">II", 100_000, 100_000)
+    with pytest.raises(ImageError) as refused:
+        decode_image(bytes(data))
+    assert refused.value.kind == "too_large"
+    assert "100000x100000 = 10,000,000,000 pixels" in str(refused.value)
+
+
 def test_a_gif_beyond_pillows_own_bomb_limit_is_too_large():
     """Pillow refuses sizes above twice its limit while opening, before our check runs."""
     data = bytearray(_encode(_photo(8, 8), "GIF"))
