@@ -721,3 +721,16 @@ def test_v2_rest_images_may_be_nested_like_their_shape(keyed):
     assert status == 200, answer
     scores = np.asarray(answer["outputs"][0]["data"]).reshape(2, CLASSES)
     assert scores.argmax(axis=1).tolist() == [0, 2]
+
+
+def test_v2_grpc_typed_floats_may_be_infinite_where_json_may_not(keyed):
+    """gRPC carries IEEE floats, infinities included, and a model may take them; only JSON,
+    which has no such numbers, refuses them (see the test above)."""
+    pixels = np.zeros(PIXELS, np.float32)
+    pixels[0, 0, 0] = np.inf
+    request = protocol.ModelInferRequest(model_name=M)
+    entry = request.inputs.add(name="pixels", datatype="FP32", shape=[1, *PIXELS])
+    entry.contents.fp32_contents.extend(pixels.reshape(-1).tolist())
+    code, details, response = _grpc_infer(keyed, request)
+    assert code == grpc.StatusCode.OK, details
+    assert response.outputs[0].name == "output_alias"
