@@ -30,7 +30,7 @@ from pinned_support import (
 )
 
 from accel_widgets.errors import ServingError
-from accel_widgets.serving import protocol
+from accel_widgets.serving import protocol, v2
 from accel_widgets.serving.auth import MISSING_KEY, WRONG_KEY, KeyChecker, load_keys
 from accel_widgets.serving.status import RequestError
 from accel_widgets.serving.tensors import make_tensor_proto
@@ -734,3 +734,28 @@ def test_v2_grpc_typed_floats_may_be_infinite_where_json_may_not(keyed):
     code, details, response = _grpc_infer(keyed, request)
     assert code == grpc.StatusCode.OK, details
     assert response.outputs[0].name == "output_alias"
+
+
+def test_v2_rest_numbers_of_the_pixels_input_are_scored(keyed):
+    """A preprocessed tensor as JSON numbers, nested like its shape: a red picture's pixels
+    score red, as the same picture sent as an image does."""
+    pixels = np.zeros(PIXELS, np.float32)
+    pixels[..., 0] = 255.0
+    entry = {"name": "pixels", "datatype": "FP32", "shape": [1, *PIXELS]}
+    status, answer = _v2_rest(keyed, {"inputs": [{**entry, "data": pixels.tolist()}]})
+    assert status == 200, answer
+    assert int(np.argmax(answer["outputs"][0]["data"])) == 0
+
+
+def test_v2_images_must_be_bytes_whoever_calls(keyed):
+    """Both wire formats hand bytes over (gRPC by type, REST after decoding each element);
+    a Python caller of :func:`v2.from_values` is held to the same rule."""
+    model = keyed.registry.get(M)
+    spec = v2.tensor("images", "BYTES", [2])
+    assert v2.from_values(model, spec, [b"a", [b"b"]]) == [b"a", b"b"]
+    with pytest.raises(RequestError) as refused:
+        v2.from_values(model, spec, [b"a", "b"])
+    assert (refused.value.code, refused.value.message) == (
+        "INVALID_ARGUMENT",
+        "input 'images' (BYTES [2]) must hold bytes",
+    )
