@@ -759,3 +759,30 @@ def test_v2_images_must_be_bytes_whoever_calls(keyed):
         "INVALID_ARGUMENT",
         "input 'images' (BYTES [2]) must hold bytes",
     )
+
+
+def test_v2_an_empty_batch_is_refused_for_holding_nothing_not_for_its_shape(keyed):
+    """A size of 0 is a size (the shape is well formed); what is wrong is that it holds no
+    image or no pixels, and the refusal says that."""
+    images = {"name": "images", "datatype": "BYTES", "shape": [0], "data": []}
+    status, answer = _v2_rest(keyed, {"inputs": [images]})
+    assert (status, answer["error"]) == (
+        400,
+        "the DT_STRING input holds no images; send one per element",
+    )
+    pixels = {"name": "pixels", "datatype": "FP32", "shape": [0, *PIXELS], "data": []}
+    status, answer = _v2_rest(keyed, {"inputs": [pixels]})
+    assert (status, answer["error"]) == (400, "input has an empty shape [0, 224, 224, 3]")
+
+
+def test_an_unexpected_failure_is_counted_as_internal(keyed, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(keyed.registry, "predict", broken)
+    before = _counts(keyed)
+    code, _, _ = _grpc_infer(keyed, _infer_raw([png()]))
+    assert code == grpc.StatusCode.INTERNAL
+    after = _counts(keyed)
+    grew = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k)}
+    assert grew == {(M, "v2_grpc", "INTERNAL"): 1}
