@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 
 import grpc
 import numpy as np
@@ -32,6 +33,8 @@ from pinned_support import (
 from accel_widgets.errors import ServingError
 from accel_widgets.serving import protocol, v2
 from accel_widgets.serving.auth import MISSING_KEY, WRONG_KEY, KeyChecker, load_keys
+from accel_widgets.serving.metrics import Metrics
+from accel_widgets.serving.pipeline import Pipeline, note_model
 from accel_widgets.serving.status import RequestError
 from accel_widgets.serving.tensors import make_tensor_proto
 from accel_widgets.serving.v2 import flatten, join_bytes
@@ -786,3 +789,39 @@ def test_an_unexpected_failure_is_counted_as_internal(keyed, monkeypatch):
     after = _counts(keyed)
     grew = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k)}
     assert grew == {(M, "v2_grpc", "INTERNAL"): 1}
+
+
+# -- the pipeline itself, around a handler -------------------------------------------------------
+
+
+def _latency_sums(metrics: Metrics) -> dict[tuple[str, str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums = {}
+    for family in text_string_to_metric_families(metrics.render()):
+        for sample in family.samples:
+            if sample.name == "accel_widgets_request_duration_seconds_sum":
+                labels = sample.labels
+                sums[(labels["model"], labels["protocol"], labels["code"])] = sample.value
+    return sums
+
+
+def test_the_pipeline_times_each_request_and_logs_it_in_milliseconds(caplog):
+    """The latency a scraper sees is the handler's time, and the debug log line says the
+    same figure in milliseconds, under the model the handler named."""
+    pipeline = Pipeline(KeyChecker(), Metrics())
+
+    def handler() -> str:
+        note_model("colours")
+        time.sleep(0.25)
+        return "scored"
+
+    with caplog.at_level("DEBUG", logger="accel_widgets.serving"):
+        assert pipeline.run("v2_rest", handler, authorization=None) == "scored"
+    seconds = _latency_sums(pipeline.metrics)[("colours", "v2_rest", "OK")]
+    assert 0.25 <= seconds < 5.0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("v2_rest ")]
+    assert lines == [f"v2_rest colours OK {seconds * 1000:.1f} ms"]
+    # the label is the request's own: the next request names no model
+    pipeline.run("grpc", lambda: None, authorization=None)
+    assert ("-", "grpc", "OK") in _latency_sums(pipeline.metrics)
