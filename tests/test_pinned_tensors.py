@@ -197,3 +197,15 @@ def test_one_value_fills_the_shape_and_a_wrong_count_is_refused_with_a_hint():
         "tensor_content or the typed *_val field"
     )
     assert tensor_to_numpy(_tensor("DT_FLOAT", (0,))).shape == (0,)
+
+
+@pytest.mark.parametrize(("dtype", "itemsize"), [("DT_FLOAT", 4), ("DT_HALF", 2), ("DT_INT64", 8)])
+def test_a_tensor_content_of_the_wrong_size_names_both_counts_and_the_type(dtype, itemsize):
+    for sent in (2 * itemsize - 1, 2 * itemsize + 1):
+        proto = _tensor(dtype, (2,), tensor_content=b"\0" * sent)
+        with pytest.raises(TensorError) as refused:
+            tensor_to_numpy(proto)
+        assert str(refused.value) == (
+            f"tensor_content has {sent:,} bytes but tensor_shape [2] of {dtype} needs "
+            f"{2 * itemsize:,}"
+        )
