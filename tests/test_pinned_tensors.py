@@ -209,3 +209,11 @@ def test_a_tensor_content_of_the_wrong_size_names_both_counts_and_the_type(dtype
             f"tensor_content has {sent:,} bytes but tensor_shape [2] of {dtype} needs "
             f"{2 * itemsize:,}"
         )
+
+
+def test_one_value_fills_a_shape_of_two_and_keeps_its_type():
+    """The smallest fill: TensorFlow writes ``[x, x]`` as a single ``x``."""
+    filled = tensor_to_numpy(_tensor("DT_FLOAT", (2,), float_val=[0.5]))
+    assert filled.tolist() == [0.5, 0.5] and filled.dtype == np.float32
+    filled = tensor_to_numpy(_tensor("DT_UINT64", (1, 2), uint64_val=[2**63 + 1]))
+    assert filled.tolist() == [[2**63 + 1] * 2] and filled.dtype == np.uint64
