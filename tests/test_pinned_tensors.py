@@ -217,3 +217,13 @@ def test_one_value_fills_a_shape_of_two_and_keeps_its_type():
     assert filled.tolist() == [0.5, 0.5] and filled.dtype == np.float32
     filled = tensor_to_numpy(_tensor("DT_UINT64", (1, 2), uint64_val=[2**63 + 1]))
     assert filled.tolist() == [[2**63 + 1] * 2] and filled.dtype == np.uint64
+
+
+@pytest.mark.parametrize("dtype", ["S", "O"])
+def test_byte_string_arrays_keep_their_bytes(dtype):
+    """An array of byte strings (numpy ``S`` or objects) goes out as those bytes, not as
+    their Python spelling ``b'...'``."""
+    proto = make_tensor_proto(np.array([[b"\xff\xd8a", b"b"]], dtype=dtype))
+    assert proto.dtype == DT["DT_STRING"]
+    assert [d.size for d in proto.tensor_shape.dim] == [1, 2]
+    assert list(proto.string_val) == [b"\xff\xd8a", b"b"]
