@@ -997,7 +997,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--needed", type=int, default=6, help="vCPUs a deployment needs (azure)")
     p.add_argument("--subscription", help="Azure subscription id ($AZURE_SUBSCRIPTION_ID)")
     p.add_argument(
-        "--model", help="size a cluster deployment for this model (workspace or catalog name)"
+        "--model",
+        help="check for this model (workspace or catalog name): a cluster sizes its pods from "
+        "it, this machine sets its serving memory beside the services already running here",
     )
     _add_target_settings(p, skip=("subscription", "host", "port", "auth", "ready_timeout"))
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from accel_widgets.errors import (
     DockerUnavailableError,
     NotFoundError,
 )
+from accel_widgets.sizes import FILE_MB, IMAGE_MB, round_mb
 
 API = "accel-widgets/api"
 
@@ -214,7 +216,7 @@ def _artifact_row(artifact) -> dict:
     accuracy = artifact.report.get("accuracy")
     return {
         "precision": artifact.precision,
-        "size_mb": round(artifact.size_bytes / 2**20, 1),
+        "size_mb": round_mb(artifact.size_bytes / FILE_MB),
         "check": {"mark": check.mark, "text": check.text},
         "top1": accuracy["top1"] if accuracy else None,
         "photos": accuracy["n"] if accuracy else None,
@@ -278,7 +280,7 @@ def _images(workspace: Workspace) -> list[dict[str, Any]]:
             "model_name": s.artifact.model_name,
             "model_version": s.artifact.model_version,
             "precision": s.artifact.precision,
-            "size_mb": round(int(s.image.info.get("size_bytes") or 0) / 1e6, 1),
+            "size_mb": round_mb(int(s.image.info.get("size_bytes") or 0) / IMAGE_MB),
             "base": s.image.info.get("base"),
             "present": s.present,
             "pushed": [p["ref"] for p in s.image.info.get("pushed", [])],
@@ -319,6 +321,62 @@ class WalkthroughHandler(_Handler):
         self.send({"path": self.relative(path), "created": created}, 201 if created else 200)
 
 
+#: What the sidebar's "Stop idle" offers when the room sets no idle time-out: ten minutes.
+ROOM_IDLE_SECONDS = 600.0
+
+
+def room_idle_seconds() -> float:
+    """The idle time the room stops services after: ``$ACCEL_WIDGETS_IDLE_TIMEOUT`` when a
+    workshop set one (the same default deploys use), else :data:`ROOM_IDLE_SECONDS`."""
+    try:
+        value = float(os.environ.get("ACCEL_WIDGETS_IDLE_TIMEOUT") or 0)
+    except ValueError:
+        value = 0.0
+    return value if value > 0 else ROOM_IDLE_SECONDS
+
+
+def _room(workspace: Workspace) -> dict[str, Any]:
+    """Every accel-widgets service on this machine this user can see, each marked when it
+    is this workspace's own (the Services section above lists those)."""
+    from accel_widgets.engine.targets.room import room_services
+
+    mine = {str(workspace.root.resolve()), workspace.ident}
+    rows = [{**s.to_dict(), "mine": s.workspace in mine} for s in room_services()]
+    return {"services": rows, "idle_after": room_idle_seconds()}
+
+
+class RoomHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        try:
+            payload = await self.engine(lambda: _room(self.workspace()))
+        except AccelError as exc:
+            return self.fail(exc)
+        self.send(payload)
+
+
+class RoomStopIdleHandler(_Handler):
+    """Stop the local services idle at least ``{"seconds": S}``: the sidebar asked first."""
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        from accel_widgets.engine.targets.room import room_services, stop_idle
+
+        try:
+            body = json.loads(self.request.body or b"{}")
+            seconds = float(body.get("seconds", room_idle_seconds()))
+        except (json.JSONDecodeError, TypeError, ValueError):
+            return self.fail(AccelError('the request body must be JSON like {"seconds": 600}'))
+        if not seconds > 0:
+            return self.fail(AccelError(f"idle seconds must be more than 0, not {seconds:g}"))
+
+        def stop() -> list[str]:
+            return [s.name for s in stop_idle(room_services(containers=False), seconds)]
+
+        stopped = await self.engine(stop)
+        self.send({"stopped": stopped, "seconds": seconds})
+
+
 _NAME = r"([^/]+)"
 
 
@@ -337,6 +395,8 @@ def _load_jupyter_server_extension(serverapp) -> None:
         (url_path_join(base, "images", _NAME, r"(\d+)"), ImageHandler),
         (url_path_join(base, "targets") + "/?", TargetsHandler),
         (url_path_join(base, "walkthrough"), WalkthroughHandler),
+        (url_path_join(base, "room") + "/?", RoomHandler),
+        (url_path_join(base, "room", "stop-idle"), RoomStopIdleHandler),
     ]
     web_app.add_handlers(".*$", handlers)
     # Open the workspace now, off the event loop, so the first sidebar poll does not wait.

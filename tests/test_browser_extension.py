@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from browser_support import (
 )
 
 from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
-from accel_widgets.engine.notebooks import bundled_notebook
+from accel_widgets.engine.notebooks import copy_text
 from accel_widgets.engine.workspace import Workspace
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -41,6 +43,9 @@ BUILT = REPO / "accel_widgets" / "labextension"
 SOURCE = REPO / "labextension"
 SERVER_CONFIG = REPO / "jupyter-config" / "jupyter_server_config.d" / "accel_widgets.json"
 SIDEBAR_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="accel-widgets-deployments"]'
+STOPPED_TEXT = (
+    "No services running: the ones listed here were stopped. Deploy again from the walkthrough."
+)
 EMPTY_TEXT = (
     "No services yet: open the Accelerated model walkthrough from the launcher to deploy one."
 )
@@ -182,10 +187,20 @@ def test_launcher_card_opens_the_walkthrough(lab, sandbox, page, shots):
         page.locator(".jp-Notebook .jp-RenderedMarkdown h1").first.wait_for(state="visible")
         listing = page.locator(".jp-DirListing-item", has_text="walkthrough.ipynb")
         listing.wait_for(state="visible")
+        # Once the kernel has said who it is (JupyterLab writes its language_info into the
+        # notebook), the tab shows no unsaved changes: the user has changed nothing.
+        page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\|\s*Idle")).wait_for(
+            timeout=90_000
+        )
+        page.wait_for_timeout(1000)
+        current = page.locator(".jp-mod-current.lm-TabBar-tab", has_text="walkthrough.ipynb")
+        assert "jp-mod-dirty" not in (current.first.get_attribute("class") or ""), (
+            "the notebook shows unsaved changes right after opening"
+        )
         shots.take(page, "walkthrough-open")
 
     copied = root / "walkthrough.ipynb"
-    assert copied.read_bytes() == bundled_notebook().read_bytes()
+    assert copied.read_text() == copy_text("walkthrough.ipynb")
     assert json.loads(copied.read_text())["cells"], "the copy is a notebook with cells"
 
 
@@ -213,16 +228,20 @@ def test_sidebar_shows_a_deployed_service_and_stops_it(
         assert sidebar.locator(".accel-empty").is_hidden()
         shots.take(page, "sidebar-running")
 
-        # Clean-up goes in dependency order: the model in use is refused, in the server's words.
+        # Clean-up goes in dependency order: a model in use cannot be deleted, and one dialog
+        # says so, with nothing to click but Close (no red Delete leading to a second one).
         model.locator(".accel-model-delete").click()
         dialog = page.locator(".jp-Dialog")
-        dialog.locator("button.jp-mod-accept").click()
-        refused = page.locator(".jp-Dialog", has_text="squeezenet:1 is still in use")
-        refused.wait_for(state="visible")
-        assert "still used by service sq" in refused.inner_text()
+        dialog.wait_for(state="visible")
+        assert "squeezenet:1 is in use" in dialog.inner_text()
+        assert "served by sq" in dialog.inner_text() and "delete it first" in dialog.inner_text()
+        buttons = dialog.locator(".jp-Dialog-footer button")
+        assert buttons.all_inner_texts() == ["Close"], buttons.all_inner_texts()
+        assert dialog.locator("button.jp-mod-warn").count() == 0
         shots.take(page, "model-in-use")
-        refused.locator(".jp-Dialog-footer button").first.click()
+        buttons.first.click()
         dialog.wait_for(state="detached")
+        assert page.locator(".jp-Dialog").count() == 0, "a second dialog followed"
         assert model.is_visible()
 
         # A scoring notebook for the service lands in the file browser's folder and opens.
@@ -241,7 +260,8 @@ def test_sidebar_shows_a_deployed_service_and_stops_it(
         row.wait_for(state="detached", timeout=30_000)
         empty = sidebar.locator(".accel-empty")
         empty.wait_for(state="visible")
-        assert empty.inner_text() == EMPTY_TEXT
+        # Not "No services yet": there was one, and it was stopped.
+        assert empty.inner_text() == STOPPED_TEXT
         shots.take(page, "sidebar-stopped")
 
     assert process_gone(service.pid), f"service process {service.pid} still runs"
@@ -255,6 +275,49 @@ def test_sidebar_shows_a_deployed_service_and_stops_it(
         again.filter(has_text="running").wait_for(state="visible", timeout=15_000)
         assert again.inner_text() == "running"
         assert sidebar.locator(".accel-empty").is_hidden()
+
+
+def test_sidebar_room_shows_other_workspaces_services_and_stops_the_idle_one(
+    lab, sandbox, workspace, weights_dir, tmp_path, page, shots
+):
+    """A workshop room (issue 24): a service another workspace left running shows under
+    "This machine" with its memory, requests and idle time; "Stop idle", asked for 3 s,
+    names it, stops it once confirmed, and its own workspace reads why it stopped."""
+    from accel_widgets.engine.targets import service_status
+
+    other = Workspace(tmp_path / "bob")
+    theirs = deploy_squeezenet(other, weights_dir, "forgotten")
+    row = page.locator('.accel-room-row[data-name="forgotten"]')
+    try:
+        with shots.on_failure(page, [lab.server]):
+            open_lab(page, lab)
+            sidebar = open_sidebar(page)
+            row.wait_for(state="visible", timeout=30_000)
+            text = " ".join(row.inner_text().split())
+            assert "0 requests" in text and " MB" in text and "idle" in text
+            assert str(other.root.resolve()) in text.replace(" ", "")
+            summary = sidebar.locator(".accel-room-summary").inner_text()
+            assert "from other workspaces" in summary
+            time.sleep(4)  # idle for more than the 3 s asked for below
+            shots.take(page, "room-section")
+
+            sidebar.locator(".accel-room-stop-idle").click()
+            dialog = page.locator(".jp-Dialog")
+            dialog.wait_for(state="visible")
+            seconds = dialog.locator("input.accel-idle-seconds")
+            assert seconds.input_value() == "600"  # the room's default: ten minutes
+            assert "No service has been idle for 10 min" in dialog.inner_text()
+            seconds.fill("3")
+            dialog.locator(".accel-idle-list", has_text="Stops forgotten").wait_for()
+            shots.take(page, "room-stop-idle-dialog")
+            dialog.locator("button.jp-mod-accept").click()
+            row.wait_for(state="detached", timeout=30_000)
+            shots.take(page, "room-after-stop")
+        assert process_gone(theirs.pid), f"service process {theirs.pid} still runs"
+        shown = service_status("forgotten", other).shown
+        assert shown.startswith("stopped (idle: no request for"), shown
+    finally:
+        delete_services(other.root)
 
 
 def test_sidebar_says_what_to_do_when_the_api_fails(lab, page, shots):

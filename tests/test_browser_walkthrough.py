@@ -582,3 +582,203 @@ def test_delete_everything_then_walk_again_without_a_reload(lab, sandbox, page, 
         assert not enabled("score")(snap), f"Score is still open:\n{describe(snap)}"
 
         assert_cat_first(walk_to_a_cat(page, shots))
+
+
+# --------------------------------------------------------------------------- polish (issue 25)
+
+# What a user reads on the page, measured where only a browser can: text, rows of buttons,
+# the log box's scrollbars and last line, the "ready" times.
+POLISH_JS = r"""() => {
+  const one = (sel) => document.querySelector('.accel-walkthrough ' + sel);
+  const visible = (el) => !!(el && el.getClientRects().length);
+  const page = document.body.innerText;
+  const buttons = [...document.querySelectorAll('.accel-quota-target button')];
+  const logs = [...document.querySelectorAll('.accel-walkthrough .accel-log')]
+    .filter(visible).map((box) => {
+      const el = box.querySelector('.accel-log-lines') || box.querySelector('textarea') || box;
+      const r = el.getBoundingClientRect();
+      let lastVisible = null;
+      if (el.tagName === 'TEXTAREA') {
+        lastVisible = el.scrollHeight <= el.clientHeight + 2 ||
+          el.scrollTop + el.clientHeight >= el.scrollHeight - 2;
+      } else {
+        const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+        let node = null, last = null;
+        while ((node = walker.nextNode())) if (node.textContent.trim()) last = node;
+        if (last) {
+          const range = document.createRange();
+          const end = last.textContent.trimEnd().length;
+          range.setStart(last, Math.max(0, end - 1));
+          range.setEnd(last, end);
+          const c = range.getBoundingClientRect();
+          lastVisible = c.top >= r.top - 1 && c.bottom <= r.bottom + 1;
+        }
+      }
+      return {step: box.closest('.accel-step').className,
+              sideways: el.scrollWidth > el.clientWidth + 1, lastVisible};
+    });
+  const deploy = one('.accel-step-deploy');
+  const copy = one('.accel-copy');
+  return {
+    notebookWords: ['Run All Cells', 'RUN_ALL', 'restarting the kernel', 'beside this notebook']
+      .filter((w) => page.includes(w)),
+    guide: visible(one('.accel-voila-guide')),
+    targetRows: new Set(buttons.map((b) => Math.round(b.getBoundingClientRect().top))).size,
+    targetsCut: buttons.filter((b) => b.scrollWidth > b.clientWidth + 1).map((b) => b.innerText),
+    logs,
+    readyTimes: deploy ? [...new Set([...deploy.innerText.matchAll(
+      /(?:ready (?:on \S+ )?in|time to ready)\s+([\d.]+) s/g)].map((m) => m[1]))] : [],
+    copyStyled: !!(copy && copy.classList.contains('jupyter-button')),
+    serviceName: (one('.accel-service-name input') || {}).value,
+    convertLogShown: visible(one('.accel-step-convert .accel-log')),
+    deployLogShown: visible(one('.accel-step-deploy .accel-log')),
+    top5: document.querySelectorAll('.accel-walkthrough .accel-top5 tr.accel-top5-row').length,
+    error: (one('.accel-step-score .accel-error') || {innerText: ''}).innerText.trim(),
+    scoreHeader: (one('.accel-step-score h3') || {innerText: ''}).innerText,
+  };
+}"""
+
+
+def polish(page) -> dict[str, Any]:
+    return page.evaluate(POLISH_JS)
+
+
+def test_voila_walk_reads_right_to_a_new_user(voila, laptop, shots):
+    """Issue 25 on a Voila page at 1280x800: no notebook-only words; capacity targets on one
+    row; logs that wrap and show their last line; one "ready" time; a styled copy button; an
+    upload clears the old result and fails in words; another model clears the old logs and
+    the old service name. Every check is made and screenshotted before any is asserted, so
+    a run on the old code shows each defect."""
+    from accel_widgets.engine.choices import get_choice
+    from accel_widgets.widgets.model import choice_label
+
+    page = laptop
+    found: list[str] = []
+
+    def check(ok: bool, what: str) -> None:
+        if not ok:
+            found.append(what)
+
+    with shots.on_failure(page, [voila.server]):
+        open_voila_walkthrough(page, voila)
+        seen = polish(page)
+        check(
+            not seen["notebookWords"], f"notebook-only words on the page: {seen['notebookWords']}"
+        )
+        check(seen["guide"], "no Voila guide")
+        check(seen["targetRows"] == 1, f"capacity targets on {seen['targetRows']} rows")
+        check(not seen["targetsCut"], f"capacity targets cut: {seen['targetsCut']}")
+        shots.take(page, "polish-opened")
+
+        assert_cat_first(walk_to_a_cat(page, shots))
+        seen = polish(page)
+        check(seen["logs"] and not [g for g in seen["logs"] if g["sideways"]], f"logs: {seen}")
+        check(all(g["lastVisible"] for g in seen["logs"]), f"a log hides its last line: {seen}")
+        check(len(seen["readyTimes"]) == 1, f"ready times {seen['readyTimes']}")
+        check(seen["copyStyled"], "a bare native copy button")
+        page.locator(".accel-walkthrough .accel-step-deploy .accel-log").first.evaluate(
+            "(el) => el.scrollIntoView({block: 'center'})"
+        )
+        shots.take(page, "polish-deploy-log")
+
+        requests = page.locator(".accel-walkthrough .accel-step-score input[type=number]")
+        requests.first.fill("30")
+        requests.first.press("Tab")
+        click(page, "benchmark")
+        histogram = page.locator(".accel-walkthrough .accel-histogram").first
+        histogram.wait_for(state="visible", timeout=60_000)
+        histogram.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        shots.take(page, "polish-histogram")
+
+        show_score_step(page)
+        upload = page.locator(".accel-walkthrough .accel-upload").first
+        with page.expect_file_chooser() as chooser:
+            upload.click()
+        chooser.value.set_files(
+            files=[
+                {
+                    "name": "notimage.jpg",
+                    "mimeType": "image/jpeg",
+                    "buffer": b"this is not an image",
+                }
+            ]
+        )
+        page.wait_for_timeout(1500)  # the drop-down switches to the upload in the kernel
+        seen = polish(page)
+        check(seen["top5"] == 0, "the cat's top 5 stays after choosing the upload")
+        shots.take(page, "polish-uploaded")
+        click(page, "score")
+        deadline = time.monotonic() + 60
+        while not (seen := polish(page))["error"] and time.monotonic() < deadline:
+            page.wait_for_timeout(300)
+        check("b'" not in seen["error"] and "starts with the text" in seen["error"], seen["error"])
+        shots.take(page, "polish-upload-error")
+
+        model = page.locator(".accel-walkthrough .accel-model-choice select").first
+        model.select_option(label=choice_label(get_choice("densenet121")))
+        page.wait_for_timeout(1000)
+        click(page, "use-model")
+        page.wait_for_timeout(1500)
+        seen = polish(page)
+        check(seen["serviceName"] != "squeezenet", f"service name {seen['serviceName']!r}")
+        check(not seen["convertLogShown"], "Convert still shows the last model's log")
+        check(not seen["deployLogShown"], "Deploy still shows the last model's log")
+        page.locator(".accel-walkthrough .accel-step-convert").first.evaluate(
+            "(el) => el.scrollIntoView({block: 'start'})"
+        )
+        shots.take(page, "polish-model-changed")
+    assert not found, "\n".join(found)
+
+
+TRAIN_JS = r"""() => {
+  const walk = document.querySelector('.accel-train-walk');
+  const select = walk && walk.querySelector('.accel-train-source select');
+  const pictures = [...document.querySelectorAll('.accel-train-walk .accel-class-example')];
+  // The chosen option's words against the room the drop-down gives them.
+  const canvas = document.createElement('canvas').getContext('2d');
+  if (select) canvas.font = getComputedStyle(select).font;
+  const chosen = select ? select.options[select.selectedIndex].text : '';
+  return {
+    headings: walk ? [...walk.querySelectorAll('.accel-step h3')].map((h) => h.innerText.trim())
+      : [],
+    sourceFits: !!select && canvas.measureText(chosen).width + 24 <= select.clientWidth,
+    pictures: pictures.filter((img) => img.complete && img.naturalWidth > 0).length,
+    photos: [...walk.querySelectorAll('.accel-sample select option')].map((o) => o.text),
+  };
+}"""
+
+
+def test_voila_train_walk_is_numbered_and_shows_its_pictures(sandbox, laptop, shots):
+    """Issue 25, item 10, on a Voila page: headings 1-5 (not "Train your own classes",
+    "Convert", "5. Deploy"), the data-set drop-down whole, "Look at the data" with pictures,
+    and no ImageNet photos offered to score a digits model."""
+    server = start_voila(sandbox, sandbox.notebooks / "train-your-own.ipynb")
+    page = laptop
+    try:
+        with shots.on_failure(page, [server.server]):
+            page.goto(server.url(), timeout=PAGE_LOAD_MS)
+            look = page.locator(".accel-train-walk button.accel-train-look").first
+            look.wait_for(state="visible", timeout=120_000)
+            look.click()
+            page.locator(".accel-train-walk .accel-class-example").first.wait_for(
+                state="visible", timeout=60_000
+            )
+            page.wait_for_timeout(500)
+            seen = page.evaluate(TRAIN_JS)
+            page.locator(".accel-train-walk").first.evaluate(
+                "(el) => el.scrollIntoView({block: 'start'})"
+            )
+            shots.take(page, "train-look")
+        assert [h.split(" ✓")[0] for h in seen["headings"]] == [
+            "1. Train",
+            "2. Convert",
+            "3. Deploy",
+            "4. Score",
+            "5. Clean up",
+        ], seen["headings"]
+        assert seen["sourceFits"], "the data-set drop-down cuts its choice"
+        assert seen["pictures"] == 40, seen  # 4 pictures of each of the 10 digits
+        assert not [p for p in seen["photos"] if "cat" in p or "espresso" in p], seen["photos"]
+    finally:
+        server.server.stop()

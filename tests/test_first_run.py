@@ -197,7 +197,7 @@ def test_get_the_sample_button_downloads_with_progress_and_selects_it(
     widget.sample_button.click()
     assert widget.wait(60)
     assert widget.error == ""
-    assert widget.progress.updates > 0 and "sha256 verified" in widget.progress.log_box.value
+    assert widget.progress.updates > 0 and "sha256 verified" in widget.progress.log_text
     assert widget.choice.value == "squeezenet"
     assert widget.sample_box.layout.display == "none" and widget.note.value == ""
     assert "downloaded" in widget.status

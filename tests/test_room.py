@@ -93,3 +93,48 @@ def test_the_room_lists_every_workspaces_services_and_stops_the_idle_one(
     assert stopped.live == "dead" and stopped.shown.startswith("stopped (idle: no request for")
     assert service_status("busy", ada).live == "running"
     assert [s.name for s in _mine(ada)] == ["busy"] and _mine(bob) == []
+
+
+def test_the_capacity_check_counts_the_services_other_workspaces_run(participants, capsys):
+    """Issue 24, item 3: the local check sets this deployment's own need (from the file it
+    would serve) against what is left beside the room's other services, and names them."""
+    from dataclasses import replace
+
+    from accel_widgets.engine.quota import SERVE_BASE_MB, SERVE_MB_PER_MODEL_MB, check_quota
+
+    ada, bob = participants
+    deploy("squeezenet", name="bobs", workspace=bob, ready_timeout=120)
+    [theirs] = _mine(bob)
+
+    mine = check_quota("local", model="squeezenet", workspace=ada)
+    artifact = ada.get_artifact("squeezenet")
+    need = SERVE_BASE_MB + SERVE_MB_PER_MODEL_MB * artifact.size_bytes / 2**20
+    [(label, judged)] = mine.details["models"].items()
+    assert label == f"squeezenet:1 ({artifact.precision})" and judged["ok"] is True
+    assert judged["serve_mb"] == round(need) and 135 < need < 160
+    assert [s["name"] for s in mine.details["others"] if s["workspace"] == theirs.workspace] == [
+        "bobs"
+    ]
+    assert mine.details["others_mb"] >= theirs.rss_mb > 40
+    assert mine.verdict is True
+    assert (
+        "other service" in mine.advice
+        and f"bobs in {theirs.workspace}".replace(str(Path.home()), "~") in mine.advice
+    )
+
+    # A model this machine cannot hold: the reason names what the others already use.
+    huge = replace(artifact, size_bytes=2**50)
+    too_big = check_quota("local", model=huge, workspace=ada)
+    [judged] = too_big.details["models"].values()
+    assert too_big.verdict is False and judged["serve"] is False
+    assert "serving needs" in judged["reason"] and "bobs in" in judged["reason"]
+    assert "accel-widgets room --stop-idle" in too_big.advice
+
+    # Bob's own check does not count his own service as another's.
+    his = check_quota("local", model="squeezenet", workspace=bob)
+    assert all(s["workspace"] != str(bob.root.resolve()) for s in his.details["others"])
+
+    # And on the command line the verdict shows the estimate and the others.
+    assert main(["--workspace", str(ada.root), "quota", "--model", "squeezenet"]) == 0
+    out = capsys.readouterr().out
+    assert "ENOUGH:" in out and "bobs in" in out and f"about {round(need)} MB" in out

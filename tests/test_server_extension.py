@@ -35,7 +35,7 @@ from browser_support import (
 )
 
 from accel_widgets.engine.known_files import SAMPLE_PREPROCESSING
-from accel_widgets.engine.notebooks import bundled_notebook
+from accel_widgets.engine.notebooks import copy_text
 from accel_widgets.engine.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(180)
@@ -290,6 +290,24 @@ def test_a_bad_service_name_is_a_clear_400(server, service):
     assert [s.name for s in server.workspace.list_services()] == ["sq"]
 
 
+def test_the_room_lists_this_machines_services_and_refuses_a_bad_idle_time(server, service):
+    """The sidebar's "This machine": the workspace's own service is marked as such, the
+    room's idle time-out is ten minutes when no workshop set one, and a stop with a bad
+    idle time is a clear 400 that stops nothing (the sidebar test stops a real one)."""
+    reply = server.call("GET", "/room")
+    assert reply.status == 200, reply
+    assert reply.body["idle_after"] == 600
+    [row] = [r for r in reply.body["services"] if r["pid"] == service.pid]
+    assert (row["name"], row["mine"], row["target"]) == ("sq", True, "local")
+    assert row["rss_mb"] > 40 and row["idle_seconds"] is not None
+    for body in ({"seconds": 0}, {"seconds": "soon"}):
+        refused = server.call("POST", "/room/stop-idle", body)
+        assert refused.status == 400, (body, refused)
+        assert "seconds" in refused.message
+    assert health_of(server, "sq") == "running"
+    assert server.call("GET", "/room", token=False).status in (401, 403)
+
+
 def test_an_unknown_service_is_404(server, service):
     """Stopping or asking about a service that is not there says so, with its name."""
     for method, path in [("DELETE", "/services/nosuch"), ("GET", "/services/nosuch/key")]:
@@ -346,10 +364,10 @@ def test_walkthrough_copy_never_overwrites_a_users_copy(server):
     assert reply.status == 201, reply
     assert reply.body == {"path": "fresh/walkthrough.ipynb", "created": True}
     copied = server.root / "fresh" / "walkthrough.ipynb"
-    assert copied.read_bytes() == bundled_notebook().read_bytes()
+    assert copied.read_text() == copy_text("walkthrough.ipynb")  # the template + language_info
     # The notebook it points to "beside this notebook" comes with it.
     neighbour = server.root / "fresh" / "walkthrough-code.ipynb"
-    assert neighbour.read_bytes() == bundled_notebook("walkthrough-code.ipynb").read_bytes()
+    assert neighbour.read_text() == copy_text("walkthrough-code.ipynb")
 
     missing = server.call("POST", "/walkthrough", {"path": "no/such/folder"})
     assert missing.status == 400

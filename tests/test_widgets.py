@@ -92,7 +92,9 @@ def test_quota_verdict_lists_exactly_the_models_the_model_step_offers(walk):
     offered = [key for _, key in walk.model.choice.options if key != "__own__"]
     assert list(walk.quota.report.details["models"]) == offered  # judged: exactly these
     assert listed.split(", ")[0] == "squeezenet" and set(listed.split(", ")) <= set(offered)
-    assert offered == [c.key for c in model_choices()] and "ssd_vgg" in offered
+    # Each model once: its INT8 build is the precision toggle, not a second entry.
+    assert offered == [c.key for c in model_choices() if not c.key.startswith("quantized-")]
+    assert "ssd_vgg" in offered and "quantized-resnet50" not in offered
 
 
 def test_quota_error_is_shown_in_the_widget(monkeypatch):
@@ -343,7 +345,7 @@ def test_progress_panel_moves_one_bar_per_step():
     assert panel.bar("build").value == 0.5
     assert panel.bar("convert").bar_style == "info"
     assert panel.updates == 3
-    assert panel.log_box.value.splitlines()[-1].endswith("convert: optimizing")
+    assert panel.log_text.splitlines()[-1].endswith("convert: optimizing")
     panel.finish(False)
     assert panel.bar("build").bar_style == "danger"
 
@@ -393,7 +395,7 @@ def test_progress_log_folds_repeated_ticks_into_one_line():
     for tenths in range(1, 30):
         panel(ProgressEvent("deploy", None, f"loading and warming up the model ({tenths / 10} s)"))
     panel(ProgressEvent("deploy", 1.0, "ready"))
-    lines = panel.log_box.value.splitlines()
+    lines = panel.log_text.splitlines()
     assert len(lines) == 3, lines
     assert lines[1].endswith("(2.9 s)") and lines[2].endswith("deploy: ready")
     assert panel.updates == 31

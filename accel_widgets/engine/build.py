@@ -116,10 +116,22 @@ def _offline_message(spec: ModelSpec, expected: Path, *, cli: bool) -> str:
     )
 
 
+def widget_message(spec: ModelSpec, expected: Path) -> str:
+    """The offline message in a widget's words: its "weights" control, not an argument."""
+    return (
+        f"ImageNet weights for {spec.title} are not on this machine and cannot be downloaded "
+        f"(offline). Expected the file {spec.keras_weights_file} in {expected.parent}. Copy it "
+        "there from a machine that has it (it is Keras' standard download), or choose random "
+        'weights in the "weights" control above for a dry run.'
+    )
+
+
 def _offline_error(spec: ModelSpec, expected: Path, detail: str = "") -> WeightsError:
-    """The offline error; ``cli_message`` is what the command line prints instead."""
+    """The offline error; ``cli_message`` is what the command line prints instead, and
+    ``widget_message`` what a step of the walk shows (``error_text`` picks it)."""
     error = WeightsError(_offline_message(spec, expected, cli=False) + detail)
     error.cli_message = _offline_message(spec, expected, cli=True) + detail
+    error.widget_message = widget_message(spec, expected) + detail
     return error
 
 

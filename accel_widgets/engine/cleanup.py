@@ -14,6 +14,7 @@ from accel_widgets.engine.targets import delete_service, list_services
 from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError
 from accel_widgets.progress import CancelToken, Progress, Reporter, as_reporter
+from accel_widgets.sizes import IMAGE_MB, bytes_text
 
 KINDS = ("service", "image", "model")
 
@@ -53,13 +54,13 @@ def cleanup_plan(workspace: Workspace | None = None) -> list[CleanupItem]:
         artifact_users.setdefault(image.artifact_id, []).append(
             f"image {image.name}:{image.version}"
         )
-        size = f"{int(image.info.get('size_bytes') or 0) / 1e6:.0f} MB"
+        size = bytes_text(int(image.info.get("size_bytes") or 0), IMAGE_MB)
         detail = f"{image.tag} ({size})" if image.tag else f"build context at {image.path}"
         items.append(CleanupItem("image", image.name, image.version, detail, users))
     for model in workspace.list_models():
         artifacts = workspace.list_artifacts(model)
         users = tuple(u for a in artifacts for u in artifact_users.get(a.id, []))
-        sizes = ", ".join(f"{a.precision} {a.size_bytes / 2**20:.0f} MB" for a in artifacts)
+        sizes = ", ".join(f"{a.precision} {bytes_text(a.size_bytes)}" for a in artifacts)
         items.append(
             CleanupItem("model", model.name, model.version, sizes or "not converted", users)
         )

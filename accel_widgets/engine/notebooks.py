@@ -55,6 +55,29 @@ def clean_notebook(text: str) -> str:
     return json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def kernel_language_info() -> dict:
+    """The ``language_info`` the Python kernel reports when it starts (ipykernel's own).
+
+    JupyterLab writes what the kernel reports into the notebook's metadata; a notebook that
+    holds less (``{"name": "python"}``) changes on opening and its tab shows unsaved changes
+    before the user did anything. A copy that holds the same is left as it is.
+    """
+    try:
+        from ipykernel.ipkernel import IPythonKernel
+
+        return json.loads(json.dumps(IPythonKernel.language_info))
+    except Exception:  # no ipykernel here: the kernel machine says the rest
+        return {"name": "python", "version": ".".join(map(str, sys.version_info[:3]))}
+
+
+def copy_text(name: str) -> str:
+    """What a user's copy of the bundled notebook ``name`` holds: the clean template, with
+    the kernel's ``language_info`` so that opening it changes nothing."""
+    notebook = json.loads(clean_notebook(bundled_notebook(name).read_text(encoding="utf-8")))
+    notebook.setdefault("metadata", {})["language_info"] = kernel_language_info()
+    return json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
 def linked_notebooks(name: str = WALKTHROUGH) -> list[str]:
     """The bundled notebooks that ``name``'s text cells mention ("beside this notebook")."""
     notebook = json.loads(bundled_notebook(name).read_text(encoding="utf-8"))
@@ -79,8 +102,7 @@ def copy_template(name: str, folder: str | Path) -> tuple[Path, bool]:
     target = folder / name
     if target.exists():
         return target, False
-    text = clean_notebook(bundled_notebook(name).read_text(encoding="utf-8"))
-    target.write_text(text, encoding="utf-8")
+    target.write_text(copy_text(name), encoding="utf-8")
     return target, True
 
 
@@ -153,8 +175,12 @@ def scoring_notebook(service: str, folder: str | Path) -> tuple[Path, bool]:
     notebook = {
         "cells": cells,
         "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            },
+            "language_info": kernel_language_info(),
         },
         "nbformat": 4,
         "nbformat_minor": 5,

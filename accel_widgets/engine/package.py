@@ -99,6 +99,36 @@ def package_command(workspace: Workspace, image: ImageRecord, extra: str = "") -
     )
 
 
+#: the base image scripts/make_base_image.sh makes without a registry
+LOCAL_BASE = "local/debian-py:bookworm"
+_DOCKER_URL = re.compile(r"\s*for url: http\+docker://\S+|http\+docker://\S+")
+
+
+def _docker_reason(exc: BaseException) -> str:
+    """What the Docker engine said, without the SDK's ``http+docker://...`` request URL:
+    an APIError's explanation ("pull access denied...", "no such host") when it has one."""
+    reason = getattr(exc, "explanation", None) or str(exc)
+    if isinstance(reason, bytes):
+        reason = reason.decode("utf-8", "replace")
+    reason = _DOCKER_URL.sub("", str(reason)).strip()
+    return reason[:300] or type(exc).__name__
+
+
+def pull_error_words(base: str, reason: str, *, base_setting: str | None = None) -> str:
+    """Why the base image could not be had and the two ways out, in the caller's words:
+    the command line's ``--base`` flag, or ``base_setting`` (a widget's field) when given."""
+    use = (
+        f'then put {LOCAL_BASE} in the "{base_setting}" field'
+        if base_setting
+        else f"then --base {LOCAL_BASE}"
+    )
+    return (
+        f"the base image {base} is not on this machine and could not be pulled ({reason}). "
+        f"Pull it where a registry is reachable (`docker pull {base}`), or make one without "
+        f"a registry (`bash scripts/make_base_image.sh`, {use})."
+    )
+
+
 def _base_python(client: Any, base: str, report: Reporter) -> tuple[str, str]:
     """The base image's Python (``"3.11"``) and CPU, so the wheels fit it; pulled if needed."""
     import docker
@@ -110,12 +140,9 @@ def _base_python(client: Any, base: str, report: Reporter) -> tuple[str, str]:
                 client.api.pull(base, stream=True, decode=True), report, "base"
             )
         except (PackageError, docker.errors.APIError) as exc:
-            raise PackageError(
-                f"the base image {base} is not on this machine and could not be pulled "
-                f"({str(exc).strip()[:300]}). Pull it where a registry is reachable "
-                f"(`docker pull {base}`), or make one without a registry "
-                "(`bash scripts/make_base_image.sh`, then --base local/debian-py:bookworm)."
-            ) from None
+            error = PackageError(pull_error_words(base, _docker_reason(exc)))
+            error.pull_reason = _docker_reason(exc)  # for a front end's own words
+            raise error from None
     probe = "import sys, platform; print('%d.%d' % sys.version_info[:2], platform.machine())"
     try:
         output = client.containers.run(

@@ -240,6 +240,24 @@ def catalog_needs() -> Mapping[str, ModelNeeds]:
     )
 
 
+SERVE_BASE_MB = 130.0
+"""Resident memory of a serving process before its model: Python, gRPC, numpy and one
+runtime (ONNX Runtime alone measured 116-128 MB with the 2.4 MB sample loaded)."""
+
+SERVE_MB_PER_MODEL_MB = 4.5
+"""Resident memory per MB of ONNX file once loaded and run (weights, the runtime's packed
+copies, arena). Fitted to the light services measured after 50 requests on an AMD EPYC
+(docs/MEASUREMENTS.md, "Light services and idle stop"): the 2.4 MB sample 124-149 MB
+(estimate 141), ResNet-50 INT8 26 MB 166-244 MB (estimate 247); ResNet-50 fp32 102 MB held 580
+MB with both runtimes loaded (estimate 589), so for large files the estimate leans high."""
+
+
+def serve_estimate_mb(file_bytes: int) -> float:
+    """Memory a local service of an ONNX file of ``file_bytes`` will hold once it has
+    served, MB: what the capacity check sets against what is left beside the others."""
+    return SERVE_BASE_MB + SERVE_MB_PER_MODEL_MB * file_bytes / 2**20
+
+
 DEFAULT_MODEL_NEEDS: Mapping[str, ModelNeeds] = catalog_needs()
 """The catalog models' needs, used when ``check_quota`` is given no ``models``."""
 
@@ -303,12 +321,104 @@ def _model_verdict(needs: ModelNeeds, mem_free_gib: float, disk_free_gib: float)
     }
 
 
+def _named_needs(
+    model: Any, workspace: Any, workspace_dir: str | os.PathLike[str] | None
+) -> tuple[str, ModelNeeds]:
+    """What serving the one model a deployment names needs: from the file deploy would
+    serve (a workspace model's recommended INT8, else fp32), or for a catalog name not
+    converted yet, from the catalog's fp32 file size and conversion figures."""
+    from accel_widgets.engine import catalog
+    from accel_widgets.engine.workspace import ArtifactRecord, Workspace
+    from accel_widgets.errors import AccelError, CatalogError
+
+    if isinstance(model, ArtifactRecord):
+        artifact = model
+    else:
+        name, artifact, problem = str(model), None, ""
+        try:
+            where = workspace if workspace is not None else workspace_dir
+            book = where if isinstance(where, Workspace) else Workspace(where)
+            if book.find_model(name) is not None:
+                artifact = book.get_artifact(name)
+        except AccelError as exc:  # not converted yet, an unreadable workspace: the catalog
+            problem = f" ({exc})"
+        if artifact is None:
+            try:
+                spec = catalog.get_spec(name)
+            except CatalogError:
+                raise QuotaError(
+                    f"cannot estimate what model {name!r} needs: it is not a converted model "
+                    f"in the workspace{problem} nor a catalog model; convert it first, or "
+                    "check without naming a model"
+                ) from None
+            serve_mb = max(spec.serve_gib * 1024, serve_estimate_mb(spec.fp32_mb * 2**20))
+            needs = ModelNeeds(
+                convert_gib=spec.convert_gib,
+                serve_gib=serve_mb / 1024,
+                disk_mib=3 * spec.fp32_mb + spec.int8_mb,
+            )
+            return f"{spec.name} (not converted yet)", needs
+    size = artifact.size_bytes or (artifact.file.stat().st_size if artifact.file.exists() else 0)
+    label = f"{artifact.model_name}:{artifact.model_version} ({artifact.precision})"
+    # Converted already: nothing left to convert, and its files are on disk.
+    return label, ModelNeeds(convert_gib=0.0, serve_gib=serve_estimate_mb(size) / 1024, disk_mib=0)
+
+
+def _others(workspace: Any, workspace_dir: str | os.PathLike[str] | None) -> list[Any]:
+    """The accel-widgets services already running on this machine that this user can see
+    and that are not the checked workspace's own (all of them when no workspace is named):
+    what this deployment will have to live beside."""
+    from accel_widgets.engine.targets.room import room_services
+    from accel_widgets.engine.workspace import Workspace
+
+    mine: set[str] = set()
+    if isinstance(workspace, Workspace):
+        mine = {str(workspace.root.resolve()), workspace.ident}
+    elif workspace is not None or workspace_dir is not None:
+        mine = {
+            str(Path(workspace if workspace is not None else workspace_dir).expanduser().resolve())
+        }
+    return [s for s in room_services() if s.workspace not in mine]
+
+
+def _megabytes(mb: float) -> str:
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+
+
+def others_sentence(others: list[Any], *, named: bool) -> str:
+    """``3 other services use 1.1 GB (cats in ~/ws-bob, ...)``; empty when there are none."""
+    if not others:
+        return ""
+    home = str(Path.home())
+    shown = []
+    for service in others[:4]:
+        where = service.workspace
+        if service.target == "container":
+            where = f"container {service.address}"
+        elif where.startswith(home):
+            where = "~" + where[len(home) :]
+        shown.append(f"{service.name} in {where}")
+    if len(others) > 4:
+        shown.append(f"{len(others) - 4} more")
+    total = sum(service.rss_mb for service in others)
+    many = len(others) != 1
+    what = "other service" if named else "accel-widgets service"
+    return (
+        f"{len(others)} {what}{'s' if many else ''} on this machine "
+        f"use{'' if many else 's'} {_megabytes(total)} ({', '.join(shown)})"
+    )
+
+
 def _check_local(
     report: Reporter,
     workspace_dir: str | os.PathLike[str] | None,
     models: Mapping[str, ModelNeeds] | None,
+    *,
+    model: Any = None,
+    workspace: Any = None,
 ) -> QuotaReport:
-    """Measure this machine and judge every model against what is free right now."""
+    """Measure this machine and judge every model (or the one named) against what is free
+    right now, beside the accel-widgets services already running here."""
     import psutil
 
     report(_STEP, 0.0, "counting CPU cores")
@@ -337,9 +447,22 @@ def _check_local(
         ),
         QuotaRow("disk", disk_total - disk_free, disk_total, "GiB", LOCAL_NEEDS["disk_gib"]),
     ]
-    needs = DEFAULT_MODEL_NEEDS if models is None else models
+    report(_STEP, 0.85, "looking for other accel-widgets services on this machine")
+    others = _others(workspace, workspace_dir)
+    named = model is not None and model != ""
+    others_text = others_sentence(others, named=named or workspace is not None)
+    if named:
+        needs = dict([_named_needs(model, workspace, workspace_dir)])
+    else:
+        needs = dict(DEFAULT_MODEL_NEEDS if models is None else models)
     verdicts = {name: _model_verdict(n, mem_free, disk_free) for name, n in needs.items()}
-    verdict = all(row.enough for row in rows)
+    for name, judged in verdicts.items():
+        judged["serve_mb"] = round(needs[name].serve_gib * 1024)
+        if not judged["serve"] and others_text:
+            judged["reason"] += f"; {others_text}"
+    verdict = all(row.enough for row in rows) and (
+        not named or all(v["ok"] for v in verdicts.values())
+    )
 
     short = [row for row in rows if not row.enough]
     misfits = [name for name, v in verdicts.items() if not v["ok"]]
@@ -364,8 +487,21 @@ def _check_local(
             f"or disk, pick a smaller model, or use the 'azure' target. "
             f"{device[0].upper()}{device[1:]}."
         )
+    elif named:
+        (label,) = verdicts
+        advice = (
+            f"This machine has room for {label} (about {_megabytes(verdicts[label]['serve_mb'])} "
+            f"to serve); {device}."
+        )
     else:
         advice = f"This machine has room for every listed model; {device}."
+    if others_text:
+        stop = (
+            " Stopping the idle ones frees their memory (accel-widgets room --stop-idle SECONDS)."
+            if misfits or short
+            else ""
+        )
+        advice += f" {others_text[0].upper()}{others_text[1:]}.{stop}"
 
     report(_STEP, 1.0, "local check done")
     return QuotaReport(
@@ -383,6 +519,8 @@ def _check_local(
             "disk_free_gib": disk_free,
             "workspace_dir": str(folder),
             "models": verdicts,
+            "others": [service.to_dict() for service in others],
+            "others_mb": round(sum(service.rss_mb for service in others), 1),
         },
     )
 
@@ -820,7 +958,7 @@ def check_quota(
             return answer
         kind = chosen.capacity
     if kind == "local":
-        return _check_local(report, workspace_dir, models)
+        return _check_local(report, workspace_dir, models, model=model, workspace=workspace)
     return _check_azure(
         report,
         region=region,

@@ -189,6 +189,26 @@ def sample_counts(name: str, per_class: int | None = None) -> dict[str, int]:
     return {c: int(min(n, per_class) if per_class else n) for c, n in counts}
 
 
+def sample_examples(name: str, per_class: int = 4, size: int = 48) -> dict[str, list[bytes]]:
+    """The first ``per_class`` pictures of each class of a bundled set, as PNG bytes of
+    ``size`` px: what "Look at the data" shows beside the counts (a digit is easier to
+    believe seen than counted)."""
+    from PIL import Image
+
+    images, targets, classes, _, _ = _sample_set(name)
+    examples: dict[str, list[bytes]] = {}
+    for index, class_name in enumerate(classes):
+        pictures = []
+        for member in np.flatnonzero(targets == index)[:per_class]:
+            gray = np.clip(images[member] * 255.0, 0, 255).astype(np.uint8)
+            picture = Image.fromarray(gray).resize((size, size), Image.NEAREST)
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG")
+            pictures.append(buffer.getvalue())
+        examples[class_name] = pictures
+    return examples
+
+
 def write_sample(
     name: str,
     folder: str | os.PathLike[str],

@@ -50,9 +50,10 @@ def _shape(line: str) -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    """What the user reads: our errors as they are, anything else named with its type."""
+    """What the user reads: our errors as they are (in a widget's words where the engine
+    has them: ``widget_message``), anything else named with its type."""
     if isinstance(exc, AccelError):
-        return str(exc)
+        return getattr(exc, "widget_message", None) or str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -69,11 +70,10 @@ class ProgressPanel(widgets.VBox):
         self._bars: dict[str, widgets.FloatProgress] = {}
         self._bar_box = widgets.VBox()
         self._lines: list[str] = []
-        self.log_box = widgets.Textarea(
-            value="",
-            disabled=True,
-            layout=widgets.Layout(width="100%", height="8em", display="none"),
-        )
+        # HTML, not a Textarea: a Textarea never wraps its lines (a horizontal scrollbar even
+        # when they fit) and keeps its scroll position at the top while lines arrive. Here the
+        # lines wrap, and a column-reverse box starts scrolled to its end: the last line shows.
+        self.log_box = widgets.HTML(value="", layout=widgets.Layout(width="100%", display="none"))
         self.log_box.add_class("accel-log")
         super().__init__([self._bar_box, self.log_box], **kwargs)
         self.add_class("accel-progress")
@@ -84,6 +84,21 @@ class ProgressPanel(widgets.VBox):
         self._lines = []
         self.log_box.value = ""
         self.log_box.layout.display = "none"
+
+    @property
+    def log_text(self) -> str:
+        """The log as plain lines, newest last (what the box shows, without its markup)."""
+        return "\n".join(self._lines)
+
+    def _render_log(self) -> None:
+        lines = html.escape(self.log_text)
+        self.log_box.value = (
+            "<div class='accel-log-lines' style='display:flex;flex-direction:column-reverse;"
+            "max-height:10em;overflow-y:auto;overflow-x:hidden;border:1px solid #ccc;"
+            "padding:2px 6px;font-family:var(--jp-code-font-family,monospace);font-size:12px;"
+            "line-height:1.4'>"
+            f"<div style='white-space:pre-wrap;overflow-wrap:anywhere'>{lines}</div></div>"
+        )
 
     def bar(self, step: str) -> widgets.FloatProgress:
         """The bar of ``step`` (created on first use)."""
@@ -107,7 +122,7 @@ class ProgressPanel(widgets.VBox):
             self._lines[-1] = line  # "warming up (0.1 s)", "(0.2 s)"...: one line that counts
         else:
             self._lines = [*self._lines[-_LOG_LINES + 1 :], line]
-        self.log_box.value = "\n".join(self._lines)
+        self._render_log()
         self.log_box.layout.display = ""
         self.updates += 1
 
@@ -198,6 +213,10 @@ class Step(widgets.VBox):
 
     @traitlets.observe("locked")
     def _render_lock(self, change: Any = None) -> None:
+        if change is not None and change["new"] and not self.busy:
+            # Locked again (the step above lost its result): this step's last failure is
+            # about a state that is gone; the lock hint says what to do now, with no stale ✗.
+            self.error = ""
         waiting = self.locked and not self.done
         self.lock_hint.value = f"<i>{html.escape(self.lock_words)}</i>" if waiting else ""
         self._set_enabled(not self.locked and not self.busy)

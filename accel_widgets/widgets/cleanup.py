@@ -37,6 +37,7 @@ class CleanupWidget(Step):
         self.all_button = button("Delete everything", "cleanup-all", "danger", "trash")
         self.all_button.layout.width = "auto"  # the words in full, not "Delete everyth..."
         self._seen: tuple | None = None  # the state the rows were last built for
+        self._deleted = False  # this step deleted something since the workspace last filled
         self.rows = widgets.VBox()
         self.rows.add_class("accel-cleanup-rows")
         self.confirm_box = widgets.HBox()
@@ -102,8 +103,11 @@ class CleanupWidget(Step):
         self.status = (
             f"{len(items)} item(s) in the workspace" if items else "the workspace is empty"
         )
-        # Nothing left to clean is not a finished step: no check mark over greyed-out buttons.
-        self.done = bool(items)
+        # Done means cleaned up: a delete here left nothing behind. Listing what is there is
+        # not cleaning it (no ✓ while items remain), nor is a workspace that was always empty.
+        if items:
+            self._deleted = False
+        self.done = not items and self._deleted
         self._seen = self._state_key()
         return self.items
 
@@ -137,6 +141,7 @@ class CleanupWidget(Step):
         self.status = "deleting everything..."
         try:
             deleted = delete_everything(self.workspace)
+            self._deleted = True
         finally:
             self._refresh_state()
             self._refresh()
@@ -151,6 +156,7 @@ class CleanupWidget(Step):
         self.status = f"deleting {item.label}..."
         try:
             delete_item(item, self.workspace)
+            self._deleted = True
         finally:
             self._refresh_state()
             self._refresh()

@@ -115,6 +115,7 @@ class ConvertWidget(Step):
         self.model = None
         self.artifacts = []
         self.report_table.value = ""
+        self.progress.reset()  # the last model's log and green bars are not this one's
         self.status = ""
         self.warning = ""
         if not selection:

@@ -35,11 +35,19 @@ def mask_key(key: str | None) -> str:
     return keys.mask_key(key, none="none (loopback only, no key needed)")
 
 
+#: The copy buttons look like the step's own buttons (ipywidgets' ``jupyter-button``, in
+#: JupyterLab and Voila alike), small enough to sit in a table row; not a bare native button.
+COPY_CLASS = "accel-copy jupyter-button"
+COPY_STYLE = (
+    "width:auto;height:22px;line-height:20px;padding:0 10px;margin:0 0 0 6px;font-size:12px"
+)
+
+
 def _copy_button(text: str, label: str) -> str:
     """An HTML button that copies ``text`` in the browser (the kernel has no clipboard)."""
     payload = html.escape(json.dumps(text), quote=True)
     return (
-        f"<button class='accel-copy' title='Copy to the clipboard' "
+        f"<button class='{COPY_CLASS}' style='{COPY_STYLE}' title='Copy to the clipboard' "
         f"onclick='navigator.clipboard.writeText({payload})'>{html.escape(label)}</button>"
     )
 
@@ -71,7 +79,8 @@ def _copy_key_button(service_name: str) -> str:
     """A button that copies the service's API key without the key being in the HTML."""
     script = _COPY_KEY_SCRIPT.format(name=json.dumps(service_name))
     return (
-        "<button class='accel-copy' title='Copy the API key to the clipboard (fetched from "
+        f"<button class='{COPY_CLASS}' style='{COPY_STYLE}' "
+        "title='Copy the API key to the clipboard (fetched from "
         f'the Jupyter server when clicked)\' onclick="{html.escape(script, quote=True)}">'
         "copy key</button>"
     )
@@ -178,6 +187,7 @@ class DeployWidget(Step):
         self.title = "5. Deploy"
         self.target.observe(self._on_target, "value")
         self.precision.observe(self._on_precision, "value")
+        self.service_name.observe(self._on_name, "value")
         self._on_target()
         self.deploy_button.on_click(lambda _: self._start(self.run))
         self.health_button.on_click(lambda _: self._start(self.check_health))
@@ -190,6 +200,11 @@ class DeployWidget(Step):
         self.target_help.value = f"<i>{html.escape(target.description)}.{needs}</i>"
         self._set_enabled(not self.locked and not self.busy)
 
+    def _on_name(self, change: Any) -> None:
+        """A new name is a new deploy to come: the log of the last one goes."""
+        if not self.busy:
+            self.progress.reset()
+
     def settings(self) -> dict[str, Any]:
         """The chosen target's settings as the engine takes them."""
         target = get_target(self.target.value)
@@ -200,14 +215,16 @@ class DeployWidget(Step):
     def _on_model(self, change: Any) -> None:
         model = change["new"]
         self.done = False
+        self.progress.reset()  # the last deploy's log belongs to the model before
         if self.service is not None:  # a service of another model is not this step's result
             self.service = None
             self.details.value = ""
             self.status = ""
-        # The name follows the model unless the user typed one of their own.
+        # The name follows the model unless the user typed one of their own; with no model
+        # (another one chosen, not converted yet) it waits empty rather than keep the old name.
         typed = self.service_name.value.strip()
-        if model is not None and (not typed or typed == self._auto_name):
-            self.service_name.value = self._auto_name = model.name
+        if not typed or typed == self._auto_name:
+            self.service_name.value = self._auto_name = model.name if model is not None else ""
         self._offer_precisions(model)
 
     def _offer_precisions(self, model: Any) -> None:
@@ -328,7 +345,7 @@ class DeployWidget(Step):
             self.state.watch(service.name)
         self._show(service, "running")
         ready = service.info.get("ready_seconds")
-        timing = "already running, reused" if reused else f"ready in {ready:.2f} s"
+        timing = "already running, reused" if reused else f"ready in {ready:.1f} s"
         self.status = f"{name} is ready at {service.address}:{service.port} ({timing})"
         self.done = True
         self._set_enabled(not self.locked)
@@ -375,7 +392,7 @@ class DeployWidget(Step):
                 ("image", f"<code>{html.escape(service.info['image'])}</code> ({container})")
             )
         if service.info.get("ready_seconds") is not None:
-            rows.append(("time to ready", f"{service.info['ready_seconds']:.2f} s"))
+            rows.append(("time to ready", f"{service.info['ready_seconds']:.1f} s"))
         self.details.value = (
             "<table>"
             + "".join(

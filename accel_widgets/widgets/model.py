@@ -10,6 +10,7 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
+from accel_widgets.engine.catalog import get_spec
 from accel_widgets.engine.choices import (
     SAMPLE_NAME,
     ModelChoice,
@@ -19,6 +20,7 @@ from accel_widgets.engine.choices import (
     preselect,
 )
 from accel_widgets.errors import AccelError
+from accel_widgets.sizes import mb_text
 from accel_widgets.widgets.base import ProgressPanel, Step, button
 
 _OWN = "__own__"
@@ -50,7 +52,27 @@ def file_precision(path: Path | None) -> str | None:
 def choice_label(choice: ModelChoice) -> str:
     """One line for the drop-down; a latency that was not measured here says so."""
     latency = f", ~{choice.latency_ms:.0f} ms catalog estimate" if choice.latency_ms else ""
-    return f"{choice.title} ({choice.file_mb:.0f} MB{latency})"
+    return f"{choice.title} ({mb_text(choice.file_mb)}{latency})"
+
+
+def listed_choices(choices: list[ModelChoice]) -> list[ModelChoice]:
+    """Each model once: a catalog INT8 entry ("ResNet-50 (INT8)") is its float model with
+    the precision toggle on INT8, so the list does not offer it beside the toggle."""
+    keys = {c.key for c in choices}
+    return [c for c in choices if not (c.quantized and _float_key(c.key) in keys)]
+
+
+def _float_key(key: str) -> str:
+    """``quantized-resnet50`` -> ``resnet50``: the float model an INT8 catalog entry builds."""
+    return key.removeprefix("quantized-")
+
+
+def int8_figures(choice: ModelChoice) -> tuple[float | None, float | None]:
+    """(size in MB, latency in ms) the catalog gives for the INT8 build; None where unknown."""
+    if choice.kind != "catalog":
+        return None, None
+    spec = get_spec(choice.key)
+    return spec.int8_mb, spec.latency_ms_int8
 
 
 def float_words(choice: ModelChoice | None) -> str:
@@ -82,6 +104,9 @@ class ModelWidget(Step):
         if pick is not None:
             model = pick.key
         self.choices = model_choices()
+        int8_asked = False
+        if model and model != _float_key(model) and _float_key(model) in self._keys():
+            model, int8_asked = _float_key(model), True  # "quantized-resnet50": float + INT8
         options = self._options()
         default = model if model in {c.key for c in self.choices} else options[0][1]
         self.choice = widgets.Dropdown(options=options, value=default, description="model")
@@ -103,6 +128,8 @@ class ModelWidget(Step):
             style={"button_width": "auto"},
         )
         self.precision.add_class("accel-precision")
+        if int8_asked:
+            self.precision.value = "int8"
         self.facts = widgets.HTML()
         self.facts.add_class("accel-model-facts")
         self.note = widgets.HTML(
@@ -142,15 +169,18 @@ class ModelWidget(Step):
             self.weights.value = pick.weights
         for control in (self.choice, self.weights):
             control.observe(self._refresh, "value")
-        self.precision.observe(self._unconfirm, "value")
+        self.precision.observe(self._refresh, "value")
         self.path.observe(self._unconfirm, "value")
         self.weights_file.observe(self._unconfirm, "value")
         self.use_button.on_click(lambda _: self.confirm())
         self.sample_button.on_click(lambda _: self._start(self.get_sample))
         self._refresh()
 
+    def _keys(self) -> set[str]:
+        return {c.key for c in self.choices}
+
     def _options(self) -> list[tuple[str, str]]:
-        options = [(choice_label(c), c.key) for c in self.choices]
+        options = [(choice_label(c), c.key) for c in listed_choices(self.choices)]
         options.append(("Your own ONNX file...", _OWN))
         return options
 
@@ -197,24 +227,32 @@ class ModelWidget(Step):
         if list(self.precision.options) != options:
             self.precision.options = options
             self.precision.value = precision
-        if choice is not None and choice.quantized:
-            self.precision.value = "int8"
+        int8 = self.precision.value == "int8"
         if own:
             self.facts.value = "Registered as it is; it takes the picture size it declares."
         else:
+            size_mb, latency_ms = choice.file_mb, choice.latency_ms
+            if int8:  # the figures of what will be deployed, not of the float model
+                size_mb, latency_ms = int8_figures(choice)
             latency = (
-                f"about {choice.latency_ms:.0f} ms per picture on 2 CPU cores (catalog "
+                f"about {latency_ms:.0f} ms per picture on 2 CPU cores (catalog "
                 "estimate; the Convert step measures it on this machine)"
-                if choice.latency_ms
-                else "latency measured on this machine when it is converted"
+                if latency_ms
+                else (
+                    "no catalog estimate for INT8: the Convert step measures it on this machine"
+                    if int8
+                    else "latency measured on this machine when it is converted"
+                )
             )
+            size = f"{mb_text(size_mb)} as INT8" if int8 and size_mb else mb_text(choice.file_mb)
+            if int8 and not size_mb:
+                size += " as it ships (the INT8 copy is made by the Convert step)"
             where = {
                 "sample": "real pretrained weights from the shared weights folder",
                 "catalog": "built with TensorFlow, converted to ONNX and checked against it",
             }[choice.kind]
             self.facts.value = html.escape(
-                f"{choice.input_size} x {choice.input_size} pixels, {choice.file_mb:.0f} MB, "
-                f"{latency}; {where}."
+                f"{choice.input_size} x {choice.input_size} pixels, {size}, {latency}; {where}."
             )
         self._unconfirm()
 

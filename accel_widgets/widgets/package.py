@@ -8,10 +8,11 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from accel_widgets.engine.package import package
+from accel_widgets.engine.package import package, pull_error_words
 from accel_widgets.engine.package_context import default_base
 from accel_widgets.engine.workspace import Workspace
-from accel_widgets.errors import AccelError
+from accel_widgets.errors import AccelError, PackageError
+from accel_widgets.sizes import IMAGE_MB, bytes_text
 from accel_widgets.widgets.base import ProgressPanel, Step, button
 
 
@@ -95,17 +96,28 @@ class PackageWidget(Step):
         self.details.value = ""  # never leave an earlier image on screen after a failure
         self.image = None
         self.status = f"packaging {self.model.ref}..."
+        base = self.base.value.strip() or default_base()
         try:
             image = package(
                 self.model.name,
                 self.model.version,
-                base=self.base.value.strip() or default_base(),
+                base=base,
                 push=self.push.value.strip() or None,
                 save=self.save.value.strip() or None,
                 workspace=self.workspace,
                 progress=self.progress,
                 cancel=self._new_cancel(),
             )
+        except PackageError as exc:
+            self.progress.finish(False)
+            self.status = "not packaged"
+            reason = getattr(exc, "pull_reason", None)
+            if reason is None:
+                raise
+            # The way out in this form's words: its "base image" field, not the CLI's --base.
+            raise PackageError(
+                pull_error_words(base, reason, base_setting=self.base.description)
+            ) from None
         except BaseException:
             self.progress.finish(False)
             self.status = "not packaged"
@@ -123,7 +135,7 @@ class PackageWidget(Step):
         info = image.info
         rows = [
             ("image", f"<code>{html.escape(info['tag'])}</code>"),
-            ("size", f"{int(info['size_bytes']) / 1e6:.0f} MB"),
+            ("size", bytes_text(int(info["size_bytes"]), IMAGE_MB)),
             ("id", f"<code>{html.escape(info['image_id'][:19])}</code>"),
             ("base", html.escape(f"{info['base']} (Python {info.get('python', '?')})")),
         ]

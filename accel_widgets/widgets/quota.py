@@ -22,8 +22,10 @@ def offered_needs() -> dict[str, ModelNeeds]:
     sample ONNX file is registered as is: ONNX Runtime runs it on the photos (no TensorFlow,
     no converter) and it is copied once into the workspace.
     """
+    from accel_widgets.widgets.model import listed_choices  # the Model step's list, as shown
+
     needs: dict[str, ModelNeeds] = {}
-    for choice in model_choices():
+    for choice in listed_choices(model_choices()):
         if choice.kind == "catalog":
             base = get_spec(choice.key).base_name
             if base in DEFAULT_MODEL_NEEDS:
@@ -49,6 +51,8 @@ class QuotaWidget(Step):
         self.target = widgets.ToggleButtons(
             options=[(t.title, t.name) for t in targets()] + [("Azure quota", "azure")],
             value="local",
+            # Each button as wide as its words: one row, "Azure ML online endpoint" whole.
+            style={"button_width": "auto"},
         )
         self.target.add_class("accel-quota-target")
         self.region = widgets.Text(value="eastus", description="region")

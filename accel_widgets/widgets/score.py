@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import html
+import re
 from typing import Any
 
 import ipywidgets as widgets
@@ -32,6 +34,29 @@ _UPLOAD_STYLE = """<style>
   margin-left: 4px;
 }
 </style>"""
+
+
+_FIRST_BYTES = re.compile(r"first bytes (b'(?:[^'\\]|\\.)*'|b\"(?:[^\"\\]|\\.)*\")")
+
+
+def image_error_words(message: str) -> str:
+    """The decoder's "first bytes b'this is not an i'" (a Python bytes literal, the
+    protocol's pinned wording) as a reader says it: the text the file starts with, or its
+    first bytes in hex when they are not text."""
+
+    def words(match: re.Match[str]) -> str:
+        try:
+            start = ast.literal_eval(match.group(1))
+        except (ValueError, SyntaxError):
+            return match.group(0)
+        text = start.decode("ascii", "replace")
+        if start and all(32 <= b < 127 or b in (9, 10, 13) for b in start):
+            return f'it starts with the text "{" ".join(text.split())}..."'
+        return "it starts with the bytes " + " ".join(f"{b:02x}" for b in start[:8])
+
+    # "[INVALID_ARGUMENT]" is gRPC's name for "the picture is at fault": the words say it.
+    message = re.sub(r"^\[INVALID_ARGUMENT\]\s*", "", message)
+    return _FIRST_BYTES.sub(words, message)
 
 
 def top5_table(top: list[tuple[int, str, float]], photo: str) -> str:
@@ -117,6 +142,7 @@ class ScoreWidget(Step):
         )
         self.title = "6. Score"
         self.upload.observe(self._on_upload, "value")
+        self.sample.observe(self._on_photo, "value")
         self.score_button.on_click(lambda _: self._start(self.run))
         self.benchmark_button.on_click(lambda _: self._start(self.run_benchmark))
 
@@ -168,6 +194,17 @@ class ScoreWidget(Step):
         self._uploaded = (first["name"], bytes(first["content"]))
         self.sample.options = [*self._photo_options(), (f"yours: {first['name']}", _UPLOADED)]
         self.sample.value = _UPLOADED
+        self._on_photo({"old": None, "new": _UPLOADED})  # a second upload keeps the value
+
+    def _on_photo(self, change: Any) -> None:
+        """Another photo chosen (or uploaded): the last one's top 5 must not read as its own."""
+        if self.busy or (change["old"] == change["new"] and change["new"] != _UPLOADED):
+            return
+        if self.result is not None or self.error:
+            self.clear_result()
+            self.error = ""
+        if self.service is not None and not self.locked:
+            self.status = f"{self._image()[0]}: click Score"
 
     def _photo_options(self) -> list[tuple[str, str]]:
         return [(photo_name(name), name) for name in self._photos]
@@ -186,6 +223,15 @@ class ScoreWidget(Step):
         self.histogram.value = b""
         self.benchmark = None
 
+    def use_photos(self, photos: dict[str, bytes]) -> None:
+        """Offer these pictures instead of the bundled photos: a model of the user's own
+        classes (digits) is scored on its own kind of picture, not on a cat or an espresso."""
+        self._photos = dict(photos)
+        self._uploaded = None
+        options = self._photo_options()
+        self.sample.options = options
+        self.sample.value = options[0][1] if options else None
+
     def use_image(self, data: bytes, name: str = "your picture") -> None:
         """Score this picture next (what an upload does, for code and tests)."""
         self._on_upload({"new": [{"name": name, "content": data}]})
@@ -194,6 +240,8 @@ class ScoreWidget(Step):
         """(what to call it, its bytes) for the chosen photo."""
         if self.sample.value == _UPLOADED and self._uploaded is not None:
             return self._uploaded
+        if self.sample.value not in self._photos:
+            raise AccelError("choose a photo, or upload one of your own")
         return photo_name(self.sample.value), self._photos[self.sample.value]
 
     def _connect(self):
@@ -225,10 +273,10 @@ class ScoreWidget(Step):
             gone = self._not_running(exc)
             if gone is not None:
                 raise gone from exc
-            raise AccelError(f"{name} could not be scored: {exc}") from exc
+            raise AccelError(f"{name} could not be scored: {image_error_words(str(exc))}") from exc
         except ImageError as exc:
             self.status = f"{name}: not scored"
-            raise AccelError(f"{name} could not be scored: {exc}") from exc
+            raise AccelError(f"{name} could not be scored: {image_error_words(str(exc))}") from exc
         except BaseException:
             self.status = f"{name}: not scored"
             raise

@@ -17,6 +17,8 @@ the training thread; like the other charts it is an SVG in an ``Image`` widget (
 
 from __future__ import annotations
 
+import base64
+import html
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from accel_widgets.engine.catalog import get_spec, list_specs
 from accel_widgets.engine.choices import imagenet_weights_available
 from accel_widgets.engine.reports import REPORT_COLUMNS, report_row
 from accel_widgets.engine.train import DEFAULT_FEATURIZER, TrainResult, train_classifier
-from accel_widgets.engine.train_data import sample_counts, scan_folder
+from accel_widgets.engine.train_data import sample_counts, sample_examples, scan_folder
 from accel_widgets.engine.workspace import Workspace
 from accel_widgets.errors import AccelError
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, image
@@ -96,6 +98,35 @@ def confusion_chart(classes: list[str], matrix: list[list[int]]) -> bytes:
     return _svg(figure)
 
 
+def _thumbnail(data: bytes) -> str:
+    """An <img> of a picture's own bytes (PNG or JPEG), shown 48 px high, crisp when tiny."""
+    kind = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg"
+    source = f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
+    return (
+        f"<img class='accel-class-example' src='{source}' alt='' "
+        "style='height:48px;margin-right:4px;image-rendering:pixelated;vertical-align:middle'>"
+    )
+
+
+def classes_table(counts: dict[str, int], examples: dict[str, list[bytes]]) -> str:
+    """Each class, its count and a few of its pictures: what "Look at the data" shows."""
+    rows = "".join(
+        "<tr class='accel-class-row'>"
+        f"<td style='padding:2px 8px'>{html.escape(name)}</td>"
+        f"<td style='padding:2px 8px;text-align:right'>{count}</td>"
+        f"<td style='padding:2px 8px'>{''.join(_thumbnail(d) for d in examples.get(name, []))}"
+        "</td></tr>"
+        for name, count in counts.items()
+    )
+    head = "".join(
+        f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in ("class", "images", "")
+    )
+    return (
+        f"<table class='accel-class-rows'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>"
+        "</table>"
+    )
+
+
 class TrainWidget(Step):
     """Choose data and featurizer, look at the classes, train with a live curve and Cancel.
 
@@ -126,6 +157,7 @@ class TrainWidget(Step):
         self.workspace = workspace
         self.per_class = per_class
         self.source = widgets.Dropdown(options=SOURCES, value=source, description="images")
+        self.source.layout.width = "30em"  # the longest choice whole, not "(scikit-learn,"
         self.source.add_class("accel-train-source")
         self.folder = widgets.Text(
             value=str(folder), description="folder", placeholder="path/to/photos"
@@ -180,7 +212,7 @@ class TrainWidget(Step):
             ],
             **kwargs,
         )
-        self.title = "Train your own classes"
+        self.title = "1. Train"
         if weights == "imagenet" and not imagenet_weights_available(featurizer):
             self.weights.value = "random"
             self.weights_note.value = (
@@ -243,12 +275,16 @@ class TrainWidget(Step):
     def _look(self) -> dict[str, int]:
         data = self._data()
         if "data" in data:
-            counts = scan_folder(data["data"]).counts
+            folder = scan_folder(data["data"])
+            counts = folder.counts
+            examples = {
+                name: [p.read_bytes() for p in folder.files if p.parent.name == name][:4]
+                for name in folder.classes
+            }
         else:
             counts = sample_counts(data["sample"], self.per_class)
-        self.classes_table.value = html_table(
-            ["class", "images"], [[c, n] for c, n in counts.items()], css="accel-class-rows"
-        )
+            examples = sample_examples(data["sample"])
+        self.classes_table.value = classes_table(counts, examples)
         self.status = f"{len(counts)} classes, {sum(counts.values())} images"
         return counts
 
@@ -360,7 +396,7 @@ class ConvertTrainedWidget(Step):
             ],
             **kwargs,
         )
-        self.title = "Convert"
+        self.title = "2. Convert"
         self.convert_button.on_click(lambda _: self._start(self.run))
         self.cancel_button.on_click(lambda _: self.cancel())
 
@@ -369,6 +405,7 @@ class ConvertTrainedWidget(Step):
         self.done = False
         self.converted = None
         self.report_table.value = ""
+        self.progress.reset()  # the last model's log is not this one's
         self.warning = ""
 
     def _set_enabled(self, enabled: bool) -> None:
@@ -432,6 +469,10 @@ class TrainWalk(widgets.VBox):
         self.score = ScoreWidget(workspace=workspace)
         self.cleanup = CleanupWidget(workspace=workspace)
         self.steps = [self.train, self.convert, self.deploy, self.score, self.cleanup]
+        # Numbered for this walk (the steps borrowed from the main walk carry its numbers).
+        self.deploy.title, self.score.title = "3. Deploy", "4. Score"
+        self.cleanup.title = "5. Clean up"
+        self.score.use_photos({})  # its own classes' pictures arrive with the training
         traitlets.dlink((self.train, "model"), (self.convert, "model"))
         traitlets.dlink((self.convert, "converted"), (self.deploy, "model"))
         traitlets.dlink((self.deploy, "service"), (self.score, "service"))
@@ -453,9 +494,16 @@ class TrainWalk(widgets.VBox):
         result = change["new"]
         if result is None:
             return
-        first = result.report["holdout"]["predictions"][0]
-        path = Path(result.report["data"]) / first["file"]
-        self.score.use_image(path.read_bytes(), f"held-out {first['truth']} ({path.name})")
+        # A few held-out pictures of each class (never trained on), not the ImageNet photos.
+        photos: dict[str, bytes] = {}
+        taken: dict[str, int] = {}
+        for held in result.report["holdout"]["predictions"]:
+            if taken.get(held["truth"], 0) >= 2:
+                continue
+            taken[held["truth"]] = taken.get(held["truth"], 0) + 1
+            path = Path(result.report["data"]) / held["file"]
+            photos[f"held-out {held['truth']} ({path.name})"] = path.read_bytes()
+        self.score.use_photos(photos)
 
     def run_all(self) -> None:
         """Every step with the current settings, stopping at the first error (headless runs)."""
@@ -467,7 +515,8 @@ class TrainWalk(widgets.VBox):
             (self.cleanup, self.cleanup.refresh),
         ]:
             action()
-            if step.error or not step.done:
+            # Clean up only lists what is there (deleting is a human decision): not "done".
+            if step.error or not (step.done or step is self.cleanup):
                 raise AccelError(f"{step.title}: {step.error or 'not done'}")
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ score), so there is no hand-written refresh code, and each step stays usable on 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ipywidgets as widgets
@@ -22,6 +23,24 @@ from accel_widgets.widgets.package import PackageWidget
 from accel_widgets.widgets.quota import QuotaWidget
 from accel_widgets.widgets.score import ScoreWidget
 from accel_widgets.widgets.state import WalkState
+
+
+def in_voila() -> bool:
+    """Whether this kernel serves a Voila page (Voila sets these in the kernel's environment):
+    there is no notebook, no cell to re-run, no kernel menu, only the widgets."""
+    return os.environ.get("SERVER_SOFTWARE", "").startswith("voila/") or bool(
+        os.environ.get("VOILA_KERNEL_ID")
+    )
+
+
+#: What the notebook's own text says about kernels, Run All and the code notebook, in the
+#: words of a Voila page (Voila leaves those cells out: metadata transient.remove_source).
+VOILA_GUIDE = (
+    "<div class='accel-voila-guide' style='margin-top:0.8em;color:#555;line-height:1.4'>"
+    "Closed this page by mistake? Reloading this page starts the walk again on the same "
+    "workspace. The same steps as plain code are in the notebook "
+    "<code>walkthrough-code.ipynb</code>, for JupyterLab.</div>"
+)
 
 
 class Walkthrough(widgets.VBox):
@@ -93,7 +112,9 @@ class Walkthrough(widgets.VBox):
         self.cleanup.locked = True
         for step in self.steps:
             step.use_state(self.state)
-        super().__init__(self.steps, **kwargs)
+        # On a Voila page, what the notebook's text would have said, in that page's words.
+        self.guide = widgets.HTML(VOILA_GUIDE if in_voila() else "")
+        super().__init__([*self.steps, self.guide], **kwargs)
         self.add_class("accel-walkthrough")
         self.state.refresh()
         self._poll = poll
@@ -134,5 +155,6 @@ class Walkthrough(widgets.VBox):
         ]
         for step, action in actions:
             action()
-            if step.error or not step.done:
+            # Clean up only lists what is there (deleting is a human decision): not "done".
+            if step.error or not (step.done or step is self.cleanup):
                 raise AccelError(f"{step.title}: {step.error or 'not done'}")

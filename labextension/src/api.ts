@@ -199,3 +199,42 @@ export async function deleteImage(
 export function copyWalkthrough(folder: string): Promise<INotebookPath> {
   return request<INotebookPath>('walkthrough', postJSON({ path: folder }));
 }
+
+/** One accel-widgets service running on this machine, from any workspace the user can see. */
+export interface IRoomService {
+  /** `local` (a server process) or `container`. */
+  target: string;
+  name: string;
+  /** The workspace folder (local) or its id (container). */
+  workspace: string;
+  user: string;
+  pid: number | null;
+  rss_mb: number;
+  /** Average CPU over the service's life, percent of one core; null for containers. */
+  cpu_percent: number | null;
+  requests: number | null;
+  idle_seconds: number | null;
+  address: string;
+  /** Whether it is this workspace's own (the Services section lists those). */
+  mine: boolean;
+}
+
+export interface IRoom {
+  services: IRoomService[];
+  /** Idle seconds after which "Stop idle" stops a service ($ACCEL_WIDGETS_IDLE_TIMEOUT). */
+  idle_after: number;
+}
+
+/** Every accel-widgets service on this machine, across the user's workspaces. */
+export function listRoom(): Promise<IRoom> {
+  return request<IRoom>('room');
+}
+
+/** Stop the local services idle at least `seconds`; the names of those stopped. */
+export async function stopIdle(seconds: number): Promise<string[]> {
+  const reply = await request<{ stopped: string[] }>(
+    'room/stop-idle',
+    postJSON({ seconds })
+  );
+  return reply.stopped;
+}

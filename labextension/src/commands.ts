@@ -12,6 +12,7 @@ export namespace CommandIDs {
   export const stopService = 'accel-widgets:stop-service';
   export const deleteModel = 'accel-widgets:delete-model';
   export const deleteImage = 'accel-widgets:delete-image';
+  export const stopIdle = 'accel-widgets:stop-idle-services';
 }
 
 /** The palette category of every command here. */

@@ -23,6 +23,7 @@ import {
 } from './api';
 import { CommandIDs } from './commands';
 import { h } from './dom';
+import { RoomSection } from './room';
 import { Execute, imageRow, modelId, modelRow, serviceRow } from './rows';
 
 /** How often a visible panel reloads, in milliseconds. */
@@ -30,6 +31,9 @@ export const REFRESH_INTERVAL_MS = 5000;
 
 export const EMPTY_TEXT =
   'No services yet: open the Accelerated model walkthrough from the launcher to deploy one.';
+/** Once this sidebar has listed a service: "yet" would read as if there never was one. */
+export const STOPPED_TEXT =
+  'No services running: the ones listed here were stopped. Deploy again from the walkthrough.';
 export const NO_IMAGES_TEXT =
   "No images yet: the walkthrough's Package step builds one for the container target.";
 export const ERROR_HINT = 'Is the accel-widgets server extension enabled?';
@@ -105,7 +109,8 @@ export class DeploymentsPanel extends Widget {
         h('h3', { class: 'accel-sidebar-heading' }, 'Models'),
         this._noModels,
         this._modelList
-      )
+      ),
+      this._room.node
     );
 
     this.node.append(
@@ -124,6 +129,11 @@ export class DeploymentsPanel extends Widget {
       this._footer
     );
     this._showLoading();
+  }
+
+  /** Every accel-widgets service on this machine, as last listed ("This machine"). */
+  get room(): RoomSection {
+    return this._room;
   }
 
   /** The service of that name as last listed. */
@@ -216,6 +226,8 @@ export class DeploymentsPanel extends Widget {
   }
 
   private async _load(): Promise<void> {
+    // This machine's services load beside the workspace's, never holding them up.
+    void this._room.refresh();
     try {
       const [services, images, models] = await Promise.all([
         listServices(),
@@ -278,7 +290,11 @@ export class DeploymentsPanel extends Widget {
     }
     this._errorState.hidden = true;
     this._content.hidden = false;
+    if (this._services.length > 0) {
+      this._hadServices = true;
+    }
     this._empty.hidden = this._services.length > 0;
+    this._empty.textContent = this._hadServices ? STOPPED_TEXT : EMPTY_TEXT;
     this._noImages.hidden = this._images.length > 0;
     this._noModels.hidden = this._models.length > 0;
     this._sync(
@@ -365,6 +381,7 @@ export class DeploymentsPanel extends Widget {
   private readonly _commands: CommandRegistry;
   private readonly _execute: Execute = (command, args) =>
     void this._commands.execute(command, args);
+  private readonly _room = new RoomSection(this._execute);
   private readonly _errorMessage = h('p', {
     class: 'accel-sidebar-error-message'
   });
@@ -388,6 +405,7 @@ export class DeploymentsPanel extends Widget {
   private readonly _modelRows = new Map<string, IRow>();
   private readonly _busy = new Map<string, string>();
   private _services: IService[] = [];
+  private _hadServices = false;
   private _images: IImage[] = [];
   private _models: IModel[] = [];
   private _error: ApiError | null = null;

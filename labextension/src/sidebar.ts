@@ -19,6 +19,7 @@ import { IDocumentManager } from '@jupyterlab/docmanager';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { refreshIcon } from '@jupyterlab/ui-components';
 import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
+import { Widget } from '@lumino/widgets';
 
 import {
   ApiError,
@@ -26,12 +27,14 @@ import {
   deleteModel,
   deleteService,
   scoringNotebook,
-  serviceKey
+  serviceKey,
+  stopIdle
 } from './api';
 import { CommandIDs, PALETTE_CATEGORY } from './commands';
 import { currentFolder } from './files';
 import { deploymentsIcon } from './icons';
 import { DeploymentsPanel } from './panel';
+import { duration, idleServices } from './room';
 
 const PANEL_ID = 'accel-widgets-deployments';
 
@@ -199,13 +202,22 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
             ? `packaged in the image${images.length > 1 ? 's' : ''} ${listing(images)}`
             : ''
         ].filter(Boolean);
+        if (needed.length) {
+          // Nothing can be deleted yet: one dialog that says why, with only a way out
+          // (a red Delete here led to a second "still in use" dialog).
+          await showDialog({
+            title: `${id} is in use`,
+            body:
+              `${id} is ${needed.join(' and ')}: ` +
+              `delete ${users.length + images.length > 1 ? 'them' : 'it'} first ` +
+              `(services, then images).`,
+            buttons: [Dialog.okButton({ label: 'Close' })]
+          });
+          return;
+        }
         const result = await showDialog({
           title: `Delete ${id}?`,
-          body: needed.length
-            ? `${id} is ${needed.join(' and ')}: ` +
-              `delete ${users.length + images.length > 1 ? 'them' : 'it'} first ` +
-              `(services, then images).`
-            : `The model version and its converted files are deleted from the workspace.`,
+          body: `The model version and its converted files are deleted from the workspace.`,
           buttons: [
             Dialog.cancelButton(),
             Dialog.warnButton({ label: 'Delete' })
@@ -252,12 +264,19 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
         const pushed = image?.pushed.length
           ? ` Copies pushed to ${listing(image.pushed)} stay in their registries.`
           : '';
+        if (users.length) {
+          await showDialog({
+            title: `${label} is in use`,
+            body: `${label} is run by ${listing(users)}: stop ${users.length > 1 ? 'them' : 'it'} first.`,
+            buttons: [Dialog.okButton({ label: 'Close' })]
+          });
+          return;
+        }
         const result = await showDialog({
           title: `Delete ${label}?`,
-          body: users.length
-            ? `${label} is run by ${listing(users)}: stop ${users.length > 1 ? 'them' : 'it'} first.`
-            : `The image is removed from the Docker engine and the workspace; ` +
-              `the model ${image?.model ?? ''} stays.${pushed}`,
+          body:
+            `The image is removed from the Docker engine and the workspace; ` +
+            `the model ${image?.model ?? ''} stays.${pushed}`,
           buttons: [
             Dialog.cancelButton(),
             Dialog.warnButton({ label: 'Delete' })
@@ -287,6 +306,52 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
+    commands.addCommand(CommandIDs.stopIdle, {
+      label: 'Stop idle services on this machine',
+      caption:
+        'Stop the accel-widgets services of every workspace that served no request for a while',
+      execute: async () => {
+        await panel.room.refresh();
+        const room = panel.room.room;
+        const body = new IdleForm(room.idle_after, seconds =>
+          idleServices(room.services, seconds).map(
+            service =>
+              `${service.name} (${service.mine ? 'this workspace' : service.workspace})`
+          )
+        );
+        const result = await showDialog<number | null>({
+          title: 'Stop idle services?',
+          body,
+          buttons: [
+            Dialog.cancelButton(),
+            Dialog.warnButton({ label: 'Stop idle' })
+          ]
+        });
+        if (!result.button.accept || result.value === null) {
+          return;
+        }
+        let stopped: string[] = [];
+        try {
+          stopped = await stopIdle(result.value);
+        } catch (error) {
+          await panel.refresh();
+          await showErrorMessage(
+            'Cannot stop the idle services',
+            asError(error)
+          );
+          return;
+        }
+        await panel.refresh();
+        await panel.room.refresh();
+        Notification.success(
+          stopped.length
+            ? `Stopped ${listing(stopped)}: their owners start them again with a deploy`
+            : `No service had been idle for ${duration(result.value)}`,
+          { autoClose: 5000 }
+        );
+      }
+    });
+
     const serviceCommands = [
       CommandIDs.copyAddress,
       CommandIDs.copyKey,
@@ -307,8 +372,56 @@ export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
       rank: 0
     });
 
-    for (const command of [CommandIDs.showDeployments, CommandIDs.refresh]) {
+    for (const command of [
+      CommandIDs.showDeployments,
+      CommandIDs.refresh,
+      CommandIDs.stopIdle
+    ]) {
       palette?.addItem({ command, category: PALETTE_CATEGORY });
     }
   }
 };
+
+/**
+ * The body of the "Stop idle services?" dialog: how long idle counts as idle (the room's
+ * time-out to start with) and, as it changes, which services that would stop.
+ */
+class IdleForm extends Widget implements Dialog.IBodyWidget<number | null> {
+  constructor(seconds: number, which: (seconds: number) => string[]) {
+    super();
+    this.addClass('accel-idle-form');
+    this._which = which;
+    const label = document.createElement('label');
+    label.textContent = 'Idle for at least ';
+    this._input.type = 'number';
+    this._input.min = '1';
+    this._input.step = '1';
+    this._input.value = String(Math.round(seconds));
+    this._input.className = 'accel-idle-seconds jp-mod-styled';
+    this._input.addEventListener('input', () => this._update());
+    label.append(this._input, ' seconds');
+    this._list.className = 'accel-idle-list';
+    this.node.append(label, this._list);
+    this._update();
+  }
+
+  getValue(): number | null {
+    const seconds = Number(this._input.value);
+    return Number.isFinite(seconds) && seconds > 0 ? seconds : null;
+  }
+
+  private _update(): void {
+    const seconds = this.getValue();
+    const names = seconds === null ? [] : this._which(seconds);
+    this._list.textContent =
+      seconds === null
+        ? 'Give a number of seconds above 0.'
+        : names.length
+          ? `Stops ${listing(names)}. Their workspaces keep them: a deploy starts them again.`
+          : `No service has been idle for ${duration(seconds)}.`;
+  }
+
+  private readonly _input = document.createElement('input');
+  private readonly _list = document.createElement('p');
+  private readonly _which: (seconds: number) => string[];
+}
