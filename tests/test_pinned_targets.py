@@ -27,7 +27,7 @@ from accel_widgets.engine.targets.base import (
     pushed_reference,
     same_settings,
 )
-from accel_widgets.engine.workspace import ImageRecord, ServiceRecord
+from accel_widgets.engine.workspace import ArtifactRecord, ImageRecord, ServiceRecord
 from accel_widgets.errors import ServingError
 from accel_widgets.serving.config import RUNTIMES
 
@@ -293,3 +293,36 @@ def test_a_default_from_the_environment_is_read_as_the_settings_type(monkeypatch
     assert setting.current_default() == "five minutes"  # shown as text; the deploy refuses it
     plain = Setting("idle_timeout", float, 7.0, "help")
     assert plain.current_default() == 7.0
+
+
+def test_the_newest_of_several_pushes_is_pulled_and_the_push_command_names_the_model():
+    three = _image([f"127.0.0.1:5000/{p}/cats:3" for p in ("a", "b", "c")])
+    assert pushed_reference(three) == "127.0.0.1:5000/c/cats:3"
+    never = dataclasses.replace(_image([]), info={"tag": "accel-widgets/cats:3"})  # no list
+    artifact = ArtifactRecord(
+        id=1,
+        model_id=1,
+        model_name="tabby",
+        model_version=2,
+        precision="int8",
+        format="onnx",
+        path=Path("/nowhere"),
+        size_bytes=0,
+        report={},
+        created_at=0.0,
+    )
+    with pytest.raises(ServingError) as refused:
+        pushed_reference(never, artifact=artifact)
+    assert "(`accel-widgets package tabby --version 2 --precision int8 --name cats --push " in (
+        str(refused.value)
+    )
+
+
+def test_describe_gives_each_targets_title_and_description():
+    for target in (get_target("local"), get_target("kubernetes")):
+        described = target.describe()
+        assert (described["title"], described["description"]) == (
+            target.title,
+            target.description,
+        )
+        assert described["title"] and described["description"]
