@@ -326,3 +326,11 @@ def test_describe_gives_each_targets_title_and_description():
             target.description,
         )
         assert described["title"] and described["description"]
+
+
+def test_a_free_port_is_one_the_kernel_hands_out_not_a_fixed_one():
+    """Port 0 asks the kernel for a free ephemeral port: never a well-known one a deploy
+    would collide on (or need root for)."""
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for host in ("127.0.0.1", "::1"):
+        assert low <= free_port(host) <= high
