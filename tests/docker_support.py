@@ -87,7 +87,11 @@ WORKSPACE_LABEL = "io.accel-widgets.workspace"
 def session_workspace_ids(temp_root: str) -> set[str]:
     """The ids of the workspaces made under ``temp_root`` (read from their catalogs)."""
     ids = set()
-    for catalog in Path(temp_root).rglob("catalog.db"):
+    try:
+        catalogs = list(Path(temp_root).rglob("catalog.db"))
+    except OSError:  # a folder removed while it was walked: look again next time
+        catalogs = []
+    for catalog in catalogs:
         try:
             with contextlib.closing(sqlite3.connect(f"file:{catalog}?mode=ro", uri=True)) as db:
                 row = db.execute("SELECT value FROM meta WHERE key = 'workspace_id'").fetchone()
