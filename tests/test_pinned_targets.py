@@ -334,3 +334,11 @@ def test_a_free_port_is_one_the_kernel_hands_out_not_a_fixed_one():
     low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     for host in ("127.0.0.1", "::1"):
         assert low <= free_port(host) <= high
+
+
+def test_a_python_only_setting_reaches_the_target_as_given():
+    """``ui=False`` settings come from Python callers (an azure-identity credential, a TLS
+    pair): passed on as the very object given, never converted or refused."""
+    credential = object()
+    resolved = get_target("azureml").resolve({"credential": credential})
+    assert resolved["credential"] is credential
