@@ -342,3 +342,16 @@ def test_a_python_only_setting_reaches_the_target_as_given():
     credential = object()
     resolved = get_target("azureml").resolve({"credential": credential})
     assert resolved["credential"] is credential
+
+
+def test_the_key_and_time_out_are_skipped_not_the_end_of_the_comparison():
+    service = _recorded(settings={"runtime": "onnxruntime"})
+    assert not same_settings(service, {"key": "k", "ready_timeout": 5.0, "runtime": "openvino"})
+    assert same_settings(service, {"ready_timeout": 5.0, "runtime": "onnxruntime"})
+
+
+def test_a_record_without_settings_is_the_same_only_where_nothing_is_asked():
+    """A service recorded before settings were kept: any setting asked for differs."""
+    older = _recorded()
+    assert same_settings(older, {"runtime": None, "port": 0})
+    assert not same_settings(older, {"runtime": "onnxruntime"})
