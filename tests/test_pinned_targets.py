@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,14 @@ def test_a_record_without_settings_is_the_same_only_where_nothing_is_asked():
     older = _recorded()
     assert same_settings(older, {"runtime": None, "port": 0})
     assert not same_settings(older, {"runtime": "onnxruntime"})
+
+
+def test_health_of_a_port_that_never_answers_is_unhealthy_within_the_time_out():
+    """A hung service (the port accepts, nothing speaks gRPC) must not hang the sidebar's
+    status column: the check gives up after its time-out."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        assert health_state(_service(silent.getsockname()[1]), timeout=0.5) == "unhealthy"
+        assert time.monotonic() - started < 5.0
