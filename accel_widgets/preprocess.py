@@ -352,16 +352,23 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     """Grey, palette, CMYK, 16-bit and alpha images become 8-bit RGB.
 
     Transparent pixels are composited over white: a logo with a transparent background
-    looks to the model as it does on a web page, not as black-on-black.
+    looks to the model as it does on a web page, not as black-on-black. That includes a
+    PNG's ``tRNS`` colour key on a grey, RGB or 16-bit grey image (one grey level or colour
+    marked transparent, ``image.info["transparency"]``), not only alpha channels and
+    palettes.
     """
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grey: keep the top 8 bits instead of letting convert() clip at 255.
+        wide = np.asarray(image, dtype=np.int64)  # a 32-bit grey level may be below 0
+        grey = np.clip(wide >> 8, 0, 255).astype(np.uint8)
+        key = image.info.get("transparency")
+        if isinstance(key, int):
+            grey[wide == key] = 255  # the tRNS grey level: transparent, so white
+        image = Image.fromarray(grey, "L")
+    elif image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grey: keep the top 8 bits instead of letting convert() clip at 255.
-        array = np.asarray(image, dtype=np.uint32) >> 8
-        image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image, dtype=np.uint8)

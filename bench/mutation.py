@@ -9,7 +9,8 @@ fast tests of that group, and prints the score per module and every surviving mu
 diff. It is not part of CI (see docs/MEASUREMENTS.md, "Mutation testing", for what a run
 costs on the 2-core machine).
 
-Why mutmut 3 (measured against cosmic-ray 8.7, see docs/MEASUREMENTS.md): it writes every
+Why mutmut 3 rather than cosmic-ray 8.7 (by how each runs a mutant; the cost of a mutmut run
+is in docs/MEASUREMENTS.md, "Mutation testing"): mutmut writes every
 mutant of a file into one copy (``mutants/``) behind trampolines, runs the tests once to
 learn which tests reach which function, and then forks a warm process per mutant that runs
 only those tests; cosmic-ray starts a fresh test command per mutant, which pays the import
@@ -42,6 +43,7 @@ Usage::
     .venv-mutmut/bin/python bench/mutation.py serving ssd      # some groups
     .venv-mutmut/bin/python bench/mutation.py --ref f80df67    # the score before a change
     .venv-mutmut/bin/python bench/mutation.py --report serving # print a finished run again
+    .venv-mutmut/bin/python bench/mutation.py --rerun-survivors --ref f80df67 serving  # after
 
 Run it under ``nice`` on a shared machine; ``--children`` (default 1) forked mutants run at
 once.
@@ -322,6 +324,79 @@ def run_group(name: str, group: Group, args: argparse.Namespace) -> dict[str, An
     return summary
 
 
+def rerun_survivors(name: str, group: Group, args: argparse.Namespace) -> dict[str, Any]:
+    """Test a finished run's survivors again, against the working tree's tests now.
+
+    The "after" of a change that only adds tests, at a fraction of a full run's cost: a
+    mutant killed before stays killed when tests are only added (the old tests still run on
+    it), so only the mutants that were not killed need a new verdict. The group's code and
+    tests are copied into the existing ``.mutation/<group>/`` afresh; mutmut re-mutates a
+    module whose source changed (every mutant of a changed function gets a new verdict),
+    learns which functions the new tests reach, and then runs each survivor again. New tests
+    belong in the group's existing test files: a changed test selection makes mutmut forget
+    every verdict. With ``--ref REF`` the run of that commit (the "before") is the one taken
+    up, so before and after come from the same folder.
+    """
+    folder = work_folder(name, args.ref)
+    previous = json.loads((folder / "summary.json").read_text())
+    ignore = shutil.ignore_patterns("__pycache__", "labextension", "*.pyc")
+    shutil.copytree(
+        ROOT / "accel_widgets", folder / "accel_widgets", ignore=ignore, dirs_exist_ok=True
+    )
+    shutil.copytree(ROOT / "tests", folder / "tests", ignore=ignore, dirs_exist_ok=True)
+    # Modules outside the group are copied into mutants/ once by mutmut; refresh them too.
+    mutated = {str(Path(m)) for m in group.modules}
+
+    def keep_mutated(directory: str, names: list[str]) -> set[str]:
+        relative = Path(directory).relative_to(ROOT)
+        return {n for n in names if str(relative / n) in mutated} | set(ignore(directory, names))
+
+    shutil.copytree(
+        ROOT / "accel_widgets",
+        folder / "mutants" / "accel_widgets",
+        ignore=keep_mutated,
+        dirs_exist_ok=True,
+    )
+    survivors = sorted(
+        mutant
+        for data in previous["modules"].values()
+        for mutant, status in data["status"].items()
+        if status not in KILLED
+    )
+    base = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.children)]
+    started = time.monotonic()
+    with open(folder / "mutmut-rerun.log", "wb") as log:
+        code = 0
+        # First any mutant without a verdict (a changed function), then the survivors.
+        for command in (base, [*base, *survivors]) if survivors else (base,):
+            code = (
+                code
+                or subprocess.run(
+                    command,
+                    cwd=folder,
+                    env=environment(folder),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ).returncode
+            )
+    seconds = time.monotonic() - started
+    summary = {
+        **previous,
+        "ref": "working tree (the survivors of "
+        + previous.get("before_ref", previous["ref"])
+        + " tested again)",
+        "before_ref": previous.get("before_ref", previous["ref"]),
+        "mutmut_exit_code": code,
+        "rerun_survivors": len(survivors),
+        "rerun_seconds": round(seconds, 1),
+        "before": previous.get("before")
+        or {m: score(d["status"])[:2] for m, d in previous["modules"].items()},
+        "modules": collect(folder, group),
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def _mutmut_version() -> str:
     from importlib.metadata import version
 
@@ -375,7 +450,15 @@ def report(summary: dict[str, Any], show_survivors: bool = True) -> None:
     )
     for node in summary.get("failing_tests_left_out", []):
         print(f"  left out, failing before any mutation: {node}")
+    if "rerun_seconds" in summary:
+        print(
+            f"   then {summary['rerun_survivors']} survivors tested again against the tests "
+            f"now: {summary['rerun_seconds']:.0f} s; before -> after:"
+        )
     for module, data in summary["modules"].items():
+        if module in summary.get("before", {}):
+            k, t = summary["before"][module]
+            print(f"{module:<40} before {k / t if t else 1:6.1%} killed ({k}/{t})")
         statuses = data["status"]
         killed, total, share = score(statuses)
         counts = Counter(statuses.values())
@@ -399,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=1, help="mutants run at once")
     parser.add_argument("--max-test-seconds", type=float, default=3.0)
     parser.add_argument("--report", action="store_true", help="print finished runs again")
+    parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="test a finished run's survivors again against the working tree (an 'after')",
+    )
     parser.add_argument("--no-survivors", action="store_true", help="scores only")
     args = parser.parse_args(argv)
     names = args.groups or list(GROUPS)
@@ -408,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if args.report:
             summary = json.loads((work_folder(name, args.ref) / "summary.json").read_text())
+        elif args.rerun_survivors:
+            summary = rerun_survivors(name, GROUPS[name], args)
         else:
             summary = run_group(name, GROUPS[name], args)
         report(summary, show_survivors=not args.no_survivors)

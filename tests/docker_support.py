@@ -10,18 +10,30 @@ Nothing here pulls from a public registry (none is reachable on the test machine
 * ``registry`` is Debian's ``docker-registry`` (distribution 2.8) on a free loopback port with
   its storage in the session's temp dir. Docker talks plain HTTP to registries on 127.0.0.0/8
   without any ``insecure-registries`` setting.
+
+Containers get the safety net tests/process_guard.py gives processes: fixtures stop their
+services through the code under test (``delete_service``), so when that code breaks a
+container would keep its port, memory and CPU on the shared engine for every later test and
+run. After each test that uses the engine, and at the end of the session, every container
+of this session's workspaces (the ``io.accel-widgets.workspace`` label carries a workspace's
+id, and this session's workspaces are the catalogs under its temporary folder) that the
+test started and left behind is removed, with a warning naming it. Containers of other
+sessions and users on the same engine are never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,7 +56,7 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
+def docker_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A client of the local Docker engine (skips, or fails under CI, when none answers)."""
     import docker
 
@@ -59,10 +71,88 @@ def docker_client() -> Iterator[Any]:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the container tests, but {problem}", pytrace=False)
         pytest.skip(problem)
+    temp_root = str(tmp_path_factory.getbasetemp())
     try:
         yield client
     finally:
-        client.close()
+        try:
+            _sweep_containers(client, set(), temp_root, "the test session")
+        finally:
+            client.close()
+
+
+WORKSPACE_LABEL = "io.accel-widgets.workspace"
+
+
+def session_workspace_ids(temp_root: str) -> set[str]:
+    """The ids of the workspaces made under ``temp_root`` (read from their catalogs)."""
+    ids = set()
+    try:
+        catalogs = list(Path(temp_root).rglob("catalog.db"))
+    except OSError:  # a folder removed while it was walked: look again next time
+        catalogs = []
+    for catalog in catalogs:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{catalog}?mode=ro", uri=True)) as db:
+                row = db.execute("SELECT value FROM meta WHERE key = 'workspace_id'").fetchone()
+        except sqlite3.Error:
+            continue
+        if row is not None:
+            ids.add(row[0])
+    return ids
+
+
+def kit_containers(client: Any, temp_root: str) -> dict[str, str]:
+    """id -> a readable description of each container of this session's workspaces."""
+    ids = session_workspace_ids(temp_root)
+    if not ids:
+        return {}
+    found = {}
+    for container in client.containers.list(all=True, filters={"label": WORKSPACE_LABEL}):
+        labels = container.labels or {}
+        if labels.get(WORKSPACE_LABEL) in ids:
+            service = labels.get("io.accel-widgets.service", "?")
+            found[container.id] = f"{container.name} (service {service}, {container.status})"
+    return found
+
+
+def _sweep_containers(client: Any, before: set[str], temp_root: str, when: str) -> None:
+    """Remove (forced) the session's containers not in ``before``; warn which ones."""
+    left = {
+        cid: what for cid, what in kit_containers(client, temp_root).items() if cid not in before
+    }
+    if not left:
+        return
+    from process_guard import LeftRunningWarning  # a plugin too: imported once it is loaded
+
+    for cid in left:
+        with contextlib.suppress(Exception):  # gone meanwhile, or already being removed
+            client.containers.get(cid).remove(force=True)
+    warnings.warn(
+        LeftRunningWarning(
+            f"{len(left)} container(s) outlived {when}, removed by tests/docker_support.py: "
+            + "; ".join(left.values())
+        ),
+        stacklevel=1,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_container_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For tests that use the engine: remove the containers the test left behind.
+
+    Autouse and function-scoped, so it is set up before the test's own function fixtures
+    (and after module and session ones, whose containers are in ``before``) and torn down
+    after them: a fixture whose clean-up raised has had its turn.
+    """
+    if "docker_client" not in request.fixturenames:
+        yield
+        return
+    client = request.getfixturevalue("docker_client")
+    temp_root = str(request.getfixturevalue("tmp_path_factory").getbasetemp())
+    before = set(kit_containers(client, temp_root))
+    yield
+    _sweep_containers(client, before, temp_root, f"the test {request.node.nodeid}")
 
 
 @pytest.fixture(scope="session")

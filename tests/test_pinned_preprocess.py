@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -127,6 +128,42 @@ def test_fast_stretch_decodes_down_to_the_model_size_not_the_short_side():
     assert decode_image(data, min_side=600).shape == (600, 600, 3)
 
 
+def test_fast_short_side_crop_decodes_down_to_the_short_side_not_the_model_size():
+    """A 480 px JPEG for short side 256 is decoded at full size (halving would leave 240,
+    below 256); only the model size (224) would allow halving it."""
+    data = _encode(_photo(480, 480), "JPEG", quality=90)
+    pre = Preprocessing(dtype="uint8", decode="fast")
+    np.testing.assert_array_equal(prepare(data, pre), prepare_array(decode_image(data), pre))
+    assert not np.array_equal(
+        prepare(data, pre), prepare_array(decode_image(data, min_side=224), pre)
+    )
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 5), (5, 1), (1, 1)])
+def test_a_one_pixel_wide_or_high_jpeg_is_an_image(width, height):
+    data = _encode(np.full((height, width, 3), (200, 10, 10), np.uint8), "JPEG", quality=95)
+    decoded = decode_image(data)
+    assert decoded.shape == (height, width, 3)
+    assert np.abs(decoded.astype(int) - [200, 10, 10]).max() <= 8
+    assert prepare(data, Preprocessing(dtype="uint8")).shape == (1, 224, 224, 3)
+
+
+def test_a_truncated_jpeg_stored_as_rgb_is_corrupt_in_our_words():
+    """A JPEG whose colour space is RGB (no YCbCr transform) is libjpeg-turbo's to decode
+    like any other: cut short, it is refused with the byte count, not passed to Pillow."""
+    buffer = io.BytesIO()
+    Image.fromarray(_photo(120, 80)).save(buffer, format="JPEG", keep_rgb=True)
+    data = buffer.getvalue()
+    assert decode_image(data).shape == (80, 120, 3)
+    half = data[: len(data) // 2]
+    with pytest.raises(ImageError) as refused:
+        decode_image(half)
+    assert refused.value.kind == "corrupt"
+    assert str(refused.value).startswith(
+        f"the JPEG is corrupt or truncated ({len(half):,} bytes): "
+    )
+
+
 # -- colour modes ----------------------------------------------------------------------------
 
 
@@ -166,6 +203,70 @@ def test_sixteen_and_thirty_two_bit_grey_keep_their_top_eight_bits():
     assert decode_image(buffer.getvalue())[..., 1].tolist() == [[0, 0x12, 255, 255]]
 
 
+def _png_with_colour_key(array: np.ndarray, key: int | tuple[int, int, int]) -> bytes:
+    """A PNG whose ``tRNS`` chunk marks one grey level or one colour transparent."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", transparency=key)
+    return buffer.getvalue()
+
+
+def test_a_png_colour_key_is_transparent_in_grey_rgb_and_sixteen_bit_grey():
+    """A PNG without an alpha channel may still mark one grey level or colour transparent
+    (``tRNS``); those pixels are white, like every other transparent pixel, and the others
+    keep their value (a logo on a colour-keyed background does not reach the model with the
+    key colour as its background)."""
+    grey = np.array([[0, 32, 64, 255]], np.uint8)
+    assert decode_image(_png_with_colour_key(grey, 32))[..., 0].tolist() == [[0, 255, 64, 255]]
+    rgb = np.zeros((1, 3, 3), np.uint8)
+    rgb[0, 0] = (10, 20, 30)
+    rgb[0, 1] = (10, 20, 31)
+    decoded = decode_image(_png_with_colour_key(rgb, (10, 20, 30)))
+    assert decoded[0].tolist() == [[255, 255, 255], [10, 20, 31], [0, 0, 0]]
+    grey16 = np.array([[0x0100, 0x1234, 0x1235, 0xFFFF]], np.uint16)
+    decoded = decode_image(_png_with_colour_key(grey16, 0x1234))
+    assert decoded[..., 1].tolist() == [[0x01, 0xFF, 0x12, 0xFF]]
+
+
+def _tiff(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+def test_big_endian_sixteen_bit_and_negative_thirty_two_bit_grey():
+    """A big-endian 16-bit TIFF (Pillow's ``I;16B``) keeps its top 8 bits like a little-endian
+    one; a 32-bit grey level below 0 is black, not wrapped round to white."""
+    big = np.array([[0x0000, 0x00FF, 0x1234, 0xFFFF]], ">u2")
+    opened = Image.open(io.BytesIO(_tiff(Image.fromarray(big))))
+    assert opened.mode == "I;16B"  # the mode this test is about
+    assert decode_image(_tiff(Image.fromarray(big)))[..., 2].tolist() == [[0, 0, 0x12, 0xFF]]
+    signed = np.array([[-70000, -1, 0x0100, 0x7FFF]], np.int32)
+    assert decode_image(_tiff(Image.fromarray(signed)))[..., 0].tolist() == [[0, 0, 1, 0x7F]]
+
+
+def test_a_palette_with_alpha_tiff_is_composited_over_white():
+    """Pillow opens a palette-plus-alpha TIFF as ``PA``: its transparent pixels are white."""
+    image = Image.new("PA", (2, 1))
+    image.putpalette([200, 10, 10] + [0] * 765)
+    image.putdata([(0, 255), (0, 0)])
+    assert Image.open(io.BytesIO(_tiff(image))).mode == "PA"
+    assert decode_image(_tiff(image))[0].tolist() == [[200, 10, 10], [255, 255, 255]]
+
+
+def test_pillows_own_bomb_warning_is_not_raised_for_an_image_within_our_limit(monkeypatch):
+    """Our ``max_pixels`` replaces Pillow's warning (which fires above its process-wide
+    ``MAX_IMAGE_PIXELS``): an image within our limit decodes without a warning, even where
+    warnings are errors (as in a test suite or ``python -W error``)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40 x 40 is above it, below 2x
+    data = _encode(_photo(40, 40), "PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert decode_image(data).shape == (40, 40, 3)
+    with pytest.raises(ImageError) as refused:
+        decode_image(data, max_pixels=1599)
+    assert refused.value.kind == "too_large"
+
+
 # -- limits at their edges ---------------------------------------------------------------------
 
 
@@ -190,6 +291,17 @@ def test_a_png_header_beyond_any_int32_is_too_large_not_negative():
         decode_image(bytes(data))
     assert refused.value.kind == "too_large"
     assert "2147483648x1 = 2,147,483,648 pixels" in str(refused.value)
+
+
+def test_a_png_cut_right_after_its_size_is_judged_by_its_size():
+    """24 bytes hold the signature, the IHDR tag and the width and height: enough to refuse
+    a bomb as too large (RESOURCE_EXHAUSTED for a client), not as a corrupt file."""
+    data = bytearray(_encode(_photo(8, 8), "PNG")[:24])
+    data[16:24] = struct.pack(">II", 100_000, 100_000)
+    with pytest.raises(ImageError) as refused:
+        decode_image(bytes(data))
+    assert refused.value.kind == "too_large"
+    assert "100000x100000 = 10,000,000,000 pixels" in str(refused.value)
 
 
 def test_a_gif_beyond_pillows_own_bomb_limit_is_too_large():

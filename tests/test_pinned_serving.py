@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 
 import grpc
 import numpy as np
@@ -29,8 +30,14 @@ from pinned_support import (
     png,
 )
 
-from accel_widgets.serving import protocol
+from accel_widgets.errors import ServingError
+from accel_widgets.serving import protocol, v2
+from accel_widgets.serving.auth import MISSING_KEY, WRONG_KEY, KeyChecker, load_keys
+from accel_widgets.serving.metrics import Metrics
+from accel_widgets.serving.pipeline import Pipeline, note_model
+from accel_widgets.serving.status import RequestError
 from accel_widgets.serving.tensors import make_tensor_proto
+from accel_widgets.serving.v2 import flatten, join_bytes
 
 KEY = "pinned-key-0123456789abcdef"
 MAX_BATCH = 3
@@ -630,3 +637,191 @@ def test_the_route_header_of_the_retired_client_is_taken(keyed, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert "route header /api/v1/service/colours" in messages
     assert any(m.startswith(f"grpc {M} OK ") and m.endswith(" ms") for m in messages)
+
+
+# -- the keys file and the raw BYTES form, without a server -------------------------------------
+
+
+def test_the_keys_file_is_read_one_key_a_line_and_a_missing_one_is_named(tmp_path):
+    path = tmp_path / "keys"
+    path.write_text("# the workshop's keys\n\n  first-key  \nsecond-kéy\n", encoding="utf-8")
+    path.chmod(0o600)
+    assert load_keys(path) == (b"first-key", "second-kéy".encode())
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ServingError) as refused:
+        load_keys(missing)
+    assert str(refused.value) == (
+        f"cannot read the API keys file {missing}: No such file or directory"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [(0o600, False), (0o400, False), (0o640, True), (0o604, True), (0o610, True)],
+)
+def test_a_keys_file_others_can_read_is_served_with_a_warning(tmp_path, caplog, mode, warned):
+    """A Kubernetes secret volume is 0644: served (refusing would push users to turn auth
+    off), with a warning that names the file and the fix; 0600 and 0400 are quiet."""
+    path = tmp_path / "keys"
+    path.write_text("the-key\n")
+    path.chmod(mode)
+    with caplog.at_level("WARNING", logger="accel_widgets.serving"):
+        assert load_keys(path) == (b"the-key",)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    expected = [f"API keys file {path} is readable by other users; chmod 600 it"]
+    assert warnings == (expected if warned else [])
+
+
+def test_any_configured_key_is_taken_and_a_key_no_text_encoding_fits_is_just_wrong():
+    checker = KeyChecker((b"first", b"second"))
+    for value in ("first", "second", "Bearer first", "bEaReR second", "  Bearer   first  "):
+        checker.check(value)
+    for value in ("\udcff", "Bearer \udcff", "firs", "first second"):
+        with pytest.raises(RequestError) as refused:
+            checker.check(value)
+        assert (refused.value.code, refused.value.message) == ("UNAUTHENTICATED", WRONG_KEY)
+    for value in (None, ""):
+        with pytest.raises(RequestError) as refused:
+            checker.check(value)
+        assert (refused.value.code, refused.value.message) == ("UNAUTHENTICATED", MISSING_KEY)
+
+
+def test_raw_bytes_elements_are_a_little_endian_length_and_the_bytes():
+    """What tritonclient sends: 4 bytes of length (unsigned, little-endian), then the element."""
+    items = [b"ab", b"", b"\xff" * 300]
+    raw = join_bytes(items)
+    assert raw == (
+        b"\x02\x00\x00\x00ab" + b"\x00\x00\x00\x00" + b"\x2c\x01\x00\x00" + b"\xff" * 300
+    )
+    assert join_bytes([]) == b""
+
+
+def test_a_raw_bytes_length_above_two_gigabytes_is_a_length_not_a_negative_number(keyed):
+    request = protocol.ModelInferRequest(model_name=M)
+    request.inputs.add(name="images", datatype="BYTES", shape=[1])
+    request.raw_input_contents.append(b"\xff\xff\xff\xff" + png())
+    code, details, _ = _grpc_infer(keyed, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert details == (
+        "input 'images' (BYTES [1]): a raw BYTES element says it has 4,294,967,295 bytes but "
+        f"only {len(png()):,} remain"
+    )
+
+
+def test_nested_values_are_read_in_order_at_any_depth():
+    assert list(flatten([1, [2, [3, [4]]], 5, [], [[6, 7]], (8,)])) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert list(flatten([])) == [] and list(flatten([[[]]])) == []
+    deep: list = [9]
+    for _ in range(5000):  # deeper than Python's recursion limit
+        deep = [deep]
+    assert list(flatten(deep)) == [9]
+
+
+def test_v2_rest_images_may_be_nested_like_their_shape(keyed):
+    red, blue = _b64(png((255, 0, 0))), _b64(png((0, 0, 255)))
+    entry = {"name": "images", "datatype": "BYTES", "shape": [2, 1], "data": [[red], [blue]]}
+    status, answer = _v2_rest(keyed, {"inputs": [entry]})
+    assert status == 200, answer
+    scores = np.asarray(answer["outputs"][0]["data"]).reshape(2, CLASSES)
+    assert scores.argmax(axis=1).tolist() == [0, 2]
+
+
+def test_v2_grpc_typed_floats_may_be_infinite_where_json_may_not(keyed):
+    """gRPC carries IEEE floats, infinities included, and a model may take them; only JSON,
+    which has no such numbers, refuses them (see the test above)."""
+    pixels = np.zeros(PIXELS, np.float32)
+    pixels[0, 0, 0] = np.inf
+    request = protocol.ModelInferRequest(model_name=M)
+    entry = request.inputs.add(name="pixels", datatype="FP32", shape=[1, *PIXELS])
+    entry.contents.fp32_contents.extend(pixels.reshape(-1).tolist())
+    code, details, response = _grpc_infer(keyed, request)
+    assert code == grpc.StatusCode.OK, details
+    assert response.outputs[0].name == "output_alias"
+
+
+def test_v2_rest_numbers_of_the_pixels_input_are_scored(keyed):
+    """A preprocessed tensor as JSON numbers, nested like its shape: a red picture's pixels
+    score red, as the same picture sent as an image does."""
+    pixels = np.zeros(PIXELS, np.float32)
+    pixels[..., 0] = 255.0
+    entry = {"name": "pixels", "datatype": "FP32", "shape": [1, *PIXELS]}
+    status, answer = _v2_rest(keyed, {"inputs": [{**entry, "data": pixels.tolist()}]})
+    assert status == 200, answer
+    assert int(np.argmax(answer["outputs"][0]["data"])) == 0
+
+
+def test_v2_images_must_be_bytes_whoever_calls(keyed):
+    """Both wire formats hand bytes over (gRPC by type, REST after decoding each element);
+    a Python caller of :func:`v2.from_values` is held to the same rule."""
+    model = keyed.registry.get(M)
+    spec = v2.tensor("images", "BYTES", [2])
+    assert v2.from_values(model, spec, [b"a", [b"b"]]) == [b"a", b"b"]
+    with pytest.raises(RequestError) as refused:
+        v2.from_values(model, spec, [b"a", "b"])
+    assert (refused.value.code, refused.value.message) == (
+        "INVALID_ARGUMENT",
+        "input 'images' (BYTES [2]) must hold bytes",
+    )
+
+
+def test_v2_an_empty_batch_is_refused_for_holding_nothing_not_for_its_shape(keyed):
+    """A size of 0 is a size (the shape is well formed); what is wrong is that it holds no
+    image or no pixels, and the refusal says that."""
+    images = {"name": "images", "datatype": "BYTES", "shape": [0], "data": []}
+    status, answer = _v2_rest(keyed, {"inputs": [images]})
+    assert (status, answer["error"]) == (
+        400,
+        "the DT_STRING input holds no images; send one per element",
+    )
+    pixels = {"name": "pixels", "datatype": "FP32", "shape": [0, *PIXELS], "data": []}
+    status, answer = _v2_rest(keyed, {"inputs": [pixels]})
+    assert (status, answer["error"]) == (400, "input has an empty shape [0, 224, 224, 3]")
+
+
+def test_an_unexpected_failure_is_counted_as_internal(keyed, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(keyed.registry, "predict", broken)
+    before = _counts(keyed)
+    code, _, _ = _grpc_infer(keyed, _infer_raw([png()]))
+    assert code == grpc.StatusCode.INTERNAL
+    after = _counts(keyed)
+    grew = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k)}
+    assert grew == {(M, "v2_grpc", "INTERNAL"): 1}
+
+
+# -- the pipeline itself, around a handler -------------------------------------------------------
+
+
+def _latency_sums(metrics: Metrics) -> dict[tuple[str, str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums = {}
+    for family in text_string_to_metric_families(metrics.render()):
+        for sample in family.samples:
+            if sample.name == "accel_widgets_request_duration_seconds_sum":
+                labels = sample.labels
+                sums[(labels["model"], labels["protocol"], labels["code"])] = sample.value
+    return sums
+
+
+def test_the_pipeline_times_each_request_and_logs_it_in_milliseconds(caplog):
+    """The latency a scraper sees is the handler's time, and the debug log line says the
+    same figure in milliseconds, under the model the handler named."""
+    pipeline = Pipeline(KeyChecker(), Metrics())
+
+    def handler() -> str:
+        note_model("colours")
+        time.sleep(0.25)
+        return "scored"
+
+    with caplog.at_level("DEBUG", logger="accel_widgets.serving"):
+        assert pipeline.run("v2_rest", handler, authorization=None) == "scored"
+    seconds = _latency_sums(pipeline.metrics)[("colours", "v2_rest", "OK")]
+    assert 0.25 <= seconds < 5.0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("v2_rest ")]
+    assert lines == [f"v2_rest colours OK {seconds * 1000:.1f} ms"]
+    # the label is the request's own: the next request names no model
+    pipeline.run("grpc", lambda: None, authorization=None)
+    assert ("-", "grpc", "OK") in _latency_sums(pipeline.metrics)

@@ -11,6 +11,7 @@ the served ONNX model keep.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -163,3 +164,22 @@ def test_the_graph_keeps_what_the_reference_keeps_at_the_iou_edge():
         graph = detect_tf(tf, [tf.constant(t) for t in locations], [tf.constant(t) for t in logits])
         assert graph["num_detections"].numpy().tolist() == [kept], overlap
         np.testing.assert_allclose(graph["detection_boxes"].numpy()[0, 0], first, atol=1e-5)
+
+
+def test_iou_of_oblong_boxes_and_of_boxes_apart_on_one_axis_only():
+    """Heights and widths are read from their own coordinates, and boxes that overlap on
+    one axis but are apart on the other have nothing in common (not a negative overlap)."""
+    wide = np.array([0.0, 0.0, 0.5, 1.0])  # ymin, xmin, ymax, xmax: half as high as wide
+    np.testing.assert_allclose(iou(wide, np.array([[0.0, 0.0, 1.0, 1.0]])), [0.5])
+    np.testing.assert_allclose(iou(wide, np.array([[0.0, 0.0, 1.0, 0.25]])), [0.125 / 0.625])
+    apart_in_y = np.array([[0.7, 0.0, 0.9, 1.0]])
+    apart_in_x = np.array([[0.0, 0.5, 0.5, 1.0]])
+    assert iou(wide, apart_in_y).tolist() == [0.0]
+    assert iou(np.array([0.0, 0.0, 0.5, 0.2]), apart_in_x).tolist() == [0.0]
+
+
+def test_iou_of_empty_boxes_is_zero_without_dividing_by_zero():
+    empty = np.array([0.5, 0.5, 0.5, 0.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns on 0/0 even where the result is unused
+        assert iou(empty, np.array([empty, empty])).tolist() == [0.0, 0.0]

@@ -8,13 +8,15 @@ pushed. Each test states one of these facts on the registered targets.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+import time
 from pathlib import Path
 
 import pytest
 from pinned_support import colour_config, inprocess_server
 
-from accel_widgets.engine.store.workspace import ImageRecord, ServiceRecord
+from accel_widgets.engine.store.workspace import ArtifactRecord, ImageRecord, ServiceRecord
 from accel_widgets.engine.targets import get_target
 from accel_widgets.engine.targets.base import (
     RUNTIME_SETTING,
@@ -22,8 +24,10 @@ from accel_widgets.engine.targets.base import (
     check_exposure,
     free_port,
     health_state,
+    idle_timeout,
     port_free,
     pushed_reference,
+    same_settings,
 )
 from accel_widgets.errors import ServingError
 from accel_widgets.serving.config import RUNTIMES
@@ -193,3 +197,173 @@ def test_health_is_running_only_when_the_service_says_serving(tmp_path):
         server.health.set_serving(False)
         assert health_state(_service(server.port, "k-1")) == "unhealthy"
     assert health_state(_service(free_port()), timeout=0.5) == "unhealthy"
+
+
+# -- a deploy of a recorded name: same settings or not -------------------------------------------
+
+
+def _recorded(**info) -> ServiceRecord:
+    """A local service on 127.0.0.1:9000 without a key, deployed with ``info``'s settings."""
+    return ServiceRecord(
+        id=1,
+        name="colours",
+        artifact_id=1,
+        image_id=None,
+        target="local",
+        address="127.0.0.1",
+        port=9000,
+        pid=None,
+        key=None,
+        state="running",
+        log_path=None,
+        info=info,
+    )
+
+
+def test_a_deploy_asks_for_the_same_service_unless_a_setting_it_names_differs():
+    """A second deploy of a running name swaps in place only when what it asks for is what
+    runs: the address and port it listens on (0 or None: any port), a key or none (None:
+    the target decides), TLS on or off, and every other setting as recorded; the key itself
+    and the ready time-out never make two deploys different."""
+    service = _recorded(settings={"runtime": "onnxruntime", "replicas": 2}, tls=False)
+    assert same_settings(service, {})
+    assert same_settings(service, {"host": "127.0.0.1", "port": 9000, "auth": False})
+    assert same_settings(service, {"port": 0}) and same_settings(service, {"port": None})
+    assert not same_settings(service, {"port": 9001})
+    assert not same_settings(service, {"host": "0.0.0.0"})
+    assert same_settings(service, {"auth": None})
+    assert not same_settings(service, {"auth": True})
+    assert same_settings(service, {"tls": False}) and same_settings(service, {"tls": None})
+    assert not same_settings(service, {"tls": True})
+    assert same_settings(service, {"runtime": "onnxruntime", "replicas": 2})
+    assert same_settings(service, {"runtime": None})
+    assert not same_settings(service, {"runtime": "openvino"})
+    assert not same_settings(service, {"replicas": 3})
+    assert not same_settings(service, {"host": "127.0.0.1", "replicas": 3})  # any one differs
+    assert not same_settings(service, {"idle_timeout": 60.0})  # not recorded: not the same
+    assert same_settings(service, {"key": "another", "ready_timeout": 5.0})
+    keyed = dataclasses.replace(service, key="k", info={"tls": True})
+    assert same_settings(keyed, {"auth": True, "tls": True})
+    assert not same_settings(keyed, {"auth": False})
+    assert not same_settings(keyed, {"tls": False})
+    hashed = dataclasses.replace(service, key_hash="sha256:abc")  # the key file unreadable
+    assert same_settings(hashed, {"auth": True})
+
+
+# -- the idle time-out and defaults from the environment ----------------------------------------
+
+
+def test_the_idle_time_out_is_the_setting_else_the_rooms_default_else_never(monkeypatch):
+    monkeypatch.delenv("ACCEL_WIDGETS_IDLE_TIMEOUT", raising=False)
+    assert idle_timeout({}, "local") == 0.0
+    assert idle_timeout({"idle_timeout": None}, "local") == 0.0
+    assert idle_timeout({"idle_timeout": 0}, "local") == 0.0
+    assert idle_timeout({"idle_timeout": "90"}, "local") == 90.0
+    monkeypatch.setenv("ACCEL_WIDGETS_IDLE_TIMEOUT", "600")
+    assert idle_timeout({"idle_timeout": None}, "local") == 600.0
+    assert idle_timeout({"idle_timeout": 30}, "local") == 30.0  # the setting wins
+    monkeypatch.setenv("ACCEL_WIDGETS_IDLE_TIMEOUT", "soon")
+    with pytest.raises(ServingError) as refused:
+        idle_timeout({}, "local")
+    assert str(refused.value) == (
+        "ACCEL_WIDGETS_IDLE_TIMEOUT must be a number of seconds; got 'soon'"
+    )
+    for value in (-1, "-0.5", float("nan")):
+        with pytest.raises(ServingError) as refused:
+            idle_timeout({"idle_timeout": value}, "container")
+        assert str(refused.value) == (
+            "setting idle_timeout of the container target must be 0 (never) or more seconds; "
+            f"got {value!r}"
+        )
+    with pytest.raises(ServingError) as refused:
+        idle_timeout({"idle_timeout": [1]}, "local")
+    assert str(refused.value) == (
+        "setting idle_timeout of the local target must be a number of seconds; got [1]"
+    )
+
+
+def test_a_default_from_the_environment_is_read_as_the_settings_type(monkeypatch):
+    setting = Setting("idle_timeout", float, None, "help", env="ROOM_IDLE")
+    monkeypatch.delenv("ROOM_IDLE", raising=False)
+    assert setting.current_default() is None
+    monkeypatch.setenv("ROOM_IDLE", "  ")
+    assert setting.current_default() is None  # blank is unset
+    monkeypatch.setenv("ROOM_IDLE", " 300 ")
+    assert setting.current_default() == 300.0 and isinstance(setting.current_default(), float)
+    monkeypatch.setenv("ROOM_IDLE", "five minutes")
+    assert setting.current_default() == "five minutes"  # shown as text; the deploy refuses it
+    plain = Setting("idle_timeout", float, 7.0, "help")
+    assert plain.current_default() == 7.0
+
+
+def test_the_newest_of_several_pushes_is_pulled_and_the_push_command_names_the_model():
+    three = _image([f"127.0.0.1:5000/{p}/cats:3" for p in ("a", "b", "c")])
+    assert pushed_reference(three) == "127.0.0.1:5000/c/cats:3"
+    never = dataclasses.replace(_image([]), info={"tag": "accel-widgets/cats:3"})  # no list
+    artifact = ArtifactRecord(
+        id=1,
+        model_id=1,
+        model_name="tabby",
+        model_version=2,
+        precision="int8",
+        format="onnx",
+        path=Path("/nowhere"),
+        size_bytes=0,
+        report={},
+        created_at=0.0,
+    )
+    with pytest.raises(ServingError) as refused:
+        pushed_reference(never, artifact=artifact)
+    assert "(`accel-widgets package tabby --version 2 --precision int8 --name cats --push " in (
+        str(refused.value)
+    )
+
+
+def test_describe_gives_each_targets_title_and_description():
+    for target in (get_target("local"), get_target("kubernetes")):
+        described = target.describe()
+        assert (described["title"], described["description"]) == (
+            target.title,
+            target.description,
+        )
+        assert described["title"] and described["description"]
+
+
+def test_a_free_port_is_one_the_kernel_hands_out_not_a_fixed_one():
+    """Port 0 asks the kernel for a free ephemeral port: never a well-known one a deploy
+    would collide on (or need root for)."""
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for host in ("127.0.0.1", "::1"):
+        assert low <= free_port(host) <= high
+
+
+def test_a_python_only_setting_reaches_the_target_as_given():
+    """``ui=False`` settings come from Python callers (an azure-identity credential, a TLS
+    pair): passed on as the very object given, never converted or refused."""
+    credential = object()
+    resolved = get_target("azureml").resolve({"credential": credential})
+    assert resolved["credential"] is credential
+
+
+def test_the_key_and_time_out_are_skipped_not_the_end_of_the_comparison():
+    service = _recorded(settings={"runtime": "onnxruntime"})
+    assert not same_settings(service, {"key": "k", "ready_timeout": 5.0, "runtime": "openvino"})
+    assert same_settings(service, {"ready_timeout": 5.0, "runtime": "onnxruntime"})
+
+
+def test_a_record_without_settings_is_the_same_only_where_nothing_is_asked():
+    """A service recorded before settings were kept: any setting asked for differs."""
+    older = _recorded()
+    assert same_settings(older, {"runtime": None, "port": 0})
+    assert not same_settings(older, {"runtime": "onnxruntime"})
+
+
+def test_health_of_a_port_that_never_answers_is_unhealthy_within_the_time_out():
+    """A hung service (the port accepts, nothing speaks gRPC) must not hang the sidebar's
+    status column: the check gives up after its time-out."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        assert health_state(_service(silent.getsockname()[1]), timeout=0.5) == "unhealthy"
+        assert time.monotonic() - started < 5.0

@@ -197,3 +197,33 @@ def test_one_value_fills_the_shape_and_a_wrong_count_is_refused_with_a_hint():
         "tensor_content or the typed *_val field"
     )
     assert tensor_to_numpy(_tensor("DT_FLOAT", (0,))).shape == (0,)
+
+
+@pytest.mark.parametrize(("dtype", "itemsize"), [("DT_FLOAT", 4), ("DT_HALF", 2), ("DT_INT64", 8)])
+def test_a_tensor_content_of_the_wrong_size_names_both_counts_and_the_type(dtype, itemsize):
+    for sent in (2 * itemsize - 1, 2 * itemsize + 1):
+        proto = _tensor(dtype, (2,), tensor_content=b"\0" * sent)
+        with pytest.raises(TensorError) as refused:
+            tensor_to_numpy(proto)
+        assert str(refused.value) == (
+            f"tensor_content has {sent:,} bytes but tensor_shape [2] of {dtype} needs "
+            f"{2 * itemsize:,}"
+        )
+
+
+def test_one_value_fills_a_shape_of_two_and_keeps_its_type():
+    """The smallest fill: TensorFlow writes ``[x, x]`` as a single ``x``."""
+    filled = tensor_to_numpy(_tensor("DT_FLOAT", (2,), float_val=[0.5]))
+    assert filled.tolist() == [0.5, 0.5] and filled.dtype == np.float32
+    filled = tensor_to_numpy(_tensor("DT_UINT64", (1, 2), uint64_val=[2**63 + 1]))
+    assert filled.tolist() == [[2**63 + 1] * 2] and filled.dtype == np.uint64
+
+
+@pytest.mark.parametrize("dtype", ["S", "O"])
+def test_byte_string_arrays_keep_their_bytes(dtype):
+    """An array of byte strings (numpy ``S`` or objects) goes out as those bytes, not as
+    their Python spelling ``b'...'``."""
+    proto = make_tensor_proto(np.array([[b"\xff\xd8a", b"b"]], dtype=dtype))
+    assert proto.dtype == DT["DT_STRING"]
+    assert [d.size for d in proto.tensor_shape.dim] == [1, 2]
+    assert list(proto.string_val) == [b"\xff\xd8a", b"b"]

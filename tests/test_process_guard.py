@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import psutil
+import pytest
 from serving_fixtures import write_config
 
 INNER = textwrap.dedent(
@@ -127,3 +128,109 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+CONTAINER_INNER = textwrap.dedent(
+    """
+    import os
+    from pathlib import Path
+
+    import pytest
+
+    from accel_widgets.engine.store.workspace import Workspace
+
+    IDS = Path(os.environ["GUARD_CONTAINERS"])
+
+    def start(client, image, folder, service):
+        workspace = Workspace(folder)
+        container = client.containers.run(
+            image, ["sleep", "600"], detach=True, network_mode="none",
+            labels={"io.accel-widgets.workspace": workspace.ident,
+                    "io.accel-widgets.service": service},
+        )
+        with IDS.open("a") as f:
+            f.write(container.id + "\\n")
+        return container
+
+    @pytest.fixture
+    def container(docker_client, base_image, tmp_path):
+        yield start(docker_client, base_image, tmp_path / "ws", "per-test")
+        raise RuntimeError("the clean-up under test broke before it removed the container")
+
+    @pytest.fixture(scope="module")
+    def module_container(docker_client, base_image, tmp_path_factory):
+        yield start(docker_client, base_image, tmp_path_factory.mktemp("ws"), "per-module")
+        raise RuntimeError("the module clean-up under test broke too")
+
+    def test_a_fixture_whose_clean_up_breaks(container, module_container):
+        container.reload()
+        assert container.status == "running"
+    """
+)
+
+
+def test_containers_left_by_a_broken_clean_up_are_removed_and_named(tmp_path):
+    """The same for containers: one left by a test's fixture is removed after that test,
+    one left by a module's fixture at the end of the session, and a container of a
+    workspace outside the session (another user's, on the same engine) is left alone."""
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+        client.images.get("local/debian-py:bookworm")
+    except Exception as exc:
+        pytest.skip(f"needs the Docker engine and the base image: {exc}")
+    folder = tmp_path / "inner"
+    folder.mkdir()
+    (folder / "test_inner.py").write_text(CONTAINER_INNER)
+    ids_file = folder / "ids"
+    other = client.containers.run(
+        "local/debian-py:bookworm",
+        ["sleep", "600"],
+        detach=True,
+        network_mode="none",
+        labels={"io.accel-widgets.workspace": "someone-else-0000", "io.accel-widgets.service": "x"},
+    )
+    tests = Path(__file__).resolve().parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)]),
+        "GUARD_CONTAINERS": str(ids_file),
+    }
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "docker_support",
+                "-p",
+                "no:cacheprovider",
+                "-W",
+                "always::UserWarning",
+                "test_inner.py",
+            ],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        output = result.stdout + result.stderr
+        ids = ids_file.read_text().split()
+        assert len(ids) == 2, output
+        remaining = {c.id for c in client.containers.list(all=True)}
+        assert not remaining & set(ids), f"a container outlived its clean-up:\n{output}"
+        assert other.id in remaining  # not this session's
+        assert "the clean-up under test broke" in output
+        assert "removed by tests/docker_support.py" in output
+        assert "outlived the test test_inner.py::test_a_fixture_whose_clean_up_breaks" in output
+        assert "(service per-test, running)" in output
+        assert "outlived the test session" in output and "(service per-module, " in output
+    finally:
+        for cid in [other.id, *(ids_file.read_text().split() if ids_file.exists() else [])]:
+            with contextlib.suppress(Exception):
+                client.containers.get(cid).remove(force=True)
+        client.close()

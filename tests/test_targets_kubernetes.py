@@ -465,7 +465,9 @@ def test_cli_writes_manifests_that_validate_and_deploys_with_the_connect_hint(
     assert "field stringData.api-keys of the Secret sq-api-key" in printed
     assert "kubectl get secret sq-api-key -n default -o jsonpath='{.data.api-keys}'" in printed
     secret_file = (out / "01-secret-sq-api-key.yaml").read_text()
-    assert secret_file.startswith("# ") and "holds the service's new API key" in secret_file
+    # The comment is wrapped to the line length wherever the path ends: read it as one line.
+    header = " ".join(line[2:] for line in secret_file.splitlines() if line.startswith("# "))
+    assert secret_file.startswith("# ") and "holds the service's new API key" in header
 
     # On stdout: the key's place is said on stderr and beside the Secret in the YAML.
     assert main([*common, "manifests", "sq", "--image", PUSHED_REF]) == 0
