@@ -374,9 +374,15 @@ def test_sidebar_deletes_an_image_once_its_service_is_stopped(
             assert target.get_attribute("data-target") == "container"
             assert row.locator(".accel-service-image").inner_text() == f"image {tag}"
 
-            # Between services and models, as the dependency order goes.
+            # Between services and models, as the dependency order goes; then the machine's
+            # services of every workspace (the room).
             headings = sidebar.locator(".accel-sidebar-heading").all_inner_texts()
-            assert [h.strip().lower() for h in headings] == ["services", "images", "models"]
+            assert [h.strip().lower() for h in headings] == [
+                "services",
+                "images",
+                "models",
+                "this machine",
+            ]
             assert image_row.locator(".accel-image-tag").inner_text() == tag
             assert image_row.locator(".accel-image-model").inner_text() == "squeezenet:1 fp16"
             size = image_row.locator(".accel-image-size").inner_text()
