@@ -137,6 +137,7 @@ def test_two_workspaces_with_the_same_names_each_run_their_own_and_delete_only_t
     assert docker_client.images.get(image_b.info["image_id"])
     delete_service("sq2", b)
     assert service_status("sq", b).healthy
+    delete_service("sq", b)  # a test stops what it started (tests/docker_support.py checks)
 
 
 def test_packaging_leaves_no_dangling_image_and_the_wheels_stage_goes_last(
