@@ -93,6 +93,16 @@ def test_names_are_case_insensitive_and_accept_the_original_sdk_spellings(
     assert get_spec(typed) is CATALOG[name]
 
 
+def test_a_catalog_entry_handed_down_is_used_as_it_is() -> None:
+    """Steps pass the entry they hold (issue 23: records travel down the walk); a custom
+    entry (another input size) must not be swapped for the catalog's own of that name."""
+    import dataclasses
+
+    custom = dataclasses.replace(CATALOG["resnet50"], input_size=256)
+    assert get_spec(custom) is custom
+    assert get_spec(CATALOG["densenet121"]) is CATALOG["densenet121"]
+
+
 @pytest.mark.parametrize("typo", ["resnet51", "inception_v3", ""])
 def test_unknown_model_lists_every_catalog_name(typo: str) -> None:
     with pytest.raises(CatalogError) as info:

@@ -221,7 +221,7 @@ def save_serving_module(module, folder: Path) -> TensorNames:
 
 
 def build_model(
-    model: str,
+    model: str | ModelSpec,
     *,
     weights: str | os.PathLike[str] = "imagenet",
     name: str | None = None,
@@ -237,7 +237,9 @@ def build_model(
     Parameters
     ----------
     model:
-        A catalog name (``resnet50``, ``quantized-resnet50``...; see ``accel-widgets models``).
+        A catalog name (``resnet50``, ``quantized-resnet50``...; see ``accel-widgets models``),
+        or the catalog entry itself (what :func:`~accel_widgets.engine.walk.prepare.prepare_model`
+        hands down).
         The quantized variant builds the same float graph; quantization happens at convert.
     weights:
         ``"imagenet"``, a Keras weights file path, or ``"random"``.

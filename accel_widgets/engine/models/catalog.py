@@ -278,14 +278,19 @@ def quantize_for(spec: ModelSpec, asked: str | None) -> str | None:
     return "int8" if spec.quantized and asked is None else asked
 
 
-def get_spec(name: str) -> ModelSpec:
+def get_spec(name: str | ModelSpec) -> ModelSpec:
     """Look a model up by name (case and the original SDK's spellings are forgiven).
+
+    A :class:`ModelSpec` is returned as it is: a step that already holds the catalog entry
+    hands it down instead of its name, which every level would look up again.
 
     Raises
     ------
     CatalogError
         Unknown names; the message lists the whole catalog.
     """
+    if isinstance(name, ModelSpec):
+        return name
     key = str(name).strip().lower().replace(" ", "")
     key = ALIASES.get(key, key)
     if key in CATALOG:

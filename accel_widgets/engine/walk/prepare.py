@@ -63,9 +63,7 @@ def prepare_model(
     if found is not None:
         report("register", 1.0, f"{found.ref} is already converted; reusing it")
         return found, workspace.list_artifacts(found), True
-    record = build_model(
-        spec.name, weights=weights, name=name, workspace=workspace, progress=report
-    )
+    record = build_model(spec, weights=weights, name=name, workspace=workspace, progress=report)
     artifacts = convert(record, quantize=quantize, workspace=workspace, progress=report)
     return record, artifacts, False
 
