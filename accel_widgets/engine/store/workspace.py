@@ -32,18 +32,49 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from accel_widgets.engine.store.keys import hash_key
+from accel_widgets.engine.store.private_files import (
+    DIR_MODE,
+    FILE_MODE,
+    make_private,
+    private_dir,
+    write_private,
+)
+from accel_widgets.engine.store.records import (
+    NAME_RE,
+    ArtifactRecord,
+    ImageRecord,
+    ModelRecord,
+    ServiceRecord,
+    check_name,
+    default_order,
+)
 from accel_widgets.errors import (
     DependencyError,
     DiskSpaceError,
-    InvalidNameError,
     NotFoundError,
     WorkspaceError,
 )
+
+#: The records and the private-file helpers live in their own modules (records.py,
+#: private_files.py); every step has imported them from here, so they stay importable here.
+__all__ = [
+    "NAME_RE",
+    "ArtifactRecord",
+    "ImageRecord",
+    "ModelRecord",
+    "ServiceRecord",
+    "Workspace",
+    "check_name",
+    "default_order",
+    "default_root",
+    "make_private",
+    "private_dir",
+    "write_private",
+]
 
 SCHEMA_VERSION = 2
 #: How to bring a catalog written by an older accel-widgets up to :data:`SCHEMA_VERSION`:
@@ -52,11 +83,8 @@ SCHEMA_VERSION = 2
 #: schema by raising SCHEMA_VERSION, adding its step here, and updating ``_SCHEMA`` (which
 #: new catalogs get). Defined below :class:`Workspace`.
 MIGRATIONS: dict[int, str | Callable[[Workspace, sqlite3.Connection], None]] = {}
-#: Private to the owner: what every folder and file the workspace makes is set to.
-DIR_MODE, FILE_MODE = 0o700, 0o600
 #: A service's usable API key, one line, beside its other files (``services/<name>/``).
 KEY_FILE = "keys"
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -127,175 +155,6 @@ def default_root() -> Path:
     return Path(base) / "accel-widgets" / "workspace"
 
 
-def check_name(name: str, what: str = "model") -> str:
-    """Names are lowercase, start with a letter, and use only ``a-z 0-9 _ -`` (as Azure did).
-
-    They become folder names, gRPC route segments and Kubernetes object names, so the rule
-    is checked once here with an error that shows a valid spelling.
-    """
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        suggestion = re.sub(r"[^a-z0-9_-]+", "-", str(name).lower()).strip("-_") or "my-model"
-        if not suggestion[0].isalpha():
-            suggestion = f"m-{suggestion}"
-        raise InvalidNameError(
-            f"{what} name {name!r} is not allowed: use 1-63 lowercase letters, digits, '-' "
-            f"or '_', starting with a letter (for example {suggestion[:63]!r})"
-        )
-    return name
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """A registered model version: a SavedModel, an ONNX file, or a catalog build."""
-
-    id: int
-    name: str
-    version: int
-    kind: str
-    description: str
-    tags: dict[str, str]
-    spec: dict[str, Any]
-    path: Path
-    created_at: float
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.version}"
-
-
-@dataclass(frozen=True)
-class ArtifactRecord:
-    """A converted model file (ONNX, fp32 or int8) with its validation report."""
-
-    id: int
-    model_id: int
-    model_name: str
-    model_version: int
-    precision: str
-    format: str
-    path: Path
-    size_bytes: int
-    report: dict[str, Any]
-    created_at: float
-
-    @property
-    def file(self) -> Path:
-        return self.path / "model.onnx"
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """A packaged container image (or build context) holding one artifact."""
-
-    id: int
-    name: str
-    version: int
-    artifact_id: int
-    path: Path
-    info: dict[str, Any]
-    created_at: float
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.version}"
-
-    @property
-    def tag(self) -> str | None:
-        """The engine's name for the image (``accel-widgets/resnet50:1``), once built."""
-        return self.info.get("tag")
-
-
-@dataclass(frozen=True)
-class ServiceRecord:
-    """A deployed service: where it listens, its process or cluster object, and its key.
-
-    ``key`` is read from the service's key file (``services/<name>/keys``) when the record
-    is read, so only a process of the workspace's owner gets it; ``key_hash`` is what the
-    catalog keeps.
-    """
-
-    id: int
-    name: str
-    artifact_id: int
-    image_id: int | None
-    target: str
-    address: str
-    port: int | None
-    pid: int | None
-    key: str | None
-    state: str
-    log_path: Path | None
-    info: dict[str, Any] = field(default_factory=dict)
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    key_hash: str | None = None
-
-    @property
-    def use_ssl(self) -> bool:
-        return bool(self.info.get("tls"))
-
-
-def _owned(path: Path) -> bool:
-    try:
-        return path.stat().st_uid == os.geteuid()
-    except OSError:
-        return False
-
-
-def make_private(path: Path) -> None:
-    """Folders 0700 and files 0600 under ``path`` (itself included), where this user owns them.
-
-    A file with more than one link is left as it is: it is a hard link to something outside
-    the workspace (the installed package's code or the shared wheel cache in an image's build
-    context, a user's own model file), whose mode would change with it. The workspace's own
-    copies of such files are private all the same: nobody else can enter a 0700 folder.
-    """
-    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
-    for item in paths:
-        with contextlib.suppress(OSError):
-            info = item.lstat()
-            if info.st_uid != os.geteuid() or item.is_symlink():
-                continue
-            if item.is_dir():
-                os.chmod(item, DIR_MODE)
-            elif info.st_nlink == 1:
-                os.chmod(item, FILE_MODE)
-
-
-def private_dir(path: Path) -> Path:
-    """``path`` as a folder that only this user may enter; missing parents are made 0700
-    too (``mkdir(parents=True)`` would give them the umask's mode)."""
-    missing = []
-    for folder in [path, *path.parents]:
-        if folder.exists():
-            break
-        missing.append(folder)
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            folder.mkdir(mode=DIR_MODE)
-    if _owned(path):
-        with contextlib.suppress(OSError):
-            os.chmod(path, DIR_MODE)
-    return path
-
-
-def write_private(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically as a 0600 file (never readable by others, not
-    even for a moment: the file is created 0600, then renamed into place)."""
-    private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return path
-
-
 def _readable_id(user: str) -> str:
     """``alice-3f9a2c1b``: who made the workspace, and 8 random hex digits to tell two apart.
 
@@ -327,17 +186,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def default_order(artifact: ArtifactRecord) -> tuple[int, int]:
-    """Sort key of the artifact deploy and package take when no precision is given: a
-    recommended INT8 first (the fastest that passed, engine/checks/verdicts.py), then fp32, fp16,
-    and an INT8 that was not recommended last (taken by default only when it is all a model
-    has: a model registered as INT8)."""
-    from accel_widgets.engine.checks.verdicts import recommended
-
-    order = {"int8": 0, "fp32": 1, "fp16": 2}.get(artifact.precision, 9)
-    return (0 if recommended(artifact.report, artifact.precision) else 1, order)
 
 
 class Workspace:
