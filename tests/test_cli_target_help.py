@@ -1,7 +1,7 @@
 """``accel-widgets deploy MODEL --target T --help`` shows T's settings, and only T's.
 
 The flags come from what each target declares (``Target.settings``), so an added target's
-settings appear without an edit to ``cli.py``, and ``cli.py`` names no target itself.
+settings appear without an edit to ``cli/``, and ``cli/`` names no target itself.
 """
 
 from __future__ import annotations
@@ -81,10 +81,13 @@ def test_an_added_targets_settings_appear_with_no_edit_to_the_cli(capsys):
         registry._REGISTRY.pop(target.name, None)
 
 
-def test_the_cli_names_no_target():
-    """No target name as a string in cli.py, but for keys read from a record (a service's
-    ``info.get("container")`` is the container's id, not the target)."""
-    tree = ast.parse(Path(cli.__file__).read_text())
+@pytest.mark.parametrize(
+    "module", sorted(p.name for p in Path(cli.__file__).parent.glob("*.py")), ids=str
+)
+def test_the_cli_names_no_target(module):
+    """No target name as a string in any module of ``cli/``, but for keys read from a record
+    (a service's ``info.get("container")`` is the container's id, not the target)."""
+    tree = ast.parse((Path(cli.__file__).parent / module).read_text())
     keys = {
         id(arg)
         for node in ast.walk(tree)

@@ -221,7 +221,7 @@ def test_the_server_extension_opens_one_workspace_for_all_requests(tmp_path, mon
 
 @pytest.mark.parametrize("key", ["short-k3y", KEY])
 def test_the_cli_masks_keys_as_the_widget_does_and_never_shows_a_short_one(key):
-    from accel_widgets.cli import _mask
+    from accel_widgets.cli.output import mask as _mask
     from accel_widgets.engine.store.keys import mask_key
 
     shown = _mask(key)
@@ -240,7 +240,7 @@ def test_the_cli_and_the_walk_share_one_quantize_rule():
 
 
 def test_cli_convert_prints_the_report_table_the_convert_widget_shows(capsys):
-    from accel_widgets.cli import _print_reports
+    from accel_widgets.cli.output import print_reports as _print_reports
     from accel_widgets.engine.conversion.reports import REPORT_COLUMNS, report_row
     from accel_widgets.engine.store.workspace import ArtifactRecord
 
