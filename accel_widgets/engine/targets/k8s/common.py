@@ -1,6 +1,8 @@
-"""What the Kubernetes and KServe targets share, one namespace (``kc``) over the modules that
-hold it by concern: :mod:`.manifests`, :mod:`.api`, :mod:`.rollout`, :mod:`.capacity` and
-:mod:`.cluster`.
+"""What the Kubernetes and KServe targets share, in one namespace over the modules that hold
+it by concern: :mod:`.manifests`, :mod:`.api`, :mod:`.rollout`, :mod:`.capacity` and
+:mod:`.cluster`. The targets import from those modules directly; this one is what the old
+``engine.targets.k8s_common`` name points to (``engine/_moved.py``), and the tests' handle
+on the whole shared surface.
 
 Both targets build plain manifests (dicts), apply them with the official ``kubernetes``
 client to a kubeconfig context, record the service in the workspace, wait with progress,

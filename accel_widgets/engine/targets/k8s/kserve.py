@@ -45,7 +45,29 @@ from typing import Any
 from accel_widgets.engine.packaging.package_context import GRPC_PORT
 from accel_widgets.engine.store.workspace import ArtifactRecord, ServiceRecord, Workspace
 from accel_widgets.engine.targets.base import Setting
-from accel_widgets.engine.targets.k8s import common as kc
+from accel_widgets.engine.targets.k8s.api import Kube
+from accel_widgets.engine.targets.k8s.capacity import QUEUE_PROXY_CPU_M
+from accel_widgets.engine.targets.k8s.cluster import ClusterTarget
+from accel_widgets.engine.targets.k8s.manifests import (
+    api_key_secret,
+    common_settings,
+    container_security,
+    gpu_tolerations,
+    grpc_probe,
+    metadata,
+    mount_secret,
+    resources_for,
+    secret_name,
+    server_args,
+    server_env,
+)
+from accel_widgets.engine.targets.k8s.rollout import (
+    POLL_S,
+    connect_hint,
+    pending_reason,
+    pod_trouble,
+    split_url,
+)
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
 
@@ -63,7 +85,7 @@ def runtime_name(name: str) -> str:
     return f"accel-widgets-{name}"
 
 
-class KServeTarget(kc.ClusterTarget):
+class KServeTarget(ClusterTarget):
     """An InferenceService of the packaged image through its own ServingRuntime."""
 
     name = "kserve"
@@ -75,7 +97,7 @@ class KServeTarget(kc.ClusterTarget):
     kinds = ("InferenceService", "ServingRuntime", "Secret")
     container = CONTAINER
     settings = (
-        *kc.common_settings(600.0)[:7],
+        *common_settings(600.0)[:7],
         Setting(
             "mode",
             str,
@@ -83,7 +105,7 @@ class KServeTarget(kc.ClusterTarget):
             "serverless: Knative (scales with traffic); raw: a plain Deployment and Service",
             choices=MODES,
         ),
-        *kc.common_settings(600.0)[7:],
+        *common_settings(600.0)[7:],
     )
 
     def pod_selector(self, name: str) -> str:
@@ -94,7 +116,7 @@ class KServeTarget(kc.ClusterTarget):
         (25m CPU by default), which the capacity check counts as the scheduler does."""
         need = super().pod_requests_for(artifact, settings)
         if settings["mode"] == "serverless":
-            need = {**need, "cpu": need["cpu"] + kc.QUEUE_PROXY_CPU_M}
+            need = {**need, "cpu": need["cpu"] + QUEUE_PROXY_CPU_M}
         return need
 
     def build(
@@ -114,21 +136,21 @@ class KServeTarget(kc.ClusterTarget):
             "image": image,
             "imagePullPolicy": "IfNotPresent",
             "ports": [{"name": PORT_NAME[mode], "containerPort": GRPC_PORT, "protocol": "TCP"}],
-            "env": kc.server_env(kc.secret_name(name) if key else None),
-            "readinessProbe": kc.grpc_probe(period=5, failures=2),
-            "livenessProbe": kc.grpc_probe(
+            "env": server_env(secret_name(name) if key else None),
+            "readinessProbe": grpc_probe(period=5, failures=2),
+            "livenessProbe": grpc_probe(
                 period=10, failures=3, delay=min(int(settings["ready_timeout"]), 120)
             ),
-            "securityContext": kc.container_security(),
+            "securityContext": container_security(),
         }
-        args = kc.server_args(bool(key))
+        args = server_args(bool(key))
         if args:
             container["args"] = args
         runtime = {
             "apiVersion": "serving.kserve.io/v1alpha1",
             "kind": "ServingRuntime",
             "metadata": {
-                **kc.metadata(runtime_name(name), namespace, name),
+                **metadata(runtime_name(name), namespace, name),
                 "annotations": {"serving.kserve.io/deploymentMode": DEPLOYMENT_MODE[mode]},
             },
             "spec": {
@@ -140,9 +162,9 @@ class KServeTarget(kc.ClusterTarget):
                 "containers": [container],
             },
         }
-        kc.mount_secret(container, runtime["spec"], kc.secret_name(name) if key else None)
+        mount_secret(container, runtime["spec"], secret_name(name) if key else None)
         if settings["gpu"]:
-            runtime["spec"]["tolerations"] = kc.gpu_tolerations(settings["gpu"])
+            runtime["spec"]["tolerations"] = gpu_tolerations(settings["gpu"])
         annotations = {"serving.kserve.io/deploymentMode": DEPLOYMENT_MODE[mode]}
         predictor: dict[str, Any] = {
             "minReplicas": low,
@@ -151,7 +173,7 @@ class KServeTarget(kc.ClusterTarget):
                 "modelFormat": {"name": MODEL_FORMAT, "version": "1"},
                 "runtime": runtime_name(name),
                 "protocolVersion": PROTOCOL,
-                "resources": kc.resources_for(artifact, settings["gpu"]),
+                "resources": resources_for(artifact, settings["gpu"]),
             },
         }
         if autoscale:
@@ -160,23 +182,23 @@ class KServeTarget(kc.ClusterTarget):
             if mode == "raw":
                 annotations["serving.kserve.io/autoscalerClass"] = "hpa"
         if settings["gpu"]:
-            predictor["tolerations"] = kc.gpu_tolerations(settings["gpu"])
+            predictor["tolerations"] = gpu_tolerations(settings["gpu"])
         isvc = {
             "apiVersion": "serving.kserve.io/v1beta1",
             "kind": "InferenceService",
-            "metadata": {**kc.metadata(name, namespace), "annotations": annotations},
+            "metadata": {**metadata(name, namespace), "annotations": annotations},
             "spec": {"predictor": predictor},
         }
         objects: list[dict[str, Any]] = []
         if key:
-            objects.append(kc.api_key_secret(name, namespace, key))
+            objects.append(api_key_secret(name, namespace, key))
         return [*objects, runtime, isvc]
 
     # -- waiting --
 
     def wait_ready(
         self,
-        kube: kc.Kube,
+        kube: Kube,
         name: str,
         image: str,
         settings: dict[str, Any],
@@ -203,7 +225,7 @@ class KServeTarget(kc.ClusterTarget):
                 if url:
                     return self._address(name, namespace, url, status)
             pods = self.pods(kube, namespace, name)
-            trouble = kc.pod_trouble(kube, namespace, pods, image, CONTAINER, unschedulable)
+            trouble = pod_trouble(kube, namespace, pods, image, CONTAINER, unschedulable)
             if trouble:
                 raise ServingError(trouble)
             waiting = _not_ready(conditions)
@@ -219,20 +241,20 @@ class KServeTarget(kc.ClusterTarget):
                 "deploy",
                 0.2 + 0.75 * done / max(len(conditions), 1),
                 f"InferenceService {name}: {waiting or 'waiting for KServe'} "
-                f"(pods: {kc.pending_reason(pods) if pods else 'none yet'})",
+                f"(pods: {pending_reason(pods) if pods else 'none yet'})",
             )
-            time.sleep(kc.POLL_S)
+            time.sleep(POLL_S)
 
     @staticmethod
     def _address(name: str, namespace: str, url: str, status: dict[str, Any]) -> dict[str, Any]:
-        host, port, tls = kc.split_url(url)
+        host, port, tls = split_url(url)
         reached: dict[str, Any] = {"address": host, "port": port, "tls": tls, "url": url}
         internal = (status.get("address") or {}).get("url")
         if internal:
             reached["in_cluster"] = internal
         if host.endswith((".svc", ".svc.cluster.local")):
             service = host.split(".")[0]
-            reached["connect"] = kc.connect_hint(namespace, service, port)
+            reached["connect"] = connect_hint(namespace, service, port)
         return reached
 
     # -- status --

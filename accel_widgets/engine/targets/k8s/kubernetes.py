@@ -32,7 +32,31 @@ from typing import Any
 from accel_widgets.engine.packaging.package_context import GRPC_PORT, REST_PORT
 from accel_widgets.engine.store.workspace import ArtifactRecord, ServiceRecord, Workspace
 from accel_widgets.engine.targets.base import Setting
-from accel_widgets.engine.targets.k8s import common as kc
+from accel_widgets.engine.targets.k8s.api import Kube
+from accel_widgets.engine.targets.k8s.cluster import ClusterTarget
+from accel_widgets.engine.targets.k8s.manifests import (
+    SERVICE_LABEL,
+    api_key_secret,
+    common_settings,
+    container_security,
+    gpu_tolerations,
+    grpc_probe,
+    labels,
+    metadata,
+    mount_secret,
+    pod_security,
+    resources_for,
+    secret_name,
+    selector,
+    server_args,
+    server_env,
+)
+from accel_widgets.engine.targets.k8s.rollout import (
+    POLL_S,
+    connect_hint,
+    pending_reason,
+    pod_trouble,
+)
 from accel_widgets.errors import ServingError
 from accel_widgets.progress import Reporter
 
@@ -41,7 +65,7 @@ EXPOSE = ("cluster", "loadbalancer")
 CPU_TARGET_PERCENT = 70
 
 
-class KubernetesTarget(kc.ClusterTarget):
+class KubernetesTarget(ClusterTarget):
     """A Deployment, Service, HPA and PDB of the packaged image, on a kubeconfig context."""
 
     name = "kubernetes"
@@ -53,7 +77,7 @@ class KubernetesTarget(kc.ClusterTarget):
     kinds = ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "Deployment", "Secret")
     container = "server"
     settings = (
-        *kc.common_settings(300.0)[:7],
+        *common_settings(300.0)[:7],
         Setting(
             "headless",
             bool,
@@ -69,11 +93,11 @@ class KubernetesTarget(kc.ClusterTarget):
             "loadbalancer: an external address from the cloud's load balancer",
             choices=EXPOSE,
         ),
-        *kc.common_settings(300.0)[7:],
+        *common_settings(300.0)[7:],
     )
 
     def pod_selector(self, name: str) -> str:
-        return kc.selector(name)
+        return selector(name)
 
     def build(
         self,
@@ -94,7 +118,7 @@ class KubernetesTarget(kc.ClusterTarget):
         replicas = autoscale[0] if autoscale else settings["replicas"]
         objects: list[dict[str, Any]] = []
         if key:
-            objects.append(kc.api_key_secret(name, namespace, key))
+            objects.append(api_key_secret(name, namespace, key))
         objects.append(self._deployment(artifact, name, image, settings, replicas, bool(key)))
         objects.append(self._service(name, namespace, settings))
         if autoscale:
@@ -102,7 +126,7 @@ class KubernetesTarget(kc.ClusterTarget):
                 {
                     "apiVersion": "autoscaling/v2",
                     "kind": "HorizontalPodAutoscaler",
-                    "metadata": kc.metadata(name, namespace),
+                    "metadata": metadata(name, namespace),
                     "spec": {
                         "scaleTargetRef": {
                             "apiVersion": "apps/v1",
@@ -131,7 +155,7 @@ class KubernetesTarget(kc.ClusterTarget):
                 {
                     "apiVersion": "policy/v1",
                     "kind": "PodDisruptionBudget",
-                    "metadata": kc.metadata(name, namespace),
+                    "metadata": metadata(name, namespace),
                     "spec": {
                         "maxUnavailable": 1,
                         "selector": {"matchLabels": self._match(name)},
@@ -142,7 +166,7 @@ class KubernetesTarget(kc.ClusterTarget):
 
     @staticmethod
     def _match(name: str) -> dict[str, str]:
-        return {"app.kubernetes.io/name": name, kc.SERVICE_LABEL: name}
+        return {"app.kubernetes.io/name": name, SERVICE_LABEL: name}
 
     def _deployment(
         self,
@@ -164,30 +188,30 @@ class KubernetesTarget(kc.ClusterTarget):
                 {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                 {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"},
             ],
-            "env": kc.server_env(kc.secret_name(name) if auth else None),
-            "resources": kc.resources_for(artifact, settings["gpu"]),
-            "startupProbe": kc.grpc_probe(period=2, failures=startup_failures),
-            "readinessProbe": kc.grpc_probe(period=5, failures=2),
-            "livenessProbe": kc.grpc_probe(period=10, failures=3),
-            "securityContext": kc.container_security(),
+            "env": server_env(secret_name(name) if auth else None),
+            "resources": resources_for(artifact, settings["gpu"]),
+            "startupProbe": grpc_probe(period=2, failures=startup_failures),
+            "readinessProbe": grpc_probe(period=5, failures=2),
+            "livenessProbe": grpc_probe(period=10, failures=3),
+            "securityContext": container_security(),
         }
-        args = kc.server_args(auth)
+        args = server_args(auth)
         if args:
             container["args"] = args
         pod: dict[str, Any] = {
-            "securityContext": kc.pod_security(),
+            "securityContext": pod_security(),
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 30,
             "containers": [container],
         }
-        kc.mount_secret(container, pod, kc.secret_name(name) if auth else None)
-        tolerations = kc.gpu_tolerations(settings["gpu"])
+        mount_secret(container, pod, secret_name(name) if auth else None)
+        tolerations = gpu_tolerations(settings["gpu"])
         if tolerations:
             pod["tolerations"] = tolerations
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": kc.metadata(name, namespace),
+            "metadata": metadata(name, namespace),
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": self._match(name)},
@@ -198,7 +222,7 @@ class KubernetesTarget(kc.ClusterTarget):
                 "template": {
                     "metadata": {
                         "labels": {
-                            **kc.labels(name),
+                            **labels(name),
                             "io.accel-widgets/model": artifact.model_name,
                         },
                     },
@@ -227,7 +251,7 @@ class KubernetesTarget(kc.ClusterTarget):
         return {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": kc.metadata(name, namespace),
+            "metadata": metadata(name, namespace),
             "spec": spec,
         }
 
@@ -235,7 +259,7 @@ class KubernetesTarget(kc.ClusterTarget):
 
     def wait_ready(
         self,
-        kube: kc.Kube,
+        kube: Kube,
         name: str,
         image: str,
         settings: dict[str, Any],
@@ -266,7 +290,7 @@ class KubernetesTarget(kc.ClusterTarget):
             if current and ready >= wanted and updated >= wanted:
                 break
             pods = self.pods(kube, namespace, name)
-            trouble = kc.pod_trouble(kube, namespace, pods, image, self.container, unschedulable)
+            trouble = pod_trouble(kube, namespace, pods, image, self.container, unschedulable)
             if trouble:
                 raise ServingError(trouble)
             for condition in status.get("conditions") or []:
@@ -274,12 +298,12 @@ class KubernetesTarget(kc.ClusterTarget):
                     raise ServingError(
                         f"the Deployment {name} did not progress: {condition.get('message')}"
                     )
-            last = kc.pending_reason(pods)
+            last = pending_reason(pods)
             if time.monotonic() > deadline:
                 raise ServingError(
                     f"the Deployment {name} had {ready} of {wanted} replicas ready after "
                     f"{timeout:.0f} s (pods: {last}); see `kubectl describe pods -n "
-                    f"{namespace} -l {kc.SERVICE_LABEL}={name}`, or allow more time "
+                    f"{namespace} -l {SERVICE_LABEL}={name}`, or allow more time "
                     "(ready_timeout)"
                 )
             report(
@@ -287,13 +311,13 @@ class KubernetesTarget(kc.ClusterTarget):
                 0.2 + 0.75 * ready / max(wanted, 1),
                 f"{ready}/{wanted} replicas ready ({last})",
             )
-            time.sleep(kc.POLL_S)
+            time.sleep(POLL_S)
         report("deploy", 0.95, f"{wanted}/{wanted} replicas ready")
         return self._address(kube, name, settings, deadline, report)
 
     def _address(
         self,
-        kube: kc.Kube,
+        kube: Kube,
         name: str,
         settings: dict[str, Any],
         deadline: float,
@@ -312,8 +336,8 @@ class KubernetesTarget(kc.ClusterTarget):
                 report("deploy", 0.97, "the load balancer has no address yet")
                 break
             report("deploy", 0.96, "waiting for the load balancer's address")
-            time.sleep(kc.POLL_S)
-        hint = kc.connect_hint(namespace, name)
+            time.sleep(POLL_S)
+        hint = connect_hint(namespace, name)
         return {
             "address": in_cluster,
             "port": GRPC_PORT,
