@@ -111,3 +111,48 @@ def test_quota_takes_the_chosen_targets_settings_and_refuses_others(workspace, c
     )
     assert code == 1
     assert "--replicas is not a setting of the local target" in capsys.readouterr().err
+
+
+class _Terminal(__import__("io").StringIO):
+    """stderr as a terminal: the progress line is redrawn in place, with no newline."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_an_error_mid_step_prints_on_a_line_of_its_own_and_ctrl_c_sets_the_token(
+    monkeypatch,
+):
+    """A step that fails while its progress line is drawn: the line is closed before the
+    error is printed (``error:`` at the start of a line, not glued to ``[####   ] 50%``),
+    and Ctrl-C inside a step sets the token the engine watches, so it cleans up."""
+    from accel_widgets.cli.output import live_progress
+    from accel_widgets.errors import AccelError
+    from accel_widgets.progress import ProgressEvent
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with pytest.raises(AccelError), live_progress() as (progress, _):
+        progress(ProgressEvent("convert", 0.5, "halfway"))
+        raise AccelError("the model file is not ONNX")
+    assert "halfway" in terminal.getvalue() and terminal.getvalue().endswith("\n")
+
+    with pytest.raises(KeyboardInterrupt), live_progress() as (progress, cancel):
+        progress(ProgressEvent("package", 0.2, "building"))
+        raise KeyboardInterrupt
+    assert cancel.cancelled
+
+
+def test_register_of_a_file_that_is_not_a_model_says_so_on_its_own_line(
+    workspace, tmp_path, monkeypatch
+):
+    """The whole command: the error line starts at the beginning of a line."""
+    bad = tmp_path / "photo.onnx"
+    bad.write_bytes(b"\xff\xd8\xff not an onnx file")
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert run(workspace, "register", str(bad), "mine") == 1
+    text = terminal.getvalue()
+    assert "checking photo.onnx" in text  # the progress line was drawn...
+    assert "\nerror: " in text and "is not a valid ONNX model" in text  # ...and closed first
+    assert workspace.list_models() == []

@@ -8,9 +8,15 @@ import json
 import sys
 from typing import Any
 
-from accel_widgets.cli.output import PARTIAL, SUCCESS, print_reports, table, workspace_of
+from accel_widgets.cli.output import (
+    PARTIAL,
+    SUCCESS,
+    live_progress,
+    print_reports,
+    table,
+    workspace_of,
+)
 from accel_widgets.errors import AccelError
-from accel_widgets.progress import CancelToken, TerminalProgress
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -42,22 +48,22 @@ def cmd_register(args: argparse.Namespace) -> int:
     from accel_widgets.engine.models import register
 
     workspace = workspace_of(args)
-    progress = TerminalProgress()
-    preprocessing = preprocessing_arg(args.preprocessing) if args.preprocessing else None
-    path = Path(args.path)
-    common = {
-        "workspace": workspace,
-        "progress": progress,
-        "labels": args.labels,
-        "preprocessing": preprocessing,
-    }
-    if path.suffix == ".onnx":
-        record = register.register_onnx(path, args.name, postprocess=args.postprocess, **common)
-    elif path.is_dir():
-        record = register.register_saved_model(path, args.name, **common)
-    else:
-        record = register.register_keras(str(path), args.name, **common)
-    progress.close()
+    with live_progress() as (progress, cancel):
+        preprocessing = preprocessing_arg(args.preprocessing) if args.preprocessing else None
+        path = Path(args.path)
+        common = {
+            "workspace": workspace,
+            "progress": progress,
+            "cancel": cancel,
+            "labels": args.labels,
+            "preprocessing": preprocessing,
+        }
+        if path.suffix == ".onnx":
+            record = register.register_onnx(path, args.name, postprocess=args.postprocess, **common)
+        elif path.is_dir():
+            record = register.register_saved_model(path, args.name, **common)
+        else:
+            record = register.register_keras(str(path), args.name, **common)
     print(f"registered {record.ref} ({record.kind}) in {workspace.root}")
     return SUCCESS
 
@@ -91,11 +97,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         for file in SAMPLE_FILES:
             print(f"{file.name}  {file.size} bytes  sha256 {file.sha256[0]}\n  {file.url}")
         return SUCCESS
-    progress = TerminalProgress()
-    try:
-        path = download_sample(args.folder, base_url=args.url, progress=progress)
-    finally:
-        progress.close()
+    with live_progress() as (progress, cancel):
+        path = download_sample(args.folder, base_url=args.url, progress=progress, cancel=cancel)
     print(f"the sample model is ready: {path} (and {SAMPLE_FILES[1].name}, sha256 verified)")
     if path.parent.resolve() not in {d.resolve() for d in weights_dirs()}:
         print(f"the walk does not look there: export {WEIGHTS_DIR_ENV}={path.parent}")
@@ -108,10 +111,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from accel_widgets.engine.models.catalog import CATALOG, get_spec, quantize_for
 
     workspace = workspace_of(args)
-    cancel = CancelToken()
-    progress = TerminalProgress()
     quantize = args.quantize
-    try:
+    with live_progress() as (progress, cancel):
         if args.model.lower() in CATALOG or workspace.find_model(args.model) is None:
             from accel_widgets.engine.models.build import build_model
 
@@ -138,11 +139,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
             progress=progress,
             cancel=cancel,
         )
-    except KeyboardInterrupt:
-        cancel.cancel()
-        raise
-    finally:
-        progress.close()
     print_reports(artifacts)
     return SUCCESS
 
@@ -180,9 +176,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             else [a.precision for a in workspace.list_artifacts(model)]
         )
         runs = [{"model": model.name, "version": model.version, "precision": p} for p in precisions]
-    progress = TerminalProgress()
     results = []
-    try:
+    with live_progress() as (progress, cancel):
         for run in runs:
             results.append(
                 evaluate(
@@ -192,10 +187,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     limit=args.limit,
                     workspace=workspace,
                     progress=progress,
+                    cancel=cancel,
                 )
             )
-    finally:
-        progress.close()
     rows: list[list[Any]] = [
         ["model", "precision", "scored", "photos", "top-1 [95% interval]", "top-5", "p50 ms"]
     ]
@@ -236,9 +230,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "give a training folder (one sub-folder per class) or --sample digits|lfw, not both"
         )
     workspace = workspace_of(args)
-    cancel = CancelToken()
-    progress = TerminalProgress()
-    try:
+    with live_progress() as (progress, cancel):
         result = train_classifier(
             args.name,
             args.folder,
@@ -256,11 +248,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             progress=progress,
             cancel=cancel,
         )
-    except KeyboardInterrupt:
-        cancel.cancel()
-        raise
-    finally:
-        progress.close()
     report = result.report
     held = report["holdout"]
     print(

@@ -4,15 +4,36 @@ keys, the note on where a manifest's secret lives."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+from accel_widgets.progress import CancelToken, TerminalProgress
 
 SUCCESS, ERROR, USAGE, INTERRUPTED = 0, 1, 2, 130
 
 
 #: ``evaluate``'s exit status when it measured accuracy but some files could not be scored.
 PARTIAL = 3
+
+
+@contextlib.contextmanager
+def live_progress() -> Iterator[tuple[TerminalProgress, CancelToken]]:
+    """A command's live progress line and the token its step watches.
+
+    Ctrl-C sets the token, so the step stops where it can and cleans up what it started (a
+    half-built image, a service that never came up) before the interrupt reaches ``main``;
+    and the line is closed however the step ends, so an error prints on a line of its own.
+    """
+    progress, cancel = TerminalProgress(), CancelToken()
+    try:
+        yield progress, cancel
+    except KeyboardInterrupt:
+        cancel.cancel()
+        raise
+    finally:
+        progress.close()
 
 
 def table(rows: Sequence[Sequence[Any]]) -> str:

@@ -8,10 +8,18 @@ import json
 import sys
 from typing import Any
 
-from accel_widgets.cli.output import ERROR, SUCCESS, mask, secret_note, table, workspace_of, wrapped
+from accel_widgets.cli.output import (
+    ERROR,
+    SUCCESS,
+    live_progress,
+    mask,
+    secret_note,
+    table,
+    workspace_of,
+    wrapped,
+)
 from accel_widgets.cli.settings import SETTING_DEST, given_settings, target_names
 from accel_widgets.errors import AccelError
-from accel_widgets.progress import CancelToken, TerminalProgress
 
 
 def cmd_quota(args: argparse.Namespace) -> int:
@@ -28,20 +36,20 @@ def cmd_quota(args: argparse.Namespace) -> int:
         # subscription) go on to it.
         own = {k: v for k, v in vars(args).items() if not k.startswith(SETTING_DEST)}
         settings.update({k: own[k] for k in target._names() if own.get(k) is not None})
-    progress = TerminalProgress()
-    report = check_quota(
-        args.target,
-        region=args.region,
-        family=args.family,
-        needed=args.needed,
-        subscription_id=args.subscription,
-        workspace_dir=args.workspace,
-        progress=progress,
-        settings=settings,
-        model=args.model,
-        workspace=workspace_of(args) if args.model else None,
-    )
-    progress.close()
+    with live_progress() as (progress, cancel):
+        report = check_quota(
+            args.target,
+            region=args.region,
+            family=args.family,
+            needed=args.needed,
+            subscription_id=args.subscription,
+            workspace_dir=args.workspace,
+            progress=progress,
+            cancel=cancel,
+            settings=settings,
+            model=args.model,
+            workspace=workspace_of(args) if args.model else None,
+        )
     print(table(report.to_table()))
     models = report.details.get("models") or {}
     if models:
@@ -60,9 +68,7 @@ def cmd_package(args: argparse.Namespace) -> int:
     """Build a container image holding a converted model (and push or save it)."""
     from accel_widgets.engine.packaging.package import package
 
-    progress = TerminalProgress()
-    cancel = CancelToken()
-    try:
+    with live_progress() as (progress, cancel):
         image = package(
             args.model,
             args.version,
@@ -76,11 +82,6 @@ def cmd_package(args: argparse.Namespace) -> int:
             progress=progress,
             cancel=cancel,
         )
-    except KeyboardInterrupt:
-        cancel.cancel()
-        raise
-    finally:
-        progress.close()
     info = image.info
     print(f"image     {info['tag']}  ({image.ref} in the workspace)")
     print(f"id        {info['image_id'][:19]}  size {info['size_bytes'] / 1e6:.0f} MB")
@@ -141,9 +142,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     target = get_target(args.target)
     given = given_settings(args, target)
-    progress = TerminalProgress()
     workspace = workspace_of(args)
-    try:
+    with live_progress() as (progress, cancel):
         service = deploy(
             args.model,
             version=args.version,
@@ -153,10 +153,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             image=args.image,
             workspace=workspace,
             progress=progress,
+            cancel=cancel,
             settings=given,
         )
-    finally:
-        progress.close()
     print(f"service   {service.name} ({service.target})")
     if service.info.get("protocol") == "rest":
         print(f"scoring   {service.info['scoring_uri']}  (HTTPS, TF Serving REST predict)")
