@@ -475,6 +475,25 @@ def test_get_artifact_by_unknown_id_is_not_found(ws: Workspace) -> None:
         ws.get_artifact_by_id(42)
 
 
+def test_records_handed_down_find_their_artifact_and_a_deleted_one_says_convert_again(
+    ws: Workspace,
+) -> None:
+    """Steps hand on records, not names (issue 23): a ModelRecord stands for its own
+    version even after a newer one is registered, and an ArtifactRecord deleted since it
+    was handed on is an error that says what to do, not a path to a missing file."""
+    first = register(ws, "resnet")
+    first_fp32 = add_onnx(ws, first, "fp32")
+    newer = register(ws, "resnet")
+    add_onnx(ws, newer, "fp32")
+    assert ws.get_artifact(first).id == first_fp32.id  # not the newest version's
+    assert ws.get_artifact(first_fp32) == first_fp32
+    ws.delete_model("resnet", 1)
+    with pytest.raises(NotFoundError, match=r"fp32 artifact of resnet:1 was deleted; convert it"):
+        ws.get_artifact(first_fp32)
+    with pytest.raises(NotFoundError, match="resnet"):
+        ws.get_artifact(first)
+
+
 def test_replacing_an_unused_artifact_swaps_its_files(ws: Workspace) -> None:
     model = register(ws, "resnet")
     first = add_onnx(ws, model, "fp32", payload=b"old")

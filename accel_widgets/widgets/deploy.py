@@ -255,9 +255,7 @@ class DeployWidget(Step):
         note = ""
         if self.model is not None and self.precision.value:
             workspace = self.workspace or Workspace()
-            artifact = workspace.get_artifact(
-                self.model.name, self.model.version, self.precision.value
-            )
+            artifact = workspace.get_artifact(self.model, precision=self.precision.value)
             check = artifact_check(artifact.report, artifact.precision)
             if check.mark == "warn":
                 note = f"&#9888; {html.escape(artifact.precision)} is {html.escape(check.text)}"
@@ -324,8 +322,7 @@ class DeployWidget(Step):
             # checks); a target that runs an image gets the newest one packaged from it
             # (the Package step's), or an error saying to package first.
             service, reused = deploy_or_reuse(
-                self.model.name,
-                version=self.model.version,
+                self.model,
                 precision=self.precision.value or None,
                 name=name,
                 target=self.target.value,

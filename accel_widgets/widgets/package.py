@@ -99,8 +99,7 @@ class PackageWidget(Step):
         base = self.base.value.strip() or default_base()
         try:
             image = package(
-                self.model.name,
-                self.model.version,
+                self.model,
                 base=base,
                 push=self.push.value.strip() or None,
                 save=self.save.value.strip() or None,

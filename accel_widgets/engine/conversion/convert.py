@@ -160,7 +160,7 @@ def convert(
     model = name if isinstance(name, ModelRecord) else workspace.get_model(name, version)
     if model.kind == "onnx":
         if quantize != "int8":
-            return [workspace.get_artifact(model.name, model.version)]
+            return [workspace.get_artifact(model)]
         return [
             quantize_model(
                 model,

@@ -42,6 +42,7 @@ from accel_widgets.engine.packaging.package_context import (
 from accel_widgets.engine.store.workspace import (
     ArtifactRecord,
     ImageRecord,
+    ModelRecord,
     Workspace,
     check_name,
     make_private,
@@ -182,7 +183,7 @@ def _reusable(
 
 
 def package(
-    model: str,
+    model: str | ModelRecord | ArtifactRecord,
     version: int | None = None,
     precision: str | None = None,
     *,
@@ -201,7 +202,8 @@ def package(
     ----------
     model, version, precision:
         The workspace model and which artifact (when ``precision`` is None, the one deploy
-        would take: a recommended INT8, else fp32; see ``workspace.default_order``).
+        would take: a recommended INT8, else fp32; see ``workspace.default_order``);
+        ``model`` may be the record the step before handed on (ModelRecord, ArtifactRecord).
     name:
         The image name (lowercase; default: the model name). Its versions count up.
     base:

@@ -640,7 +640,7 @@ class Workspace:
                 ),
             )
             self._place(staged, rel)
-        return self.get_artifact(model.name, model.version, precision)
+        return self.get_artifact(model, precision=precision)
 
     def _refuse_if_used(self, db: sqlite3.Connection, artifact_id: int, what: str) -> None:
         users = db.execute(
@@ -673,10 +673,28 @@ class Workspace:
     )
 
     def get_artifact(
-        self, name: str, version: int | None = None, precision: str | None = None
+        self,
+        name: str | ModelRecord | ArtifactRecord,
+        version: int | None = None,
+        precision: str | None = None,
     ) -> ArtifactRecord:
         """The artifact of a model version: ``precision``, or when None the best artifact
-        that passed its checks (:func:`default_order`)."""
+        that passed its checks (:func:`default_order`).
+
+        ``name`` may be the record a step before handed on: an :class:`ArtifactRecord` is
+        read again by its id (so one deleted since is a NotFoundError, not a stale path), a
+        :class:`ModelRecord` stands for its own name and version.
+        """
+        if isinstance(name, ArtifactRecord):
+            try:
+                return self.get_artifact_by_id(name.id)
+            except NotFoundError:
+                raise NotFoundError(
+                    f"the {name.precision} artifact of {name.model_name}:{name.model_version} "
+                    f"was deleted; convert it again (`accel-widgets convert {name.model_name}`)"
+                ) from None
+        if isinstance(name, ModelRecord):
+            name, version = name.name, name.version
         model = self.get_model(name, version)
         artifacts = self.list_artifacts(model)
         if precision is not None:

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from accel_widgets.engine.checks.verdicts import artifact_check
-from accel_widgets.engine.store.workspace import ImageRecord, ServiceRecord, Workspace
+from accel_widgets.engine.store.workspace import (
+    ArtifactRecord,
+    ImageRecord,
+    ModelRecord,
+    ServiceRecord,
+    Workspace,
+)
 from accel_widgets.engine.targets.base import (
     LIVE_STATES,
     RESERVED_SETTINGS,
@@ -148,7 +154,7 @@ def _settings(settings: Mapping[str, Any] | None, more: Mapping[str, Any]) -> di
 
 
 def deploy(
-    model: str,
+    model: str | ModelRecord | ArtifactRecord,
     *,
     version: int | None = None,
     precision: str | None = None,
@@ -167,8 +173,9 @@ def deploy(
     ----------
     model, version, precision:
         The workspace model and which artifact; when ``precision`` is None, the best that
-        passed its checks (``Workspace.get_artifact``). An INT8 artifact that was not
-        recommended is still deployed when asked for, with a warning event.
+        passed its checks (``Workspace.get_artifact``); ``model`` may be the record the step
+        before handed on (a ModelRecord, or the ArtifactRecord itself). An INT8 artifact that
+        was not recommended is still deployed when asked for, with a warning event.
     name:
         The service name (lowercase); defaults to the model name. A recorded service of
         that name is restarted in place when it is dead, or has the new version swapped
@@ -273,7 +280,7 @@ def _image_for(workspace: Workspace, artifact, image: str | ImageRecord | None) 
 
 
 def manifests(
-    model: str,
+    model: str | ModelRecord | ArtifactRecord,
     *,
     version: int | None = None,
     precision: str | None = None,
@@ -465,7 +472,7 @@ def delete_service(name: str, workspace: Workspace | None = None) -> ServiceReco
 
 
 def deploy_or_reuse(
-    model: str,
+    model: str | ModelRecord | ArtifactRecord,
     *,
     version: int | None = None,
     precision: str | None = None,
@@ -509,9 +516,7 @@ def deploy_or_reuse(
             report("deploy", 0.0, f"replacing the earlier service {name} ({existing.state})")
             delete_service(name, workspace)
     service = deploy(
-        artifact.model_name,
-        version=artifact.model_version,
-        precision=artifact.precision,
+        artifact,
         name=name,
         target=chosen.name,
         image=wanted_image,
