@@ -359,7 +359,8 @@ def test_a_trained_model_deleted_elsewhere_reopens_the_train_walk(trained):
         walk._view_count = 0
         click(walk.train, walk.train.train_button)
         assert walk.train.done and not convert.locked and not convert.convert_button.disabled
-        assert "deleted-digits:1" in convert.summary.value
+        assert convert.trained is walk.train.model  # a new version: the old ref stays gone
+        assert f"<b>{walk.train.model.ref}</b>" in convert.summary.value
     finally:
         walk.close()
         if workspace.find_model("deleted-digits") is not None:
