@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -251,6 +252,119 @@ def test_train_widget_shows_classes_and_cancel_keeps_nothing(trained):
         assert workspace.find_model("walk-digits") is None
     finally:
         walk.close()
+
+
+def _walk_on(workspace: Workspace, name: str, **options):
+    """A train walk on the module's workspace, the set-up of ``SETUP`` (cached features)."""
+    from accel_widgets.widgets import TrainWalk
+
+    return TrainWalk(
+        workspace,
+        source="digits",
+        name=name,
+        featurizer="resnet50",
+        weights="random",
+        size=32,
+        per_class=30,
+        **options,
+    )
+
+
+def test_the_train_walk_polls_only_while_a_front_end_shows_it(workspace):
+    """As the main walk: the front end's view count starts and stops the poll, and so does
+    closing the widget (a re-run cell leaves no poll behind)."""
+    walk = _walk_on(workspace, "polled", poll=0.05)
+    try:
+        assert not walk.state.polling  # created, not shown yet
+        walk._view_count = 1  # the cell's output shows it
+        assert walk.state.polling
+        before = walk.state.refreshes
+        deadline = time.monotonic() + 10
+        while walk.state.refreshes == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert walk.state.refreshes > before
+        walk._view_count = 0  # the cell is re-run: its old output goes
+        assert not walk.state.polling
+        walk._view_count = 1
+        assert walk.state.polling
+    finally:
+        walk.close()
+    assert not walk.state.polling
+
+
+def test_the_train_walks_convert_answers_cancel_at_once(trained):
+    """The Cancel click says "Cancelling..." (and cannot be clicked twice) until the
+    conversion stops; nothing is converted and Deploy stays locked."""
+    from test_widgets import CLICK_TIMEOUT_S, click
+
+    workspace = trained["workspace"]
+    walk = _walk_on(workspace, "cancel-convert")
+    step = walk.convert
+    try:
+        click(walk.train, walk.train.train_button)
+        assert walk.train.done, walk.train.error
+        assert not step.locked and "cancel-convert:1" in step.summary.value
+        labels: list[tuple[str, bool]] = []
+        step.cancel_button.observe(
+            lambda change: labels.append((change["new"], step.cancel_button.disabled)),
+            "description",
+        )
+        updates: list[int] = []
+        step.progress.observe(lambda change: updates.append(change["new"]), "updates")
+        step.convert_button.click()
+        while not updates and step.busy:
+            step.wait(0.05)
+        step.cancel_button.click()
+        assert step.wait(CLICK_TIMEOUT_S)
+        assert ("Cancelling...", True) in labels, labels
+        assert step.cancel_button.description == "Cancel" and step.cancel_button.disabled
+        assert step.error.startswith("Cancelled"), step.error
+        assert not step.done and step.model is None and walk.deploy.locked
+        model = workspace.get_model("cancel-convert")
+        assert [a.precision for a in workspace.list_artifacts(model)] == []
+    finally:
+        walk.close()
+        workspace.delete_model("cancel-convert")
+
+
+def test_a_trained_model_deleted_elsewhere_reopens_the_train_walk(trained):
+    """The sidebar deletes the walk's model while the walk is on screen: the poll sees it,
+    Train reopens saying so (Convert cannot bring a trained model back), Convert drops its
+    result and locks, Deploy locks; training again opens Convert again."""
+    from test_widgets import click
+
+    workspace = trained["workspace"]
+    walk = _walk_on(workspace, "deleted-digits", poll=0.05)
+    try:
+        click(walk.train, walk.train.train_button)
+        walk.convert.quantize.value = False  # float only: the deletion is what is tested
+        click(walk.convert, walk.convert.convert_button)
+        assert walk.convert.done, walk.convert.error
+        assert walk.deploy.model is not None and not walk.deploy.locked
+
+        walk._view_count = 1  # on screen: the poll runs
+        workspace.delete_model("deleted-digits")  # what the sidebar's Delete does
+        deadline = time.monotonic() + 10
+        while walk.train.done and time.monotonic() < deadline:
+            time.sleep(0.02)
+        train, convert = walk.train, walk.convert
+        assert not train.done and train.model is None and train.summary.value == ""
+        assert train.status == "model deleted-digits:1 was deleted; train it again"
+        assert "&#10003;" not in train.header.value and not train.train_button.disabled
+        assert convert.locked and not convert.done and convert.model is None
+        assert convert.report_table.value == "" and "&#10003;" not in convert.header.value
+        assert convert.summary.value == "<i>Train a model above.</i>"
+        assert walk.deploy.model is None and walk.deploy.locked and walk.score.locked
+
+        walk._view_count = 0
+        click(walk.train, walk.train.train_button)
+        assert walk.train.done and not convert.locked and not convert.convert_button.disabled
+        assert convert.trained is walk.train.model  # a new version: the old ref stays gone
+        assert f"<b>{walk.train.model.ref}</b>" in convert.summary.value
+    finally:
+        walk.close()
+        if workspace.find_model("deleted-digits") is not None:
+            workspace.delete_model("deleted-digits")
 
 
 def test_train_notebook_runs_headless_to_a_scored_digit(trained):

@@ -1,4 +1,10 @@
-"""Step 3, build and convert: build -> save -> register -> convert -> quantize, with a report."""
+"""Step 3, build and convert: build -> save -> register -> convert -> quantize, with a report.
+
+:class:`ConvertStep` is the step itself (buttons, live log, report, Cancel, reopening when
+its model is deleted elsewhere); :class:`ConvertWidget` feeds it the Model step's choice,
+and the train walk's :class:`~accel_widgets.widgets.train.ConvertTrainedWidget` a trained
+model, so both walks convert with the same step.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from accel_widgets.engine.store.workspace import (
 )
 from accel_widgets.engine.walk.choices import prepare_choice
 from accel_widgets.errors import AccelError
+from accel_widgets.progress import CancelToken
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, photo_name
 
 
@@ -78,44 +85,57 @@ def photo_check(model: ModelRecord, artifacts: list[ArtifactRecord]) -> str:
     )
 
 
-class ConvertWidget(Step):
-    """Get the selected model converted (or find it already converted in the workspace).
+class ConvertStep(Step):
+    """What both Convert steps are: Convert and Cancel, the live log, the report table.
 
-    ``selection`` comes from the Model step; ``model`` (read by the Deploy step) and
-    ``artifacts`` (shown in the report table) are the result. A model the workspace already
-    holds is reused, not converted again.
+    ``model`` (read by the Deploy step) and ``artifacts`` (shown in the report table) are the
+    result. The step reopens when its model is deleted elsewhere (clean-up, the sidebar, the
+    CLI) and answers a Cancel click at once. Where the model comes from is the subclass's:
+    its input trait (calling :meth:`_new_input` when it changes) and three methods,
+    :meth:`_plan`, :meth:`_starting` and :meth:`_prepare`.
     """
 
     css_name = "convert"
-    selection = traitlets.Dict(allow_none=True, default_value=None)
+    #: what a model deleted elsewhere leaves the user to do
+    again_words = "convert it again"
     model = traitlets.Any(None, allow_none=True, help="the registered ModelRecord")
     artifacts = traitlets.List(help="its ArtifactRecords (fp32, and int8 when asked)")
 
     def __init__(self, workspace: Workspace | None = None, **kwargs: Any) -> None:
         self.workspace = workspace
-        self.summary = widgets.HTML("<i>Choose a model above.</i>")
+        self.summary = widgets.HTML(self._plan())
         self.convert_button = button("Convert", "convert", "primary", "cogs")
         self.cancel_button = button("Cancel", "cancel", "warning", "stop")
         self.cancel_button.disabled = True
+        self.controls = widgets.HBox([self.convert_button, self.cancel_button])
         self.progress = ProgressPanel()
         self.report_table = widgets.HTML()
         self.report_table.add_class("accel-convert-report")
         super().__init__(
-            [
-                self.summary,
-                widgets.HBox([self.convert_button, self.cancel_button]),
-                self.progress,
-                self.report_table,
-            ],
+            [self.summary, self.controls, self.progress, self.report_table],
             **kwargs,
         )
-        self.title = "3. Build and convert"
         self.convert_button.on_click(lambda _: self._start(self.run))
         self.cancel_button.on_click(lambda _: self._on_cancel())
 
-    @traitlets.observe("selection")
-    def _on_selection(self, change: Any) -> None:
-        selection = change["new"]
+    # -- what a subclass says ------------------------------------------------------------------
+
+    def _plan(self) -> str:
+        """The summary (HTML): what a click on Convert will do with the input."""
+        raise NotImplementedError
+
+    def _starting(self) -> str:
+        """The status while converting; raises (in the step's words) when there is no input."""
+        raise NotImplementedError
+
+    def _prepare(self, cancel: CancelToken) -> tuple[ModelRecord, list[ArtifactRecord], str]:
+        """The engine call: the model, its artifacts and what was done, in words."""
+        raise NotImplementedError
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def _new_input(self) -> None:
+        """A new input: the last model, its report and its log are not this one's."""
         self.done = False
         self.model = None
         self.artifacts = []
@@ -123,18 +143,7 @@ class ConvertWidget(Step):
         self.progress.reset()  # the last model's log and green bars are not this one's
         self.status = ""
         self.warning = ""
-        if not selection:
-            self.summary.value = "<i>Choose a model above.</i>"
-            return
-        choice = selection["choice"]
-        steps = {
-            "catalog": "build with TensorFlow, save, register, convert to ONNX, validate",
-            "sample": "register the ONNX file as it is (no conversion) and run it on real photos",
-            "onnx": "register the ONNX file as it is (no conversion) and run it on real photos",
-        }[choice.kind]
-        if selection["quantize"]:
-            steps += ", then quantize to INT8 with real calibration photos"
-        self.summary.value = f"<b>{choice.title}</b>: {steps}."
+        self.summary.value = self._plan()
 
     def _sync(self) -> None:
         """Reopen when the model is deleted elsewhere (clean-up, the sidebar, the CLI)."""
@@ -147,7 +156,7 @@ class ConvertWidget(Step):
             self.report_table.value = ""
             self.done = False
             self.warning = ""
-            self.status = f"model {ref} was deleted; convert it again"
+            self.status = f"model {ref} was deleted; {self.again_words}"
 
     def _set_enabled(self, enabled: bool) -> None:
         self.convert_button.disabled = not enabled
@@ -166,22 +175,13 @@ class ConvertWidget(Step):
         return self._guarded(self._convert)
 
     def _convert(self) -> list:
-        if not self.selection:
-            raise AccelError("choose a model in the step above and click 'Use this model'")
-        choice = self.selection["choice"]
+        starting = self._starting()
         self.progress.reset()
         self.report_table.value = ""  # a new run replaces the last report, even if it fails
         self.warning = ""
-        self.status = f"working on {choice.title}..."
+        self.status = starting
         try:
-            model, artifacts, reused = prepare_choice(
-                choice,
-                weights=self.selection["weights"],
-                quantize=self.selection["quantize"],
-                workspace=self.workspace,
-                progress=self.progress,
-                cancel=self._new_cancel(),
-            )
+            model, artifacts, words = self._prepare(self._new_cancel())
         except BaseException:
             self.progress.finish(False)
             self.status = "not converted"
@@ -189,11 +189,59 @@ class ConvertWidget(Step):
         self.progress.finish(True)
         self.report_table.value = html_table(
             REPORT_COLUMNS, [report_row(a) for a in artifacts], css="accel-report-rows"
-        ) + photo_check(model, list(artifacts))
+        ) + photo_check(model, artifacts)
         self.model = model
-        self.artifacts = list(artifacts)
-        self.status = what_happened(model, list(artifacts), reused)
-        self.warning = int8_warning(list(artifacts))
+        self.artifacts = artifacts
+        self.status = words
+        self.warning = int8_warning(artifacts)
         self.done = True
         self._refresh_state()
         return self.artifacts
+
+
+class ConvertWidget(ConvertStep):
+    """Get the model chosen in the Model step converted (or find it converted already).
+
+    ``selection`` comes from the Model step. A model the workspace already holds is reused,
+    not converted again.
+    """
+
+    selection = traitlets.Dict(allow_none=True, default_value=None)
+
+    def __init__(self, workspace: Workspace | None = None, **kwargs: Any) -> None:
+        super().__init__(workspace, **kwargs)
+        self.title = "3. Build and convert"
+
+    @traitlets.observe("selection")
+    def _on_selection(self, change: Any) -> None:
+        self._new_input()
+
+    def _plan(self) -> str:
+        selection = self.selection
+        if not selection:
+            return "<i>Choose a model above.</i>"
+        choice = selection["choice"]
+        steps = {
+            "catalog": "build with TensorFlow, save, register, convert to ONNX, validate",
+            "sample": "register the ONNX file as it is (no conversion) and run it on real photos",
+            "onnx": "register the ONNX file as it is (no conversion) and run it on real photos",
+        }[choice.kind]
+        if selection["quantize"]:
+            steps += ", then quantize to INT8 with real calibration photos"
+        return f"<b>{choice.title}</b>: {steps}."
+
+    def _starting(self) -> str:
+        if not self.selection:
+            raise AccelError("choose a model in the step above and click 'Use this model'")
+        return f"working on {self.selection['choice'].title}..."
+
+    def _prepare(self, cancel: CancelToken) -> tuple[ModelRecord, list[ArtifactRecord], str]:
+        model, artifacts, reused = prepare_choice(
+            self.selection["choice"],
+            weights=self.selection["weights"],
+            quantize=self.selection["quantize"],
+            workspace=self.workspace,
+            progress=self.progress,
+            cancel=cancel,
+        )
+        return model, list(artifacts), what_happened(model, list(artifacts), reused)

@@ -1,9 +1,12 @@
 """Train your own classes: pick a folder (or a bundled set), see it, train live, see the result.
 
-:class:`TrainWidget` is the step; :class:`TrainWalk` chains it with a Convert step for the
-trained model and the walk's own Deploy, Score and Clean up steps, so the new model ends as
-a service answering with the user's class names. The main walk stays as it was: this is the
-second notebook (``notebooks/train-your-own.ipynb``).
+:class:`TrainWidget` is the step; :class:`TrainWalk` chains it with the main walk's Convert
+step fed the trained model (:class:`ConvertTrainedWidget`, a
+:class:`~accel_widgets.widgets.convert.ConvertStep`) and its Deploy, Score and Clean up
+steps, so the new model ends as a service answering with the user's class names. The walk is
+a :class:`~accel_widgets.widgets.chain.StepChain` like the main walk: the same links, locks,
+poll while on screen and Run All; a model deleted elsewhere reopens Train (Convert cannot
+bring it back). This is the second notebook (``notebooks/train-your-own.ipynb``).
 
 Like the main walk, the step never starts on weights it cannot have: when ImageNet weights
 for the featurizer are neither in the Keras cache nor downloadable (offline), it opens on
@@ -20,6 +23,7 @@ from __future__ import annotations
 import base64
 import html
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +31,20 @@ import ipywidgets as widgets
 import traitlets
 from matplotlib.figure import Figure
 
-from accel_widgets.engine.conversion.reports import REPORT_COLUMNS, report_row
 from accel_widgets.engine.models.build import keras_cache_dir
 from accel_widgets.engine.models.catalog import get_spec, list_specs
-from accel_widgets.engine.store.workspace import Workspace
+from accel_widgets.engine.store.workspace import ArtifactRecord, ModelRecord, Workspace
 from accel_widgets.engine.training.train import DEFAULT_FEATURIZER, TrainResult, train_classifier
 from accel_widgets.engine.training.train_data import sample_counts, sample_examples, scan_folder
 from accel_widgets.engine.walk.choices import imagenet_weights_available
 from accel_widgets.errors import AccelError
+from accel_widgets.progress import CancelToken
 from accel_widgets.widgets.base import ProgressPanel, Step, button, html_table, image
+from accel_widgets.widgets.chain import StepChain
 from accel_widgets.widgets.charts import figure_svg, show_chart
-from accel_widgets.widgets.cleanup import CleanupWidget
-from accel_widgets.widgets.convert import int8_warning
+from accel_widgets.widgets.convert import ConvertStep
 from accel_widgets.widgets.deploy import DeployWidget
 from accel_widgets.widgets.score import ScoreWidget
-from accel_widgets.widgets.state import WalkState
 
 SOURCES = [
     ("hand-written digits (scikit-learn, bundled)", "digits"),
@@ -259,6 +262,22 @@ class TrainWidget(Step):
             self.cancel_button.disabled = True
             self.cancel_button.description = "Cancelling..."
 
+    def _sync(self) -> None:
+        """Reopen when the trained model is deleted elsewhere (clean-up, the sidebar, the
+        CLI): what was trained is gone, so the held-out report goes with it and Convert,
+        which cannot bring it back, locks until the model is trained again."""
+        if self.busy or self.state is None or self.model is None:
+            return
+        if not self.state.has_model(self.model):
+            ref = self.model.ref
+            self.model = None
+            self.result = None
+            self.summary.value = ""
+            self.per_class_table.value = ""
+            self.confusion.value = b""
+            self.done = False
+            self.status = f"model {ref} was deleted; train it again"
+
     def _data(self) -> dict[str, Any]:
         """The engine's data arguments for the chosen source, checked in the widget's words."""
         if self.source.value != "folder":
@@ -367,8 +386,10 @@ class TrainWidget(Step):
         show_chart(self.confusion, confusion_chart(report["classes"], held["confusion"]))
 
 
-class ConvertTrainedWidget(Step):
-    """Convert the trained model to ONNX (optionally INT8), checked on its own pictures.
+class ConvertTrainedWidget(ConvertStep):
+    """The walk's Convert step for the trained model: ``trained`` in from the Train step,
+    ``model`` out to Deploy once converted to ONNX (optionally INT8), checked on its own
+    pictures.
 
     The pictures kept with the model stand in for the bundled photos
     (engine/checks/check_photos.py): INT8 calibrates on its training split, and the TF-vs-ONNX
@@ -376,117 +397,97 @@ class ConvertTrainedWidget(Step):
     """
 
     css_name = "convert-trained"
-    model = traitlets.Any(None, allow_none=True, help="the trained ModelRecord (input)")
-    converted = traitlets.Any(None, allow_none=True, help="the same model, once converted")
+    #: the Convert step cannot bring back a deleted trained model: training can
+    again_words = "train it again in the step above"
+    trained = traitlets.Any(None, allow_none=True, help="the trained ModelRecord (input)")
 
     def __init__(self, workspace: Workspace | None = None, **kwargs: Any) -> None:
-        self.workspace = workspace
         self.quantize = widgets.Checkbox(value=True, description="also quantize to INT8")
-        self.convert_button = button("Convert", "convert", "primary", "cogs")
-        self.cancel_button = button("Cancel", "cancel", "warning", "stop")
-        self.cancel_button.disabled = True
-        self.progress = ProgressPanel()
-        self.report_table = widgets.HTML()
-        self.report_table.add_class("accel-convert-report")
-        super().__init__(
-            [
-                widgets.HBox([self.quantize, self.convert_button, self.cancel_button]),
-                self.progress,
-                self.report_table,
-            ],
-            **kwargs,
-        )
+        super().__init__(workspace, **kwargs)
+        self.controls.children = (self.quantize, *self.controls.children)
         self.title = "2. Convert"
-        self.convert_button.on_click(lambda _: self._start(self.run))
-        self.cancel_button.on_click(lambda _: self.cancel())
 
-    @traitlets.observe("model")
-    def _on_model(self, change: Any) -> None:
-        self.done = False
-        self.converted = None
-        self.report_table.value = ""
-        self.progress.reset()  # the last model's log is not this one's
-        self.warning = ""
+    @traitlets.observe("trained")
+    def _on_trained(self, change: Any) -> None:
+        self._new_input()
 
     def _set_enabled(self, enabled: bool) -> None:
-        self.convert_button.disabled = not enabled
+        super()._set_enabled(enabled)
         self.quantize.disabled = not enabled
-        self.cancel_button.disabled = not self.busy
 
-    def run(self) -> list | None:
-        return self._guarded(self._convert)
+    def _plan(self) -> str:
+        if self.trained is None:
+            return "<i>Train a model above.</i>"
+        return (
+            f"<b>{html.escape(self.trained.ref)}</b>: convert to ONNX and check it against "
+            "TensorFlow on its held-out pictures."
+        )
 
-    def _convert(self) -> list:
+    def _starting(self) -> str:
+        if self.trained is None:
+            raise AccelError("train a model in the step above first")
+        return f"converting {self.trained.ref}..."
+
+    def _prepare(self, cancel: CancelToken) -> tuple[ModelRecord, list[ArtifactRecord], str]:
         from accel_widgets.engine.conversion.convert import convert
 
-        if self.model is None:
-            raise AccelError("train a model in the step above first")
-        self.progress.reset()
-        self.warning = ""
-        self.status = f"converting {self.model.ref}..."
-        try:
-            artifacts = convert(
-                self.model.name,
-                version=self.model.version,
-                quantize="int8" if self.quantize.value else None,
-                workspace=self.workspace,
-                progress=self.progress,
-                cancel=self._new_cancel(),
-            )
-        except BaseException:
-            self.progress.finish(False)
-            self.status = "not converted"
-            raise
-        self.progress.finish(True)
-        self.report_table.value = html_table(
-            REPORT_COLUMNS, [report_row(a) for a in artifacts], css="accel-report-rows"
+        model = self.trained
+        artifacts = convert(
+            model.name,
+            version=model.version,
+            quantize="int8" if self.quantize.value else None,
+            workspace=self.workspace,
+            progress=self.progress,
+            cancel=cancel,
         )
-        self.status = (
-            f"converted {self.model.ref} to ONNX ({', '.join(a.precision for a in artifacts)}), "
+        words = (
+            f"converted {model.ref} to ONNX ({', '.join(a.precision for a in artifacts)}), "
             "checked on its held-out pictures; ready to deploy"
         )
-        self.warning = int8_warning(list(artifacts))
-        self.converted = self.model
-        self.done = True
-        self._refresh_state()
-        return artifacts
+        return model, list(artifacts), words
 
 
-class TrainWalk(widgets.VBox):
+class TrainWalk(StepChain):
     """Train -> convert -> deploy -> score (a held-out picture) -> clean up, in order.
 
     Keyword arguments go to :class:`TrainWidget` (``source``, ``folder``, ``name``,
-    ``featurizer``, ``weights``, ``size``, ``per_class``, ``epochs``).
+    ``featurizer``, ``weights``, ``size``, ``per_class``, ``epochs``); ``poll`` is the main
+    walk's (:class:`~accel_widgets.widgets.chain.StepChain`): while the walk is on screen, a
+    model or service deleted elsewhere reopens the step that made it.
     """
 
-    def __init__(self, workspace: Workspace | None = None, **train_options: Any) -> None:
+    def __init__(
+        self,
+        workspace: Workspace | None = None,
+        *,
+        poll: float | None = 2.0,
+        **train_options: Any,
+    ) -> None:
         workspace = workspace or Workspace()
-        self.workspace = workspace
-        self.state = WalkState(workspace)
         self.train = TrainWidget(workspace=workspace, **train_options)
         self.convert = ConvertTrainedWidget(workspace=workspace)
         self.deploy = DeployWidget(workspace=workspace)
         self.score = ScoreWidget(workspace=workspace)
-        self.cleanup = CleanupWidget(workspace=workspace)
-        self.steps = [self.train, self.convert, self.deploy, self.score, self.cleanup]
         # Numbered for this walk (the steps borrowed from the main walk carry its numbers).
         self.deploy.title, self.score.title = "3. Deploy", "4. Score"
-        self.cleanup.title = "5. Clean up"
         self.score.use_photos({})  # its own classes' pictures arrive with the training
-        traitlets.dlink((self.train, "model"), (self.convert, "model"))
-        traitlets.dlink((self.convert, "converted"), (self.deploy, "model"))
-        traitlets.dlink((self.deploy, "service"), (self.score, "service"))
-        for before, after in [(self.train, self.convert), (self.convert, self.deploy)]:
-            after.locked = not before.done
-            traitlets.dlink((before, "done"), (after, "locked"), transform=lambda d: not d)
-        self.score.locked = True
-        traitlets.dlink((self.deploy, "done"), (self.score, "locked"), transform=lambda d: not d)
-        self.cleanup.locked = True
-        for step in self.steps:
-            step.use_state(self.state)
-        super().__init__(self.steps)
+        super().__init__(
+            workspace,
+            [self.train, self.convert, self.deploy, self.score],
+            links=[
+                ((self.train, "model"), (self.convert, "trained")),
+                ((self.convert, "model"), (self.deploy, "model")),
+                ((self.deploy, "service"), (self.score, "service")),
+            ],
+            needs=[
+                (self.train, self.convert),
+                (self.convert, self.deploy),
+                (self.deploy, self.score),
+            ],
+            poll=poll,
+        )
+        self.cleanup.title = "5. Clean up"
         self.add_class("accel-train-walk")
-        self.state.refresh()
         self.train.observe(self._offer_example, "result")
 
     def _offer_example(self, change: Any) -> None:
@@ -505,20 +506,11 @@ class TrainWalk(widgets.VBox):
             photos[f"held-out {held['truth']} ({path.name})"] = path.read_bytes()
         self.score.use_photos(photos)
 
-    def run_all(self) -> None:
-        """Every step with the current settings, stopping at the first error (headless runs)."""
-        for step, action in [
+    def actions(self) -> list[tuple[Step, Callable[[], object]]]:
+        """Train, Convert, Deploy, Score."""
+        return [
             (self.train, self.train.run),
             (self.convert, self.convert.run),
             (self.deploy, self.deploy.run),
             (self.score, self.score.run),
-            (self.cleanup, self.cleanup.refresh),
-        ]:
-            action()
-            # Clean up only lists what is there (deleting is a human decision): not "done".
-            if step.error or not (step.done or step is self.cleanup):
-                raise AccelError(f"{step.title}: {step.error or 'not done'}")
-
-    def close(self) -> None:
-        self.state.stop()
-        super().close()
+        ]
