@@ -43,4 +43,3 @@ def sleep(seconds: float, report: Reporter) -> None:
         report.check()
         time.sleep(min(0.1, left))
     report.check()
-
