@@ -461,6 +461,24 @@ def test_long_retry_after_is_not_slept_but_reported(arm):
     assert len(arm.requests) == 1
 
 
+def test_cancel_during_a_throttle_wait_ends_it_promptly(arm):
+    arm.script = [(429, {"Retry-After": "8"}, "TooManyRequests", "Slow down.")]
+    token = CancelToken()
+    pressed: list[float] = []
+
+    def press_cancel_soon(event) -> None:
+        if event.message.startswith("throttled by Azure, waiting 8 s"):
+            timer = threading.Timer(0.3, lambda: (pressed.append(time.monotonic()), token.cancel()))
+            timer.start()
+
+    with pytest.raises(CancelledError):
+        azure(arm, progress=press_cancel_soon, cancel=token)
+    ended = time.monotonic()
+    assert pressed, "the wait was never shown"
+    assert ended - pressed[0] < 0.25  # not the 8 s Azure asked for
+    assert len(arm.requests) == 1
+
+
 def test_server_error_carries_code_and_message(arm):
     arm.script = [(500, {}, "InternalServerError", "Something broke on our side.")]
     with pytest.raises(QuotaError) as info:

@@ -33,7 +33,7 @@ What stays hand-written, and why:
   the endpoint the user named.
 
 This module needs azure-core (the ``engine`` extra); callers import it through
-:func:`~.rest.open_arm`, so the package still imports where it is not installed.
+:func:`accel_widgets.engine.targets.azure.open_arm`, so the package imports without it.
 """
 
 from __future__ import annotations
@@ -185,7 +185,10 @@ class ArmClient:
         self.max_throttled = max_throttled
         if credential is None:
             credential = azure.identity.DefaultAzureCredential()
-        self._throttled = _Throttled(self)
+        # The policies see this client through a weak proxy, so that dropping the client
+        # (status, logs and delete do not close theirs) closes its connections (finalize).
+        me = weakref.proxy(self)
+        self._throttled = _Throttled(me)
         self._client = PipelineClient(
             self.endpoint,
             policies=[
@@ -193,7 +196,7 @@ class ArmClient:
                 UserAgentPolicy(base_user_agent=USER_AGENT),
                 RedirectPolicy(permit_redirects=False),
                 self._throttled,
-                BearerTokenCredentialPolicy(_Credential(credential, self), ARM_SCOPE),
+                BearerTokenCredentialPolicy(_Credential(credential, me), ARM_SCOPE),
             ],
             transport=RequestsTransport(connection_timeout=timeout, read_timeout=timeout),
         )

@@ -65,12 +65,12 @@ from accel_widgets.engine.store.workspace import (
     Workspace,
     check_name,
 )
+from accel_widgets.engine.targets.azure import open_arm
 from accel_widgets.engine.targets.azure.quota import AzureQuota
 from accel_widgets.engine.targets.azure.rest import (
     DEFAULT_ARM,
     ArmError,
     check_endpoint,
-    open_arm,
     said,
 )
 from accel_widgets.engine.targets.base import Setting, Target, pushed_reference

@@ -20,12 +20,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from accel_widgets.engine.targets.azure.rest import (
-    ArmError,
-    TokenCredential,
-    check_endpoint,
-    open_arm,
-)
+from accel_widgets.engine.targets.azure import open_arm
+from accel_widgets.engine.targets.azure.rest import ArmError, TokenCredential, check_endpoint
 from accel_widgets.engine.targets.azure.rest import said as server_says
 from accel_widgets.engine.targets.capacity import (
     STEP,

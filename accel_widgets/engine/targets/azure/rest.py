@@ -1,9 +1,9 @@
 """What every caller of Azure Resource Manager shares, importable without azure-core.
 
 The client itself is ``engine/targets/azure/arm.py`` (azure-core's pipeline, the ``engine``
-extra); the quota check and the Azure ML target open it with :func:`open_arm` when a call needs
-it, and use what is here at import time: the endpoint rule (a bearer token only over HTTPS, or
-plain http to this machine), :class:`ArmError`, and Azure's error bodies.
+extra), opened with ``open_arm`` (this package's ``__init__``) when a call needs it; the quota
+check and the Azure ML target use what is here at import time: the endpoint rule (a bearer
+token only over HTTPS, or plain http to this machine), :class:`ArmError`, Azure's error bodies.
 """
 
 from __future__ import annotations
@@ -35,30 +35,6 @@ class ArmError(ServingError):
         self.message = message or ""
         self.what = what
         super().__init__(f"{what}: {said(status, code, message)}")
-
-
-def open_arm(
-    endpoint: str,
-    credential: TokenCredential | None,
-    api_version: str,
-    report: Any,
-    *,
-    error: type[AccelError] = ServingError,
-    purpose: str,
-    **options: Any,
-) -> Any:
-    """The shared :class:`~.arm.ArmClient`, or ``error`` saying how to install what it needs."""
-    try:
-        from accel_widgets.engine.targets.azure.arm import ArmClient
-    except ImportError as exc:
-        raise error(
-            f"{purpose}, azure-identity is needed: `pip install 'accel-widgets[engine]'` "
-            "(or `pip install azure-identity`)"
-            + (f", or {options['fallback']}" if options.get("fallback") else "")
-        ) from exc
-    return ArmClient(
-        endpoint, credential, api_version, report, error=error, purpose=purpose, **options
-    )
 
 
 def said(status: int, code: str | None, message: str | None) -> str:
