@@ -7,10 +7,13 @@ without it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from accel_widgets.engine.targets.azure.rest import TokenCredential
 from accel_widgets.errors import AccelError, ServingError
+
+if TYPE_CHECKING:
+    from accel_widgets.engine.targets.azure.arm import ArmClient
 
 
 def open_arm(
@@ -22,7 +25,7 @@ def open_arm(
     error: type[AccelError] = ServingError,
     purpose: str,
     **options: Any,
-) -> Any:
+) -> ArmClient:
     """The shared :class:`~.arm.ArmClient`, or ``error`` saying how to install what it needs."""
     try:
         from accel_widgets.engine.targets.azure.arm import ArmClient

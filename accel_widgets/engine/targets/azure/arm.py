@@ -100,6 +100,8 @@ NO_SIGN_IN_HELP = (
 
 @dataclass
 class ArmResponse:
+    """One answer: status, lower-cased headers, the JSON body; ``raw`` for the LRO algorithms."""
+
     status: int
     headers: dict[str, str]
     body: Any = field(default=None)
