@@ -97,6 +97,8 @@ class FakeAzureML(ThreadingHTTPServer):
         self.forbidden = False
         self.polls = 1  # InProgress answers before an operation ends
         self.retry_after = "0"  # Retry-After on LRO answers (seconds)
+        #: Where Azure-AsyncOperation URLs point (default: this server).
+        self.operation_base: str | None = None
         #: (code, message) that the next deployment's operation fails with.
         self.deployment_failure: tuple[str, str] | None = None
         #: One-shot answers: (method, path fragment, status, headers, code, message).
@@ -298,7 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _accepted(self, status: int, body: Any, done, failure=None, style: str = "async"):
         fake = self.server
         op = fake.operation(done, failure)
-        url = f"{fake.url}/{'operations' if style == 'async' else 'locations'}/{op}"
+        base = (fake.operation_base or fake.url) if style == "async" else fake.url
+        url = f"{base}/{'operations' if style == 'async' else 'locations'}/{op}"
         url += f"?api-version={API_VERSION}"
         headers = {"Retry-After": fake.retry_after}
         headers["Azure-AsyncOperation" if style == "async" else "Location"] = url

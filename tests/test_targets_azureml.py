@@ -399,6 +399,14 @@ def test_image_the_workspace_cannot_pull_says_grant_acrpull(ws, fake, credential
     _nothing_left(ws, fake)
 
 
+def test_an_operation_url_on_another_host_is_not_followed(ws, fake, credential):
+    fake.operation_base = "http://127.0.0.2:1"
+    with pytest.raises(ServingError, match=r"another host \(http://127.0.0.2:1\); not following"):
+        _deploy(ws, fake)
+    assert not [c for c in fake.calls if c["route"] == "operation"]
+    _nothing_left(ws, fake)
+
+
 def test_forbidden_names_the_role_and_creates_nothing(ws, fake, credential):
     fake.forbidden = True
     with pytest.raises(ServingError) as info:
