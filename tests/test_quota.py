@@ -398,6 +398,15 @@ def test_rejected_token_says_sign_in_again(arm):
     assert isinstance(info.value, AccelError)
 
 
+def test_a_credential_that_returns_a_bare_token_string_is_accepted(arm):
+    class BareToken:
+        def get_token(self, *scopes: str, **kwargs) -> str:
+            return TOKEN
+
+    assert azure(arm, credential=BareToken()).verdict is True
+    assert arm.requests[0]["auth"] == f"Bearer {TOKEN}"
+
+
 def test_forbidden_names_the_subscription_and_the_reader_role(arm):
     arm.forbidden = True
     with pytest.raises(QuotaError) as info:

@@ -300,7 +300,7 @@ def test_a_token_that_expires_during_the_deploy_is_renewed_and_the_deploy_succee
 ):
     credential = ShortLivedCredential(fake, lifetime=2)
     monkeypatch.setattr(azureml.TARGET, "credential", credential)
-    fake.polls, fake.retry_after = 3, "0.5"  # three operations of about 2 s each
+    fake.polls, fake.retry_after = 2, "0.4"  # three operations of 1.2 s each
     service = _deploy(ws, fake)
     assert service.state == "running"
     first = credential.issued[0]
