@@ -14,6 +14,9 @@ Azure cannot be reached from the machines these tests run on, so this threaded
 * long-running operations: PUT answers 201 with ``Azure-AsyncOperation`` and ``Retry-After``,
   DELETE 202 with ``Location``; the operation reports ``InProgress`` for ``polls`` polls,
   then ``Succeeded``, or ``Failed`` with an error code when a test scripts a failure;
+* the Compute ``usages`` of a region (``usages``), which the quota check reads from the same
+  Azure Resource Manager;
+* short-lived tokens (``expiry``): 401 ``ExpiredAuthenticationToken`` once one has expired;
 * errors as ``{"error": {"code", "message"}}``; a scripted 429 with ``Retry-After``; 403
   ``AuthorizationFailed``; 404 ``SubscriptionNotFound`` / ``ResourceGroupNotFound`` /
   ``ResourceNotFound``.
@@ -37,6 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 API_VERSION = "2024-04-01"
+COMPUTE_API_VERSION = "2025-04-01"  # the quota check's Microsoft.Compute usages
 SUB = "11111111-2222-3333-4444-555555555555"
 TOKEN = "fake-arm-token"
 PROVIDER = "Microsoft.MachineLearningServices"
@@ -61,6 +65,14 @@ ROUTES = [
             _WS + r"/onlineEndpoints/(?P<ep>[^/]+)/deployments/(?P<dep>[^/]+)/getLogs$", re.I
         ),
     ),
+    (
+        "usages",
+        re.compile(
+            r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft.Compute/locations/"
+            r"(?P<region>[^/]+)/usages$",
+            re.IGNORECASE,
+        ),
+    ),
     ("operation", re.compile(r"^/operations/(?P<op>\d+)$")),
     ("location", re.compile(r"^/locations/(?P<op>\d+)$")),
 ]
@@ -78,9 +90,15 @@ class FakeAzureML(ThreadingHTTPServer):
         self.workspace = "ml-ws"
         self.location = "eastus"
         self.token = TOKEN
+        #: Short-lived tokens a test handed out: token -> when it expires (time.time()).
+        self.expiry: dict[str, float] = {}
+        #: The Compute usages of the subscription's regions (the quota check reads them).
+        self.usages: list[dict[str, Any]] = []
         self.forbidden = False
         self.polls = 1  # InProgress answers before an operation ends
         self.retry_after = "0"  # Retry-After on LRO answers (seconds)
+        #: Where Azure-AsyncOperation URLs point (default: this server).
+        self.operation_base: str | None = None
         #: (code, message) that the next deployment's operation fails with.
         self.deployment_failure: tuple[str, str] | None = None
         #: One-shot answers: (method, path fragment, status, headers, code, message).
@@ -207,15 +225,22 @@ class _Handler(BaseHTTPRequestHandler):
                     "query": query,
                     "body": body,
                     "route": route or "?",
+                    "auth": self.headers.get("Authorization", ""),
+                    "agent": self.headers.get("User-Agent", ""),
                 }
             )
-        if query.get("api-version") != [API_VERSION]:
+        if query.get("api-version") != [COMPUTE_API_VERSION if route == "usages" else API_VERSION]:
             return self._error(
                 400,
                 "InvalidApiVersionParameter",
                 f"The api-version '{query.get('api-version')}' is invalid.",
             )
-        if self.headers.get("Authorization") != f"Bearer {fake.token}":
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token in fake.expiry and time.time() >= fake.expiry[token]:
+            return self._error(
+                401, "ExpiredAuthenticationToken", "The access token expiry has passed."
+            )
+        if token != fake.token and token not in fake.expiry:
             return self._error(401, "InvalidAuthenticationToken", "The access token is invalid.")
         for index, (m, fragment, status, headers, code, message) in enumerate(fake.script):
             if m == method and fragment in parts.path:
@@ -233,6 +258,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if route in ("operation", "location"):
             return self._poll(route, match["op"])
+        if route == "usages":
+            return self._send(200, {"value": fake.usages})
         # The workspace must exist for every other route.
         if match["sub"].lower() != fake.subscription:
             return self._error(
@@ -273,7 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _accepted(self, status: int, body: Any, done, failure=None, style: str = "async"):
         fake = self.server
         op = fake.operation(done, failure)
-        url = f"{fake.url}/{'operations' if style == 'async' else 'locations'}/{op}"
+        base = (fake.operation_base or fake.url) if style == "async" else fake.url
+        url = f"{base}/{'operations' if style == 'async' else 'locations'}/{op}"
         url += f"?api-version={API_VERSION}"
         headers = {"Retry-After": fake.retry_after}
         headers["Azure-AsyncOperation" if style == "async" else "Location"] = url

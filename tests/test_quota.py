@@ -398,6 +398,15 @@ def test_rejected_token_says_sign_in_again(arm):
     assert isinstance(info.value, AccelError)
 
 
+def test_a_credential_that_returns_a_bare_token_string_is_accepted(arm):
+    class BareToken:
+        def get_token(self, *scopes: str, **kwargs) -> str:
+            return TOKEN
+
+    assert azure(arm, credential=BareToken()).verdict is True
+    assert arm.requests[0]["auth"] == f"Bearer {TOKEN}"
+
+
 def test_forbidden_names_the_subscription_and_the_reader_role(arm):
     arm.forbidden = True
     with pytest.raises(QuotaError) as info:
@@ -458,6 +467,24 @@ def test_long_retry_after_is_not_slept_but_reported(arm):
     with pytest.raises(QuotaError, match="wait 120 seconds"):
         azure(arm)
     assert time.monotonic() - started < 5
+    assert len(arm.requests) == 1
+
+
+def test_cancel_during_a_throttle_wait_ends_it_promptly(arm):
+    arm.script = [(429, {"Retry-After": "8"}, "TooManyRequests", "Slow down.")]
+    token = CancelToken()
+    pressed: list[float] = []
+
+    def press_cancel_soon(event) -> None:
+        if event.message.startswith("throttled by Azure, waiting 8 s"):
+            timer = threading.Timer(0.3, lambda: (pressed.append(time.monotonic()), token.cancel()))
+            timer.start()
+
+    with pytest.raises(CancelledError):
+        azure(arm, progress=press_cancel_soon, cancel=token)
+    ended = time.monotonic()
+    assert pressed, "the wait was never shown"
+    assert ended - pressed[0] < 0.25  # not the 8 s Azure asked for
     assert len(arm.requests) == 1
 
 

@@ -35,9 +35,11 @@ from accel_widgets.engine.targets import (
     service_status,
     target_names,
 )
-from accel_widgets.engine.targets.azure import azureml
+from accel_widgets.engine.targets.azure import azureml, open_arm
+from accel_widgets.engine.targets.azure.rest import ArmError
+from accel_widgets.engine.targets.quota import check_quota
 from accel_widgets.errors import CancelledError, ScoringError, ServingError
-from accel_widgets.progress import CancelToken, EventLog
+from accel_widgets.progress import CancelToken, EventLog, Reporter
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,6 +55,23 @@ class StaticCredential:
     def get_token(self, *scopes: str, **kwargs) -> AccessToken:
         self.scopes.append(scopes)
         return AccessToken(self.token, int(time.time()) + 3600)
+
+
+class ShortLivedCredential:
+    """Tokens that expire ``lifetime`` seconds after they are handed out; the stand-in answers
+    401 ExpiredAuthenticationToken to one used later, as Azure does."""
+
+    def __init__(self, fake: FakeAzureML, lifetime: int = 2) -> None:
+        self.fake = fake
+        self.lifetime = lifetime
+        self.issued: list[str] = []
+
+    def get_token(self, *scopes: str, **kwargs) -> AccessToken:
+        token = f"short-lived-{len(self.issued)}"
+        expires = int(time.time()) + self.lifetime
+        self.fake.expiry[token] = expires
+        self.issued.append(token)
+        return AccessToken(token, expires)
 
 
 @pytest.fixture
@@ -276,6 +295,62 @@ def test_throttled_call_waits_retry_after_then_goes_on(ws, fake, credential):
     assert any("throttled by Azure, waiting 1 s" in e.message for e in events)
 
 
+def test_a_token_that_expires_during_the_deploy_is_renewed_and_the_deploy_succeeds(
+    ws, fake, monkeypatch
+):
+    credential = ShortLivedCredential(fake, lifetime=2)
+    monkeypatch.setattr(azureml.TARGET, "credential", credential)
+    fake.polls, fake.retry_after = 2, "0.4"  # three operations of 1.2 s each
+    service = _deploy(ws, fake)
+    assert service.state == "running"
+    first = credential.issued[0]
+    assert time.time() > fake.expiry[first]  # the deploy outlived its first token
+    used = [c["auth"] for c in fake.calls]
+    assert used[0] == f"Bearer {first}"
+    assert len(set(used)) > 1  # later calls carried renewed tokens
+    # The stand-in does refuse the expired token: without renewal the deploy would fail.
+    arm = open_arm(
+        fake.url, StaticCredential(first), API_VERSION, Reporter(), step="status", purpose=""
+    )
+    with pytest.raises(ArmError, match="ExpiredAuthenticationToken"):
+        arm.call("GET", fake.workspace_id(), what="reading the workspace")
+
+
+def test_quota_and_azure_ml_share_one_client_user_agent_and_429_handling(ws, fake, credential):
+    fake.usages = [
+        {
+            "unit": "Count",
+            "currentValue": 0,
+            "limit": 24,
+            "name": {"value": "standardDSv2Family", "localizedValue": "Standard DSv2 Family"},
+        }
+    ]
+    throttle = (429, {"Retry-After": "1"}, "TooManyRequests", "Slow down.")
+    fake.script = [("GET", "/usages", *throttle), ("PUT", "/onlineEndpoints/", *throttle)]
+    quota_events, deploy_events = EventLog(), EventLog()
+    started = time.monotonic()
+    report = check_quota(
+        "azureml",
+        endpoint=fake.url,
+        credential=credential,
+        subscription_id=SUB,
+        settings={"instance_type": "Standard_DS3_v2"},
+        progress=quota_events,
+    )
+    assert time.monotonic() - started >= 0.9
+    assert report.verdict is True
+    started = time.monotonic()
+    _deploy(ws, fake, progress=deploy_events)
+    assert time.monotonic() - started >= 0.9
+    for events in (quota_events, deploy_events):
+        assert any(e.message == "throttled by Azure, waiting 1 s" for e in events)
+    routes = {c["route"] for c in fake.calls}
+    assert {"usages", "workspace", "endpoint", "deployment", "operation"} <= routes
+    agents = {c["agent"] for c in fake.calls}
+    assert len(agents) == 1, agents
+    assert agents.pop().startswith("accel-widgets/0.")
+
+
 def test_long_running_operation_honours_retry_after(ws, fake, credential):
     fake.retry_after = "0.3"
     fake.polls = 2
@@ -321,6 +396,14 @@ def test_image_the_workspace_cannot_pull_says_grant_acrpull(ws, fake, credential
     assert "AcrPull" in message
     assert "myacr.azurecr.io" in message
     assert "aaaa-principal-0001" in message  # the endpoint's identity
+    _nothing_left(ws, fake)
+
+
+def test_an_operation_url_on_another_host_is_not_followed(ws, fake, credential):
+    fake.operation_base = "http://127.0.0.2:1"
+    with pytest.raises(ServingError, match=r"another host \(http://127.0.0.2:1\); not following"):
+        _deploy(ws, fake)
+    assert not [c for c in fake.calls if c["route"] == "operation"]
     _nothing_left(ws, fake)
 
 

@@ -1,9 +1,9 @@
-"""What every HTTP call of the engine shares: the Azure quota check, the Azure ML target's
-ARM client and the REST scoring client.
+"""What the engine's HTTP clients share: the REST scoring client (urllib) and the Azure
+client (``engine/targets/azure/arm.py``, azure-core's pipeline).
 
-Redirects refused (urllib would forward a key or a bearer token wherever they point), the
-one loopback rule (plain http carries a secret to this machine only), the one Retry-After
-parser, and a wait that a Cancel button can end.
+Redirects refused for urllib (it would forward a key wherever they point), the one loopback
+rule (plain http carries a secret to this machine only), a Retry-After parser for urllib's
+answers, and a wait that a Cancel button can end (the Azure client's 429 and operation waits).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from accel_widgets.progress import Reporter
 from accel_widgets.serving.addresses import is_loopback
 
-__all__ = ["NoRedirect", "is_loopback", "retry_after", "sleep", "throttle_wait"]
+__all__ = ["NoRedirect", "is_loopback", "retry_after", "sleep"]
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -43,14 +43,3 @@ def sleep(seconds: float, report: Reporter) -> None:
         report.check()
         time.sleep(min(0.1, left))
     report.check()
-
-
-def throttle_wait(
-    headers: Any, *, throttled: int, max_retries: int, default_s: float, max_s: float
-) -> tuple[float, bool]:
-    """How long a 429 asks to wait (its Retry-After, else ``default_s``) and whether to wait
-    it: not once ``throttled`` answers in a row exceed ``max_retries``, and not when the wait
-    is longer than ``max_s`` (it is handed back to the user instead of blocking)."""
-    given = retry_after(headers)
-    wait = default_s if given is None else given
-    return wait, throttled <= max_retries and wait <= max_s

@@ -1,51 +1,95 @@
-"""A small Azure Resource Manager REST client: sign-in, JSON calls, 429s, long-running operations.
+"""The one Azure Resource Manager client: the quota check and the Azure ML target both use it.
 
-The same approach as the quota check (``engine/targets/azure/quota.py``): the standard
-library's ``urllib`` speaks HTTP, ``azure-identity`` (imported only when a call needs it)
-gives the token, and the bearer token is only sent over HTTPS, or plain http to this machine
-(a test stand-in or a local proxy). Redirects are refused, so the token never follows one to
-another host.
+It is azure-core's pipeline (``azure.core.PipelineClient`` over ``requests``) with these
+policies, in order:
 
-What ARM documents and this client does:
+* ``RequestIdPolicy``: an ``x-ms-client-request-id`` on every call, the id Azure support asks for.
+* ``UserAgentPolicy``: :data:`USER_AGENT` (accel-widgets and azure-core), the same for every caller.
+* ``RedirectPolicy(permit_redirects=False)``: a 3xx comes back as an answer (an error), so the
+  bearer token never follows a redirect (the ``requests`` transport itself never follows one).
+* :class:`_Throttled`, azure-core's ``RetryPolicy`` narrowed to 429: ``Retry-After`` honoured
+  (seconds, ``retry-after-ms`` or a date), waits shown as progress and ended by Cancel.
+* ``BearerTokenCredentialPolicy``: asks the credential for a token on the first call and again
+  whenever the one it holds is within five minutes of expiring, so an operation that outlives
+  a token keeps working. It refuses plain http; its ``enforce_https=False`` option is passed
+  only for an endpoint on this machine (:func:`~.rest.check_endpoint`).
 
-* Every call carries ``?api-version=``; error bodies are ``{"error": {"code", "message"}}``.
-* **429** carries ``Retry-After`` (seconds): waited out (at most :data:`RETRY_AFTER_MAX_S`
-  each time, :data:`MAX_THROTTLED` times in a row), then reported with how long to wait.
-* **Long-running operations**: a PUT answers 200/201 and a DELETE or POST 202, with an
-  ``Azure-AsyncOperation`` header (poll it until its ``status`` is ``Succeeded``, ``Failed``
-  or ``Canceled``) or a ``Location`` header (poll it until it stops answering 202). Each poll
-  honours the ``Retry-After`` of the previous answer, reports progress, and checks the
-  Cancel button.
+What stays hand-written, and why:
+
+* :class:`_Throttled` (three overrides): azure-core's ``RetryPolicy`` also retries 408/5xx and
+  connection errors and sleeps however long ``Retry-After`` says; the user is better served by
+  an error that says what Azure said, and by a wait longer than ``max_wait_s`` handed back as
+  "wait N seconds and try again" instead of a frozen progress bar.
+* :class:`_Credential`: azure-core needs ``AccessToken(token, expires_on)``; a credential may
+  return a bare string (tests, a token from elsewhere).
+* :meth:`ArmClient.wait`, the long-running-operation loop: azure-core's algorithms
+  (``OperationResourcePolling("azure-asyncoperation")``, ``LocationPolling``,
+  ``StatusCheckPolling``) find the status URL and read the status; the loop is ours because
+  ``LROBasePolling`` polls once before honouring the first answer's ``Retry-After`` (ARM asks
+  clients to wait it), reads ``Retry-After: 0`` as "use the default interval" (10 s here),
+  GETs the resource again after every PUT (a request the deploy does not use), and has no
+  public hook for progress, the ready-timeout deadline or Cancel (only ``_delay``/``_sleep``).
+* The same-host rule for URLs Azure sends (``nextLink``, operation URLs): the token stays with
+  the endpoint the user named.
+
+This module needs azure-core (the ``engine`` extra); callers import it through
+:func:`accel_widgets.engine.targets.azure.open_arm`, so the package imports without it.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from accel_widgets.engine.clients.http import NoRedirect, retry_after, sleep, throttle_wait
+import azure.identity
+from azure.core import PipelineClient
+from azure.core import __version__ as azure_core_version
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline import PipelineResponse
+from azure.core.pipeline.policies import (
+    BearerTokenCredentialPolicy,
+    RedirectPolicy,
+    RequestIdPolicy,
+    RetryPolicy,
+    UserAgentPolicy,
+)
+from azure.core.pipeline.transport import RequestsTransport
+from azure.core.polling.base_polling import (
+    BadResponse,
+    LocationPolling,
+    OperationFailed,
+    OperationResourcePolling,
+    StatusCheckPolling,
+)
+from azure.core.rest import HttpRequest, HttpResponse
+
+from accel_widgets import __version__
+from accel_widgets.engine.clients.http import sleep
 from accel_widgets.engine.targets.azure.rest import (
     ARM_SCOPE,
+    ArmError,
     TokenCredential,
     check_endpoint,
     error_parts,
     first_line,
     said,
 )
-from accel_widgets.errors import ServingError
+from accel_widgets.errors import AccelError, ServingError
 from accel_widgets.progress import Reporter
 
-RETRY_AFTER_MAX_S = 30.0  # a longer wait is handed back to the user instead of blocking
+USER_AGENT = f"accel-widgets/{__version__} azsdk-python-core/{azure_core_version}"
 RETRY_AFTER_DEFAULT_S = 5.0  # a 429 without a usable Retry-After
-POLL_DEFAULT_S = 10.0  # an LRO answer without Retry-After
-MAX_THROTTLED = 3
+POLL_DEFAULT_S = 10.0  # an operation answer without Retry-After
 TERMINAL = ("succeeded", "failed", "canceled", "cancelled")
 
 NO_SIGN_IN_HELP = (
@@ -54,80 +98,119 @@ NO_SIGN_IN_HELP = (
 )
 
 
-class ArmError(ServingError):
-    """An ARM answer that is an error: the HTTP status, Azure's error code and message."""
-
-    def __init__(self, status: int, code: str | None, message: str | None, what: str) -> None:
-        self.status = status
-        self.code = code or ""
-        self.message = message or ""
-        self.what = what
-        super().__init__(f"{what}: {said(status, code, message)}")
-
-
-def sign_in(credential: TokenCredential | None, purpose: str) -> str:
-    """A bearer token for ARM, or a ServingError that says how to sign in."""
-    try:
-        from azure.core.exceptions import ClientAuthenticationError
-        from azure.identity import CredentialUnavailableError
-
-        unavailable: tuple[type[BaseException], ...] = (CredentialUnavailableError,)
-        failed: tuple[type[BaseException], ...] = (ClientAuthenticationError,)
-    except ImportError:
-        unavailable = failed = ()
-    if credential is None:
-        try:
-            from azure.identity import DefaultAzureCredential
-        except ImportError as exc:
-            raise ServingError(
-                f"{purpose} needs azure-identity: `pip install 'accel-widgets[engine]'` "
-                "(or `pip install azure-identity`)"
-            ) from exc
-        credential = DefaultAzureCredential()
-    try:
-        token = credential.get_token(ARM_SCOPE)
-    except unavailable as exc:
-        raise ServingError(
-            f"no Azure sign-in was found ({first_line(exc)}); for {purpose}, {NO_SIGN_IN_HELP}"
-        ) from exc
-    except failed as exc:
-        raise ServingError(
-            f"Azure sign-in failed ({first_line(exc)}); for {purpose}, {NO_SIGN_IN_HELP}"
-        ) from exc
-    value = getattr(token, "token", token)
-    if not isinstance(value, str) or not value:
-        raise ServingError(f"the credential returned no token; {NO_SIGN_IN_HELP}")
-    return value
-
-
 @dataclass
 class ArmResponse:
+    """One answer: status, lower-cased headers, the JSON body; ``raw`` for the LRO algorithms."""
+
     status: int
     headers: dict[str, str]
     body: Any = field(default=None)
+    raw: HttpResponse | None = field(default=None, repr=False)
+
+
+class _Throttled(RetryPolicy):
+    """azure-core's retry loop for 429 only, waits shown and cancellable, long ones refused."""
+
+    def __init__(self, client: ArmClient) -> None:
+        n = client.max_throttled
+        super().__init__(retry_total=n, retry_status=n, retry_connect=0, retry_read=0)
+        self.client = client
+
+    def wait_for(self, response: PipelineResponse) -> float:
+        """The wait a 429 asks for: its Retry-After, else :data:`RETRY_AFTER_DEFAULT_S`."""
+        given = self.get_retry_after(response)
+        return RETRY_AFTER_DEFAULT_S if given is None else given
+
+    def is_retry(self, settings: dict[str, Any], response: PipelineResponse) -> bool:
+        status = response.http_response.status_code
+        return status == 429 and self.wait_for(response) <= self.client.max_wait_s
+
+    def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
+        if response is None:  # connection errors are not retried (retry_connect=0)
+            return
+        wait = self.wait_for(response)
+        report = self.client.report
+        report(self.client.step, None, f"throttled by Azure, waiting {wait:.0f} s")
+        sleep(wait, report)
+
+
+class _Credential:
+    """Whatever the credential returns, as the ``AccessToken`` azure-core's policy reads."""
+
+    def __init__(self, credential: TokenCredential, client: ArmClient) -> None:
+        self.credential = credential
+        self.client = client
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        token = self.credential.get_token(*scopes, **kwargs)
+        value = getattr(token, "token", token)
+        if not isinstance(value, str) or not value:
+            raise self.client.error(f"the credential returned no token; {self.client.help}")
+        expires = getattr(token, "expires_on", None) or time.time() + 3600
+        return AccessToken(value, int(expires))
 
 
 class ArmClient:
-    """JSON calls to one ARM endpoint with one token; ``step`` names the progress events."""
+    """JSON calls to one ARM endpoint, in the caller's words.
+
+    ``error`` is the caller's error class (``QuotaError``, ``ServingError``) and ``purpose``
+    and ``fallback`` finish its sign-in messages ("to check Azure quota, run `az login` ...,
+    or use the 'local' target"); ``step`` names the progress events. A 429 is waited out up
+    to ``max_throttled`` times in a row when it asks for at most ``max_wait_s`` seconds.
+    """
 
     def __init__(
         self,
         endpoint: str,
-        token: str,
+        credential: TokenCredential | None,
         api_version: str,
         report: Reporter,
         *,
-        step: str = "deploy",
+        step: str,
+        purpose: str,
+        error: type[AccelError] = ServingError,
+        fallback: str = "",
         timeout: float = 60.0,
+        max_wait_s: float = 30.0,
+        max_throttled: int = 3,
     ) -> None:
-        self.base = check_endpoint(endpoint)
+        self.error = error
+        self.base = check_endpoint(endpoint, error=error)
         self.endpoint = endpoint.rstrip("/")
-        self.token = token
         self.api_version = api_version
         self.report = report
         self.step = step
-        self.timeout = timeout
-        self.opener = urllib.request.build_opener(NoRedirect)
+        self.purpose = purpose
+        self.fallback = f", or {fallback}" if fallback else ""
+        self.help = f"{NO_SIGN_IN_HELP}{self.fallback}"
+        self.max_wait_s = max_wait_s
+        self.max_throttled = max_throttled
+        if credential is None:
+            credential = azure.identity.DefaultAzureCredential()
+        # The policies see this client through a weak proxy, so that dropping the client
+        # (status, logs and delete do not close theirs) closes its connections (finalize).
+        me = weakref.proxy(self)
+        self._throttled = _Throttled(me)
+        self._client = PipelineClient(
+            self.endpoint,
+            policies=[
+                RequestIdPolicy(),
+                UserAgentPolicy(base_user_agent=USER_AGENT),
+                RedirectPolicy(permit_redirects=False),
+                self._throttled,
+                BearerTokenCredentialPolicy(_Credential(credential, me), ARM_SCOPE),
+            ],
+            transport=RequestsTransport(connection_timeout=timeout, read_timeout=timeout),
+        )
+        # The token policy refuses plain http; this machine (a stand-in, a proxy) may have it.
+        self._options = {} if self.base.scheme == "https" else {"enforce_https": False}
+        weakref.finalize(self, self._client.close)
+
+    def __enter__(self) -> ArmClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.close()
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -138,71 +221,52 @@ class ArmClient:
     def _same_host(self, url: str, what: str) -> None:
         parts = urllib.parse.urlsplit(url)
         if (parts.scheme, parts.netloc) != (self.base.scheme, self.base.netloc):
-            raise ServingError(
+            raise self.error(
                 f"{what}: Azure sent a URL on another host ({parts.scheme}://{parts.netloc}); "
                 "not following it, so that the sign-in token stays with Azure Resource Manager."
             )
 
     def call(self, method: str, path: str, body: Any = None, *, what: str) -> ArmResponse:
-        """One call (429s waited out): the answer, or :class:`ArmError` for 4xx/5xx."""
+        """One call (429s waited out): the answer, or :class:`ArmError` for 3xx/4xx/5xx."""
+        self.report.check()
         url = self.url(path)
         self._same_host(url, what)
-        data = None if body is None else json.dumps(body).encode()
-        headers = {
-            "Authorization": f"Bearer {self.token}",
-            "Accept": "application/json",
-            "User-Agent": "accel-widgets-azureml",
-        }
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        throttled = 0
-        while True:
-            self.report.check()
-            request = urllib.request.Request(url, data=data, headers=headers, method=method)
-            try:
-                with self.opener.open(request, timeout=self.timeout) as response:
-                    raw = response.read()
-                    status = response.status
-                    answer_headers = dict(response.headers.items())
-                break
-            except urllib.error.HTTPError as exc:
-                try:
-                    raw = exc.read()
-                except OSError:
-                    raw = b""
-                code, message = error_parts(raw)
-                if exc.code != 429:
-                    raise ArmError(exc.code, code, message, what) from None
-                throttled += 1
-                wait, again = throttle_wait(
-                    exc.headers,
-                    throttled=throttled,
-                    max_retries=MAX_THROTTLED,
-                    default_s=RETRY_AFTER_DEFAULT_S,
-                    max_s=RETRY_AFTER_MAX_S,
-                )
-                if not again:
-                    raise ServingError(
-                        f"{what}: Azure is throttling requests ({said(429, code, message)}); "
-                        f"wait {max(1, math.ceil(wait))} seconds and try again."
-                    ) from None
-                self.report(self.step, None, f"throttled by Azure, waiting {wait:.0f} s")
-                sleep(wait, self.report)
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                raise ServingError(
-                    f"{what}: could not reach {self.endpoint} ({reason}); check the network "
-                    "connection and any proxy settings (HTTPS_PROXY)."
-                ) from None
+        request = HttpRequest(method, url, json=body, headers={"Accept": "application/json"})
+        try:
+            response = self._client.send_request(request, **self._options)
+        except azure.identity.CredentialUnavailableError as exc:  # nothing to sign in with
+            raise self.error(
+                f"no Azure sign-in was found ({first_line(exc)}); {self.purpose}, {self.help}"
+            ) from exc
+        except ClientAuthenticationError as exc:  # a sign-in Azure AD refused (expired, wrong)
+            raise self.error(
+                f"Azure sign-in failed ({first_line(exc)}); {self.purpose}, {self.help}"
+            ) from exc
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise self.error(
+                f"{what}: could not reach {self.endpoint} ({first_line(exc)}); check the network "
+                f"connection and any proxy settings (HTTPS_PROXY){self.fallback}."
+            ) from None
+        raw = response.content or b""
+        status = response.status_code
+        if status == 429:  # waited out max_throttled times, or asked for too long a wait
+            wait = self._throttled.wait_for(PipelineResponse(request, response, None))
+            raise self.error(
+                f"{what}: Azure is throttling requests ({said(429, *error_parts(raw))}); "
+                f"wait {max(1, math.ceil(wait))} seconds and try again."
+            )
+        if status >= 300:
+            raise ArmError(status, *error_parts(raw), what)
         parsed: Any = None
         if raw:
             try:
                 parsed = json.loads(raw.decode("utf-8"))
             except ValueError:
-                raise ServingError(
+                raise self.error(
                     f"{what}: {self.endpoint} answered with something that is not JSON."
                 ) from None
-        return ArmResponse(status, {k.lower(): v for k, v in answer_headers.items()}, parsed)
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return ArmResponse(status, headers, parsed, response)
 
     def wait(
         self,
@@ -218,44 +282,52 @@ class ArmClient:
         seconds so far; ``fraction`` is the span of the progress bar this wait may fill.
         """
         started = time.monotonic()
-        async_url = response.headers.get("azure-asyncoperation")
-        location = response.headers.get("location")
-        if not async_url and not (location and response.status == 202):
+        answer = PipelineResponse(None, response.raw, None)
+        algorithm = next(
+            a
+            for a in (
+                OperationResourcePolling("azure-asyncoperation"),
+                LocationPolling(),
+                StatusCheckPolling(),
+            )
+            if a.can_poll(answer)
+        )
+        try:
+            status = algorithm.set_initial_status(answer)
+        except OperationFailed:
             return response
-        delay = retry_after(response.headers)
         low, high = fraction
         polls = 0
-        while True:
-            wait = POLL_DEFAULT_S if delay is None else delay
+        while status.lower() not in TERMINAL:
+            given = self._throttled.get_retry_after(answer)
+            wait = POLL_DEFAULT_S if given is None else given
             if time.monotonic() + wait > deadline:
-                raise ServingError(
+                raise self.error(
                     f"{what} did not finish within the ready timeout "
                     f"({time.monotonic() - started:.0f} s so far); Azure keeps working on it: "
                     "look at the endpoint in Azure ML studio, or deploy again with a longer "
                     "--ready-timeout."
                 )
             sleep(wait, self.report)
+            response = self.call("GET", algorithm.get_polling_url(), what=what)
+            answer = PipelineResponse(None, response.raw, None)
+            try:
+                status = algorithm.get_status(answer)
+            except BadResponse as exc:
+                raise self.error(
+                    f"{what}: Azure's operation status is unreadable ({exc})."
+                ) from None
             polls += 1
-            elapsed = time.monotonic() - started
             # The bar creeps towards ``high`` but never reaches it before the end.
             share = low + (high - low) * (1 - 0.8**polls)
-            if async_url:
-                answer = self.call("GET", async_url, what=what)
-                status = str((answer.body or {}).get("status", "")).strip()
-                self.report(self.step, share, f"{what}: {status or 'waiting'} ({elapsed:.0f} s)")
-                if status.lower() in TERMINAL:
-                    if status.lower() != "succeeded":
-                        error = (answer.body or {}).get("error") or {}
-                        raise ArmError(
-                            0,
-                            error.get("code") or status,
-                            error.get("message") or f"the operation ended {status}",
-                            what,
-                        )
-                    return answer
-            else:
-                answer = self.call("GET", location, what=what)
-                self.report(self.step, share, f"{what}: waiting ({elapsed:.0f} s)")
-                if answer.status != 202:
-                    return answer
-            delay = retry_after(answer.headers)
+            elapsed = time.monotonic() - started
+            self.report(self.step, share, f"{what}: {status} ({elapsed:.0f} s)")
+        if status.lower() != "succeeded":
+            error = (response.body or {}).get("error") or {}
+            raise ArmError(
+                0,
+                error.get("code") or status,
+                error.get("message") or f"the operation ended {status}",
+                what,
+            )
+        return response

@@ -40,8 +40,8 @@ metadata (pointing it at a loopback stand-in needs a custom cloud registration) 
 calls of its own (workspace, registries) that a stand-in would also have to speak.
 ``azure-mgmt-machinelearningservices`` (1.0.1, 54 MB with its dependencies) has no online
 endpoint operations at all. The REST calls above are eight documented requests; this module
-makes them with the standard library as ``engine/targets/azure/quota.py`` does
-(``azure/arm.py``), so the target adds no dependency beyond ``azure-identity`` and is tested
+makes them with the Azure client the quota check uses too (``azure/arm.py``: azure-core's
+pipeline, which ``azure-identity`` brings), so the target adds no dependency and is tested
 against a loopback server that speaks the documented API (``tests/azure_ml_server.py``).
 """
 
@@ -55,7 +55,7 @@ import os
 import re
 import time
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from accel_widgets.engine.packaging.package_context import REST_PORT
 from accel_widgets.engine.store.workspace import (
@@ -65,13 +65,21 @@ from accel_widgets.engine.store.workspace import (
     Workspace,
     check_name,
 )
-from accel_widgets.engine.targets.azure.arm import ArmClient, ArmError, sign_in
+from accel_widgets.engine.targets.azure import open_arm
 from accel_widgets.engine.targets.azure.quota import AzureQuota
-from accel_widgets.engine.targets.azure.rest import DEFAULT_ARM, check_endpoint, said
+from accel_widgets.engine.targets.azure.rest import (
+    DEFAULT_ARM,
+    ArmError,
+    check_endpoint,
+    said,
+)
 from accel_widgets.engine.targets.base import Setting, Target, pushed_reference
 from accel_widgets.engine.targets.capacity import QuotaReport, capacity_check
 from accel_widgets.errors import AccelError, QuotaError, ServingError
 from accel_widgets.progress import Reporter
+
+if TYPE_CHECKING:
+    from accel_widgets.engine.targets.azure.arm import ArmClient
 
 API_VERSION = "2024-04-01"
 """The Microsoft.MachineLearningServices API version whose shapes this module sends."""
@@ -231,8 +239,14 @@ class AzureMLTarget(Target):
         return {"workspace": ws, "endpoint": ep, "deployment": f"{ep}/deployments/{DEPLOYMENT}"}
 
     def _client(self, endpoint: str, credential: Any, report: Reporter, step: str) -> ArmClient:
-        token = sign_in(credential or self.credential, f"the {self.name} target")
-        return ArmClient(endpoint, token, API_VERSION, report, step=step)
+        return open_arm(
+            endpoint,
+            credential or self.credential,
+            API_VERSION,
+            report,
+            step=step,
+            purpose=f"for the {self.name} target",
+        )
 
     @staticmethod
     def _checked(settings: dict[str, Any], name: str) -> dict[str, Any]:

@@ -7,31 +7,21 @@ eyeball the "Standard PBS Family vCPUs" line; we read the same data and say what
 when the answer is no, because a quota increase can take days. The Azure ML target draws on
 it (its instance type's family, with Azure ML's 20% reserve).
 
-Only the standard library talks HTTP here (``urllib``), so the check adds no dependency
-beyond ``azure-identity`` for the sign-in, which is imported only when needed.
+The calls go through the Azure client the Azure ML target uses too (``azure/arm.py``:
+azure-core's pipeline, token refresh, 429s), opened only when a check runs.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
-import math
 import os
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from accel_widgets.engine.clients.http import NoRedirect, sleep, throttle_wait
-from accel_widgets.engine.targets.azure.rest import (
-    TokenCredential,
-    check_endpoint,
-    error_parts,
-    first_line,
-)
+from accel_widgets.engine.targets.azure import open_arm
+from accel_widgets.engine.targets.azure.rest import ArmError, TokenCredential, check_endpoint
 from accel_widgets.engine.targets.azure.rest import said as server_says
 from accel_widgets.engine.targets.capacity import (
     STEP,
@@ -48,17 +38,10 @@ API_VERSION = "2025-04-01"
 """The Microsoft.Compute API version whose ``usages`` shape this module reads."""
 
 
-ARM_SCOPE = "https://management.azure.com/.default"
-"""The token scope for Azure Resource Manager."""
-
-
 _MAX_PAGES = 100  # Azure returns a few pages at most; this only stops a nextLink loop.
 
 
 _RETRY_AFTER_MAX_S = 10.0  # longer waits are handed back to the user instead of blocking.
-
-
-_RETRY_AFTER_DEFAULT_S = 5.0  # when a 429 carries no usable Retry-After.
 
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -72,83 +55,35 @@ _REGION = re.compile(r"^[a-z0-9]+$")
 _GPU_FAMILY = re.compile(r"^standard\s*n[cdv]", re.IGNORECASE)
 
 
-_NO_SIGN_IN_HELP = (
-    "run `az login` (Azure CLI), or set AZURE_TENANT_ID, AZURE_CLIENT_ID and "
-    "AZURE_CLIENT_SECRET for a service principal, or use the 'local' target, which needs no "
-    "Azure account"
-)
+_LOCAL = "use the 'local' target, which needs no Azure account"
 
 
-def _sign_in(credential: TokenCredential | None, report: Reporter) -> str:
-    """A bearer token for Azure Resource Manager, or a QuotaError that says how to sign in."""
-    report(STEP, None, "signing in")
-    try:
-        from azure.core.exceptions import ClientAuthenticationError
-        from azure.identity import CredentialUnavailableError
-
-        unavailable: tuple[type[BaseException], ...] = (CredentialUnavailableError,)
-        failed: tuple[type[BaseException], ...] = (ClientAuthenticationError,)
-    except ImportError:
-        unavailable = failed = ()
-    if credential is None:
-        try:
-            from azure.identity import DefaultAzureCredential
-        except ImportError as exc:
-            raise QuotaError(
-                "the azure target needs azure-identity: `pip install 'accel-widgets[engine]'` "
-                "(or `pip install azure-identity`), or use the 'local' target"
-            ) from exc
-        credential = DefaultAzureCredential()
-    try:
-        token = credential.get_token(ARM_SCOPE)
-    except unavailable as exc:  # nothing to sign in with at all
-        raise QuotaError(
-            f"no Azure sign-in was found ({first_line(exc)}); to check Azure quota, "
-            f"{_NO_SIGN_IN_HELP}"
-        ) from exc
-    except failed as exc:  # a sign-in exists but Azure AD refused it (expired, wrong secret)
-        raise QuotaError(
-            f"Azure sign-in failed ({first_line(exc)}); to check Azure quota, {_NO_SIGN_IN_HELP}"
-        ) from exc
-    value = getattr(token, "token", token)
-    if not isinstance(value, str) or not value:
-        raise QuotaError(f"the credential returned no token; {_NO_SIGN_IN_HELP}")
-    return value
-
-
-def _http_error(
-    exc: urllib.error.HTTPError, *, subscription: str, region: str, endpoint: str
-) -> QuotaError:
+def _arm_error(exc: ArmError, *, subscription: str, region: str, endpoint: str) -> QuotaError:
     """Turn an ARM error answer into a message that names the problem and the fix."""
-    try:
-        body = exc.read()
-    except OSError:
-        body = b""
-    code, message = error_parts(body)
-    said = server_says(exc.code, code, message)
-    if exc.code == 401:
+    said = server_says(exc.status, exc.code, exc.message)
+    if exc.status == 401:
         return QuotaError(
             f"Azure rejected the sign-in token ({said}); sign in again with `az login` (or "
             "renew the service principal secret in AZURE_CLIENT_SECRET) and retry."
         )
-    if exc.code == 403:
+    if exc.status == 403:
         return QuotaError(
             f"the signed-in identity may not read Compute usages of subscription "
             f"{subscription} ({said}); ask an owner of that subscription for the Reader role "
             "on it, or sign in with `az login` as a user who has it."
         )
-    if exc.code == 404:
+    if exc.status == 404:
         return QuotaError(
             f"Azure found no Compute usages for subscription {subscription} in region "
             f"{region!r} ({said}); the subscription id or the region is wrong: list yours with "
             "`az account list -o table` and the regions with `az account list-locations -o table`."
         )
-    if 300 <= exc.code < 400:
+    if 300 <= exc.status < 400:
         return QuotaError(
             f"{endpoint} answered with a redirect ({said}), which is not followed so that the "
             "sign-in token stays with Azure Resource Manager; check the endpoint."
         )
-    if exc.code >= 500:
+    if exc.status >= 500:
         return QuotaError(
             f"Azure Resource Manager failed to answer ({said}); this is on Azure's side, try "
             "again in a few minutes."
@@ -159,86 +94,13 @@ def _http_error(
     )
 
 
-def _get_page(
-    opener: urllib.request.OpenerDirector,
-    url: str,
-    token: str,
-    timeout: float,
-    report: Reporter,
-    *,
-    subscription: str,
-    region: str,
-    endpoint: str,
-) -> dict[str, Any]:
-    """GET one page of usages, waiting out one 429 when Azure says how long to wait."""
-    request = urllib.request.Request(
-        url,
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Accept": "application/json",
-            "User-Agent": "accel-widgets-quota",
-        },
-        method="GET",
-    )
-    for attempt in (1, 2):
-        try:
-            with opener.open(request, timeout=timeout) as response:
-                body = response.read()
-            break
-        except urllib.error.HTTPError as exc:
-            if exc.code != 429:
-                raise _http_error(
-                    exc, subscription=subscription, region=region, endpoint=endpoint
-                ) from None
-            code, message = error_parts(exc.read())
-            said = server_says(429, code, message)
-            wait, again = throttle_wait(
-                exc.headers,
-                throttled=attempt,
-                max_retries=1,
-                default_s=_RETRY_AFTER_DEFAULT_S,
-                max_s=_RETRY_AFTER_MAX_S,
-            )
-            if not again:
-                raise QuotaError(
-                    f"Azure is throttling requests ({said}); wait {max(1, math.ceil(wait))} "
-                    "seconds and try again."
-                ) from None
-            report(STEP, None, f"throttled by Azure, waiting {wait:.0f} s before one retry")
-            sleep(wait, report)
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise QuotaError(
-                f"could not reach {endpoint} ({reason}); check the network connection and any "
-                "proxy settings (HTTPS_PROXY), or use the 'local' target, which needs no network."
-            ) from None
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except ValueError as exc:
-        raise QuotaError(
-            f"{endpoint} answered the usages request with something that is not JSON ({exc})."
-        ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("value", []), list):
-        raise QuotaError(f"{endpoint} answered the usages request without a 'value' list.")
-    return data
-
-
 def _read_usages(
-    *,
-    endpoint: str,
-    subscription: str,
-    region: str,
-    token: str,
-    timeout: float,
-    report: Reporter,
+    arm: Any, *, endpoint: str, subscription: str, region: str, report: Reporter
 ) -> tuple[list[dict[str, Any]], int]:
     """Every usage item of the region, following ``nextLink`` from page to page."""
-    base = check_endpoint(endpoint, error=QuotaError, setting="endpoint")
-    opener = urllib.request.build_opener(NoRedirect)
     url: str | None = (
-        f"{endpoint.rstrip('/')}/subscriptions/{urllib.parse.quote(subscription, safe='')}"
-        f"/providers/Microsoft.Compute/locations/{urllib.parse.quote(region, safe='')}"
-        f"/usages?api-version={API_VERSION}"
+        f"/subscriptions/{urllib.parse.quote(subscription, safe='')}"
+        f"/providers/Microsoft.Compute/locations/{urllib.parse.quote(region, safe='')}/usages"
     )
     items: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -249,25 +111,16 @@ def _read_usages(
         seen.add(url)
         pages += 1
         report(STEP, None, f"reading usages page {pages}")
-        data = _get_page(
-            opener,
-            url,
-            token,
-            timeout,
-            report,
-            subscription=subscription,
-            region=region,
-            endpoint=endpoint,
-        )
+        try:
+            data = arm.call("GET", url, what="reading the Compute usages").body
+        except ArmError as exc:
+            raise _arm_error(
+                exc, subscription=subscription, region=region, endpoint=endpoint
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("value", []), list):
+            raise QuotaError(f"{endpoint} answered the usages request without a 'value' list.")
         items.extend(item for item in data.get("value", []) if isinstance(item, dict))
         url = data.get("nextLink") or None
-        if url is not None:
-            nxt = urllib.parse.urlsplit(url)
-            if (nxt.scheme, nxt.netloc) != (base.scheme, base.netloc):
-                raise QuotaError(
-                    f"{endpoint} sent a nextLink to another host ({nxt.scheme}://{nxt.netloc}); "
-                    "not following it, so that the sign-in token stays with the endpoint."
-                )
     return items, pages
 
 
@@ -325,15 +178,23 @@ def _check_azure(
         raise QuotaError(f"needed={needed} vCPUs is negative; give 0 or more.")
     check_endpoint(endpoint, error=QuotaError, setting="endpoint")
 
-    token = _sign_in(credential, report)
-    items, pages = _read_usages(
-        endpoint=endpoint,
-        subscription=subscription,
-        region=region_key,
-        token=token,
+    report(STEP, None, "signing in")
+    with open_arm(
+        endpoint,
+        credential,
+        API_VERSION,
+        report,
+        step=STEP,
+        error=QuotaError,
+        purpose="to check Azure quota",
+        fallback=_LOCAL,
         timeout=timeout,
-        report=report,
-    )
+        max_wait_s=_RETRY_AFTER_MAX_S,
+        max_throttled=1,
+    ) as arm:
+        items, pages = _read_usages(
+            arm, endpoint=endpoint, subscription=subscription, region=region_key, report=report
+        )
 
     wanted = family.strip().casefold()
     family_item = next(

@@ -1,10 +1,9 @@
-"""What every call to Azure Resource Manager shares: tokens only over HTTPS, no redirects,
-Azure's error bodies, Retry-After, and waits a Cancel button can end.
+"""What every caller of Azure Resource Manager shares, importable without azure-core.
 
-Used by the quota check (``engine/targets/azure/quota.py``) and the Azure ML target's ARM
-client (``engine/targets/azure/arm.py``), so both treat a token, a 429 and an error body alike;
-the REST scoring client (``engine/clients/rest_client.py``) takes the same redirect and loopback
-rules for its key.
+The client itself is ``engine/targets/azure/arm.py`` (azure-core's pipeline, the ``engine``
+extra), opened with ``open_arm`` (this package's ``__init__``) when a call needs it; the quota
+check and the Azure ML target use what is here at import time: the endpoint rule (a bearer
+token only over HTTPS, or plain http to this machine), :class:`ArmError`, Azure's error bodies.
 """
 
 from __future__ import annotations
@@ -25,6 +24,17 @@ class TokenCredential(Protocol):
     """What a caller needs from a credential: azure-identity's ``get_token``."""
 
     def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
+
+
+class ArmError(ServingError):
+    """An ARM answer that is an error: the HTTP status, Azure's error code and message."""
+
+    def __init__(self, status: int, code: str | None, message: str | None, what: str) -> None:
+        self.status = status
+        self.code = code or ""
+        self.message = message or ""
+        self.what = what
+        super().__init__(f"{what}: {said(status, code, message)}")
 
 
 def said(status: int, code: str | None, message: str | None) -> str:
