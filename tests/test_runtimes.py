@@ -304,7 +304,7 @@ def test_a_server_serving_with_openvino_imports_no_tensorflow_or_jupyter():
         "from accel_widgets.serving.model import LoadedModel\n"
         "c = ServerConfig.from_dict({'models': [squeezenet_model()]})\n"
         "m = LoadedModel.load(c.models[0], threads=None, max_pixels=c.max_pixels,"
-        " max_batch=4, runtime_name='auto')\n"
+        " max_batch=4, runtime_name='openvino')\n"
         "banned = ('tensorflow', 'tf2onnx', 'keras', 'ipywidgets', 'jupyter', 'jupyter_client',"
         " 'IPython', 'ipykernel', 'onnx')\n"
         "found = sorted(m for m in sys.modules if m.split('.')[0] in banned)\n"
