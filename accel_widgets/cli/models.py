@@ -113,24 +113,23 @@ def cmd_convert(args: argparse.Namespace) -> int:
     workspace = workspace_of(args)
     quantize = args.quantize
     with live_progress() as (progress, cancel):
-        if args.model.lower() in CATALOG or workspace.find_model(args.model) is None:
+        # A registered model is looked up once and its record handed on (issue 23).
+        record = None if args.model.lower() in CATALOG else workspace.find_model(args.model)
+        if record is None:
             from accel_widgets.engine.models.build import build_model
 
             spec = get_spec(args.model)
             quantize = quantize_for(spec, quantize)
             record = build_model(
-                spec.name,
+                spec,
                 weights=args.weights,
                 name=args.name,
                 workspace=workspace,
                 progress=progress,
                 cancel=cancel,
             )
-        else:
-            record = workspace.get_model(args.model)
         artifacts = convert(
-            record.name,
-            version=record.version,
+            record,
             quantize=quantize,
             workspace=workspace,
             calibration=args.calibration,
