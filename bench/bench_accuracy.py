@@ -47,6 +47,7 @@ from bench_runtimes import cpu_description  # noqa: E402
 def _candidates(workspace, artifact, label: str) -> list[tuple[str, Any]]:
     """(row name, LoadedModel) for each runtime this machine offers for ``artifact``."""
     from accel_widgets.engine.packaging.service_config import model_config_for
+    from accel_widgets.errors import ServingError
     from accel_widgets.preprocess import MAX_PIXELS
     from accel_widgets.serving import openvino_runtime
     from accel_widgets.serving.model import LoadedModel
@@ -62,9 +63,14 @@ def _candidates(workspace, artifact, label: str) -> list[tuple[str, Any]]:
 
     rows.append((f"{label} | onnxruntime", load("onnxruntime", False)))
     if openvino_runtime.available() is None:
-        rows.append((f"{label} | openvino f32", load("openvino", False)))
-        if openvino_runtime.cpu_has_bf16():
-            rows.append((f"{label} | openvino bf16", load("openvino", True)))
+        # OpenVINO 2026.4 cannot read the zoo MobileNetV2's QLinearConv: that row is left
+        # out with the reason, as a service on "auto" would fall back to ONNX Runtime.
+        try:
+            rows.append((f"{label} | openvino f32", load("openvino", False)))
+            if openvino_runtime.cpu_has_bf16():
+                rows.append((f"{label} | openvino bf16", load("openvino", True)))
+        except ServingError as exc:
+            print(f"{label} | openvino: left out ({str(exc)[:160]})", flush=True)
     return rows
 
 

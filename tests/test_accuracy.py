@@ -186,11 +186,16 @@ def test_the_sample_registers_with_the_caffe_mean_and_reaches_its_published_accu
 
 
 def test_the_served_sample_reaches_its_published_accuracy(ws):
-    """Through a real local service (its own process, gRPC), as a user's client scores."""
+    """Through a real local service (its own process, gRPC), as a user's client scores.
+
+    The service runs the INT8 exactly when its check earned it the default (uint8 weights
+    agreed 97.0 % here, at the gate's line), else the float sample."""
     service = deploy("squeezenet", workspace=ws)
-    assert ws.get_artifact_by_id(service.artifact_id).precision == "fp16"  # INT8 not earned
+    int8 = ws.get_artifact("squeezenet", precision="int8").report
+    expected = "int8" if recommended(int8, "int8") else "fp16"
+    assert ws.get_artifact_by_id(service.artifact_id).precision == expected
     served = evaluate(service="squeezenet", limit=150, workspace=ws)
-    in_process = evaluate("squeezenet", precision="fp16", limit=150, workspace=ws)
+    in_process = evaluate("squeezenet", precision=expected, limit=150, workspace=ws)
 
     assert served.n == 150 and served.where == "through service squeezenet"
     assert served.top1 >= SAMPLE_TOP1_MIN, served.top1

@@ -220,7 +220,7 @@ def quantize_detector(
         emit,
         what="the conv tower",
         quantization="static QDQ of the conv tower (Conv/Relu/MaxPool), uint8 activations, "
-        "7-bit int8 weights, per tensor, MinMax; normalisation, softmax, decoding and NMS float",
+        "uint8 weights, per tensor, MinMax; normalisation, softmax, decoding and NMS float",
         run=run_onnx,
         op_types=QUANTIZED_OPS,
         symbolic_shapes=False,
