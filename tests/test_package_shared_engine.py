@@ -13,6 +13,7 @@ made on the shared engine is touched (objects are found by this module's workspa
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,8 @@ from accel_widgets.engine.models.register import register_onnx
 from accel_widgets.engine.packaging import package as pkg
 from accel_widgets.engine.store.workspace import Workspace
 from accel_widgets.engine.targets import delete_service, deploy, list_services, service_status
+from accel_widgets.errors import CancelledError
+from accel_widgets.progress import CancelToken, ProgressEvent
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -159,6 +162,48 @@ def test_packaging_leaves_no_dangling_image_and_the_wheels_stage_goes_last(
         assert kept.id not in after and after <= before, after - before
         pkg.delete_image("squeezenet", workspace=workspace)
         assert docker_client.images.list(name=f"accel-widgets/{workspace.ident}/wheels") == []
+    finally:
+        _clean(docker_client, workspace)
+
+
+def test_a_build_cancelled_after_its_wheels_stage_leaves_nothing_on_the_engine(
+    tmp_path, docker_client, base_image, weights_dir
+):
+    """Cancel pressed while the image's last stage builds, in a workspace with no image yet:
+    the wheels stage this build made (no cache, so it is its own, ~610 MB) and its last
+    step's image do not stay behind as dangling images nobody's clean-up finds, and no name
+    of the workspace's is left on the engine. The next build still works."""
+    before = {i.id for i in docker_client.images.list(filters={"dangling": True})}
+    workspace = Workspace(tmp_path / "ws")
+    cancel = CancelToken()
+    froms: list[str] = []
+
+    def press_cancel_in_the_last_stage(event: ProgressEvent) -> None:
+        if re.match(r"step \d+/\d+: FROM ", event.message):
+            froms.append(event.message)
+            if len(froms) == 2:
+                cancel.cancel()
+
+    try:
+        _register(workspace, weights_dir)
+        with pytest.raises(CancelledError):
+            pkg.package(
+                "squeezenet",
+                base=base_image,
+                no_cache=True,
+                workspace=workspace,
+                progress=press_cancel_in_the_last_stage,
+                cancel=cancel,
+            )
+        assert len(froms) == 2  # cancelled in the final stage, after the wheels stage
+        assert workspace.list_images() == []
+        assert docker_client.images.list(name=f"accel-widgets/{workspace.ident}/*") == []
+        after = {i.id for i in docker_client.images.list(filters={"dangling": True})}
+        left = {i: docker_client.images.get(i).labels for i in after - before}
+        assert not left, f"the cancelled build left images behind: {left}"
+
+        image = pkg.package("squeezenet", base=base_image, workspace=workspace)
+        assert docker_client.images.get(image.tag).id == image.info["image_id"]
     finally:
         _clean(docker_client, workspace)
 

@@ -315,6 +315,54 @@ def _keep_wheels_stage(client: Any, workspace: Workspace, base: str, stage_id: s
         pass  # in use by another build or container: the engine keeps it, named or not
 
 
+def _settle_failed_build(client: Any, scratch_tag: str, last_step: str | None) -> None:
+    """Remove what a failed or cancelled build left: its scratch name, its last step's image.
+
+    The engine keeps each finished step's image; a build that stops half-way leaves the last
+    one (and its untagged parents, down to the base) as a ``<none>`` image nothing of ours
+    accounts for. A step image another build still uses has children: the engine refuses to
+    remove it, and it stays.
+    """
+    import docker
+
+    for reference in (scratch_tag, last_step):
+        with contextlib.suppress(docker.errors.APIError):
+            found = _engine_image(client, reference)
+            if found is not None and (reference == scratch_tag or not found.tags):
+                client.images.remove(reference)
+
+
+def _settle_failed_stage(
+    client: Any, workspace: Workspace, base: str, stage_id: str | None
+) -> None:
+    """After a failed or cancelled build: keep its wheels stage only where clean-up finds it.
+
+    The stage is complete once the final stage starts, and it is the cache that makes the
+    next try take seconds; but nothing accounts for it unless it carries this workspace's
+    name, and that name goes with the workspace's last image. So a workspace that holds an
+    image names it (its deletion removes it); one that holds none gets its ~610 MB back now
+    (unless another name, another workspace's, keeps the stage).
+    """
+    import docker
+
+    if not stage_id:
+        return
+    if any(image.tag for image in workspace.list_images()):
+        _keep_wheels_stage(client, workspace, base, stage_id)
+        return
+    for _ in range(20):  # the engine may still be winding the cancelled build down
+        try:
+            found = _engine_image(client, stage_id)
+            if found is None or found.tags:
+                return
+            client.images.remove(found.id)
+            return
+        except docker.errors.ImageNotFound:
+            return
+        except docker.errors.APIError:
+            time.sleep(0.5)
+
+
 def _build(
     client: Any,
     workspace: Workspace,
@@ -331,6 +379,8 @@ def _build(
     report("package", 0.0, f"building {repository} on {context.base}")
     started = time.monotonic()
     stage_id = None
+    stream = None
+    froms, last = 0, None
     try:
         with _context_tar(context.path) as tar:
             stream = client.api.build(
@@ -344,7 +394,6 @@ def _build(
                 nocache=no_cache,
                 decode=True,
             )
-            froms, last = 0, None
             for line in docker_engine.build_lines(stream, report):
                 if _STEP_FROM.match(line):
                     froms += 1
@@ -353,8 +402,14 @@ def _build(
                 elif found := _STEP_IMAGE.match(line):
                     last = found.group(1)
         built = client.images.get(scratch_tag)
-    except docker.errors.APIError as exc:
-        raise PackageError(f"the Docker engine refused the build: {exc.explanation}") from None
+    except BaseException as exc:  # a failed or cancelled build, after its wheels stage or not
+        if stream is not None:
+            stream.close()  # the engine stops a build whose client has gone
+        _settle_failed_build(client, scratch_tag, last if last != stage_id else None)
+        _settle_failed_stage(client, workspace, context.base, stage_id)
+        if isinstance(exc, docker.errors.APIError):
+            raise PackageError(f"the Docker engine refused the build: {exc.explanation}") from None
+        raise
     _keep_wheels_stage(client, workspace, context.base, stage_id)
     seconds = round(time.monotonic() - started, 1)
     info = {
