@@ -172,6 +172,6 @@ def test_to_dict_describes_the_model_for_the_widgets(name: str) -> None:
 
 
 def test_int8_latency_is_reported_only_where_measured() -> None:
-    assert get_spec("quantized-resnet50").expected_latency_ms == 13
+    assert get_spec("quantized-resnet50").expected_latency_ms == 38
     assert get_spec("resnet50").expected_latency_ms == 45
     assert get_spec("quantized-vgg16").expected_latency_ms is None

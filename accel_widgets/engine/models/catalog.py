@@ -48,6 +48,8 @@ class ModelSpec:
     convert_gib: float
     serve_gib: float
     latency_ms_fp32: float | None  # batch 1, ONNX Runtime, 2 cores (docs/FINDINGS.md)
+    # The current INT8 recipe (uint8 weights), model only, batch 1, ONNX Runtime, 2 threads on
+    # an AVX2 AMD EPYC (docs/MEASUREMENTS.md "INT8 on a CPU without VNNI"); None: unmeasured.
     latency_ms_int8: float | None
     quantized: bool = False
     graph_ready: bool = True  # False: the spec is here, the graph comes in a later release
@@ -132,7 +134,7 @@ _BASE = [
         convert_gib=3.0,
         serve_gib=0.35,
         latency_ms_fp32=45,
-        latency_ms_int8=13,
+        latency_ms_int8=38,
     ),
     ModelSpec(
         name="resnet152",
@@ -153,7 +155,7 @@ _BASE = [
         convert_gib=4.0,
         serve_gib=0.7,
         latency_ms_fp32=130,
-        latency_ms_int8=40,
+        latency_ms_int8=108,
     ),
     ModelSpec(
         name="densenet121",
