@@ -191,8 +191,8 @@ def test_the_served_sample_reaches_its_published_accuracy(ws):
     The service runs the INT8 exactly when its check earned it the default (uint8 weights
     agreed 97.0 % here, at the gate's line), else the float sample."""
     service = deploy("squeezenet", workspace=ws)
-    int8 = ws.get_artifact("squeezenet", precision="int8").report
-    expected = "int8" if recommended(int8, "int8") else "fp16"
+    int8_report = ws.get_artifact("squeezenet", precision="int8").report
+    expected = "int8" if recommended(int8_report, "int8") else "fp16"
     assert ws.get_artifact_by_id(service.artifact_id).precision == expected
     served = evaluate(service="squeezenet", limit=150, workspace=ws)
     in_process = evaluate("squeezenet", precision=expected, limit=150, workspace=ws)

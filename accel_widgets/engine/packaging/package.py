@@ -308,59 +308,57 @@ def _keep_wheels_stage(client: Any, workspace: Workspace, base: str, stage_id: s
         previous = _engine_image(client, tag)
         stage = client.images.get(stage_id)
         stage.tag(repository, name)
-        moved = previous is not None and previous.id != stage.id
-        if moved and not _engine_image(client, previous.id).tags:
-            client.images.remove(previous.id)  # the stage this one replaces, now unnamed
+        if previous is not None and previous.id != stage.id:
+            _remove_if_unnamed(client, previous.id)  # the stage this one replaces
     except docker.errors.APIError:
         pass  # in use by another build or container: the engine keeps it, named or not
 
 
-def _settle_failed_build(client: Any, scratch_tag: str, last_step: str | None) -> None:
-    """Remove what a failed or cancelled build left: its scratch name, its last step's image.
-
-    The engine keeps each finished step's image; a build that stops half-way leaves the last
-    one (and its untagged parents, down to the base) as a ``<none>`` image nothing of ours
-    accounts for. A step image another build still uses has children: the engine refuses to
-    remove it, and it stays.
-    """
+def _remove_if_unnamed(client: Any, reference: str | None, *, tries: int = 1) -> None:
+    """Remove an image no name holds; one that a name, a child image or a build still holds
+    stays. ``tries`` > 1 waits out a cancelled build the engine is still winding down."""
     import docker
 
-    for reference in (scratch_tag, last_step):
-        with contextlib.suppress(docker.errors.APIError):
-            found = _engine_image(client, reference)
-            if found is not None and (reference == scratch_tag or not found.tags):
-                client.images.remove(reference)
-
-
-def _settle_failed_stage(
-    client: Any, workspace: Workspace, base: str, stage_id: str | None
-) -> None:
-    """After a failed or cancelled build: keep its wheels stage only where clean-up finds it.
-
-    The stage is complete once the final stage starts, and it is the cache that makes the
-    next try take seconds; but nothing accounts for it unless it carries this workspace's
-    name, and that name goes with the workspace's last image. So a workspace that holds an
-    image names it (its deletion removes it); one that holds none gets its ~610 MB back now
-    (unless another name, another workspace's, keeps the stage).
-    """
-    import docker
-
-    if not stage_id:
-        return
-    if any(image.tag for image in workspace.list_images()):
-        _keep_wheels_stage(client, workspace, base, stage_id)
-        return
-    for _ in range(20):  # the engine may still be winding the cancelled build down
+    for attempt in range(tries):
         try:
-            found = _engine_image(client, stage_id)
-            if found is None or found.tags:
-                return
-            client.images.remove(found.id)
+            found = _engine_image(client, reference)
+            if found is not None and not found.tags:
+                client.images.remove(found.id)
             return
         except docker.errors.ImageNotFound:
             return
         except docker.errors.APIError:
-            time.sleep(0.5)
+            if attempt + 1 < tries:
+                time.sleep(0.5)
+
+
+def _settle_failed_build(
+    client: Any,
+    workspace: Workspace,
+    context: BuildContext,
+    scratch_tag: str,
+    stage_id: str | None,
+    last_step: str | None,
+) -> None:
+    """Remove what a failed or cancelled build left, so nothing stays that no clean-up finds.
+
+    The engine keeps each finished step's image. The wheels stage is complete once the final
+    stage starts, and it is the cache that makes the next try take seconds, but only this
+    workspace's name on it lets clean-up find it (that name goes with the workspace's last
+    image): a workspace that holds an image names it, one that holds none gets its ~610 MB
+    back now (unless another workspace's name keeps it). The scratch name goes, and so does
+    the last step's image with its unnamed parents (a step image another build still uses
+    has children, and the engine refuses).
+    """
+    import docker
+
+    with contextlib.suppress(docker.errors.APIError):
+        client.images.remove(scratch_tag)  # a build that ended as it was cancelled
+    if stage_id and any(image.tag for image in workspace.list_images()):
+        _keep_wheels_stage(client, workspace, context.base, stage_id)
+    else:
+        _remove_if_unnamed(client, stage_id, tries=20)
+    _remove_if_unnamed(client, last_step)
 
 
 def _build(
@@ -404,9 +402,8 @@ def _build(
         built = client.images.get(scratch_tag)
     except BaseException as exc:  # a failed or cancelled build, after its wheels stage or not
         if stream is not None:
-            stream.close()  # the engine stops a build whose client has gone
-        _settle_failed_build(client, scratch_tag, last if last != stage_id else None)
-        _settle_failed_stage(client, workspace, context.base, stage_id)
+            stream.close()  # drops the connection: the engine stops a build whose client left
+        _settle_failed_build(client, workspace, context, scratch_tag, stage_id, last)
         if isinstance(exc, docker.errors.APIError):
             raise PackageError(f"the Docker engine refused the build: {exc.explanation}") from None
         raise
